@@ -1,0 +1,108 @@
+package trace
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// AppendJSON appends r as one JSON line (with its trailing newline) to dst.
+// The "type" key always comes first, so that `grep '^{"type":"http"'`
+// works on decompressed traces and decoding needs no second pass.
+func AppendJSON(dst []byte, r Record) ([]byte, error) {
+	if u, ok := r.(*Unknown); ok {
+		var buf bytes.Buffer
+		if err := json.Compact(&buf, u.Raw); err != nil {
+			return dst, fmt.Errorf("encode %s record: %w", u.TypeName, err)
+		}
+		return append(append(dst, buf.Bytes()...), '\n'), nil
+	}
+	body, err := json.Marshal(r)
+	if err != nil {
+		return dst, fmt.Errorf("encode %s record: %w", r.Type(), err)
+	}
+	if len(body) < 2 || body[0] != '{' {
+		return dst, fmt.Errorf("encode %s record: not a JSON object", r.Type())
+	}
+	dst = append(dst, `{"type":`...)
+	dst = appendJSONString(dst, string(r.Type()))
+	if len(body) > 2 { // not "{}"
+		dst = append(dst, ',')
+	}
+	dst = append(dst, body[1:]...)
+	return append(dst, '\n'), nil
+}
+
+func appendJSONString(dst []byte, s string) []byte {
+	b, _ := json.Marshal(s) // a string always marshals
+	return append(dst, b...)
+}
+
+// ErrNoType is returned for a JSON line without a "type" field.
+var ErrNoType = errors.New(`record has no "type" field`)
+
+// ParseJSON decodes one JSON line (without its newline) into a record.
+// Records of unknown types come back as *Unknown.
+func ParseJSON(line []byte) (Record, error) {
+	typ, ok := fastType(line)
+	if !ok {
+		var probe struct {
+			Type *string `json:"type"`
+		}
+		if err := json.Unmarshal(line, &probe); err != nil {
+			return nil, err
+		}
+		if probe.Type == nil {
+			return nil, ErrNoType
+		}
+		typ = *probe.Type
+	}
+	var r Record
+	switch Type(typ) {
+	case TypeHeader:
+		r = new(Header)
+	case TypeConnOpen:
+		r = new(ConnOpen)
+	case TypeConnClose:
+		r = new(ConnClose)
+	case TypeHTTP:
+		r = new(HTTP)
+	case TypeWSFrame:
+		r = new(WSFrame)
+	case TypeRoute:
+		r = new(Route)
+	case TypeGap:
+		r = new(Gap)
+	case TypeStats:
+		r = new(Stats)
+	default:
+		var probe struct {
+			TS time.Duration `json:"ts"`
+		}
+		if err := json.Unmarshal(line, &probe); err != nil {
+			return nil, err
+		}
+		return &Unknown{TypeName: typ, TS: probe.TS, Raw: append(json.RawMessage(nil), line...)}, nil
+	}
+	if err := json.Unmarshal(line, r); err != nil {
+		return nil, fmt.Errorf("%s record: %w", typ, err)
+	}
+	return r, nil
+}
+
+// fastType reads the type from a line that starts the way AppendJSON
+// writes it: {"type":"name",  — names never need escaping.
+func fastType(line []byte) (string, bool) {
+	const prefix = `{"type":"`
+	if !bytes.HasPrefix(line, []byte(prefix)) {
+		return "", false
+	}
+	rest := line[len(prefix):]
+	end := bytes.IndexByte(rest, '"')
+	if end <= 0 || bytes.IndexByte(rest[:end], '\\') >= 0 {
+		return "", false
+	}
+	return string(rest[:end]), true
+}
