@@ -389,6 +389,9 @@ func (r *Reader) nextLine() (Record, error) {
 		}
 		rec, perr := ParseJSON(line)
 		if perr != nil {
+			if err == io.EOF { // an unterminated last line that does not parse: cut short
+				return nil, r.damage(-1, -1, true, "the file ends inside line %d", r.lineNo)
+			}
 			if err != nil { // the last line, cut short by the failure
 				return nil, r.streamFailure(err)
 			}

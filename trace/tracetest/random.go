@@ -41,7 +41,7 @@ var Header = rapid.Custom(func(t *rapid.T) *trace.Header {
 		Start:   time.Unix(rapid.Int64Range(0, 4e9).Draw(t, "sec"), rapid.Int64Range(0, 999999999).Draw(t, "nsec")).UTC(),
 		Source:  genText.Draw(t, "source"),
 		Anon:    trace.Anonymization{Scheme: genToken.Draw(t, "scheme"), Raw: rapid.Bool().Draw(t, "raw")},
-		Tool:    genText.Draw(t, "tool"),
+		Tool:    rapid.StringMatching(`hubreplay [a-z0-9.+-]{1,12}`).Draw(t, "tool"), // empty means "fill in"
 		Note:    genText.Draw(t, "note"),
 	}
 })
@@ -94,8 +94,9 @@ var Record = rapid.Custom(func(t *rapid.T) trace.Record {
 		// A record type from a newer hubreplay: it must pass through whole.
 		name := rapid.StringMatching(`x_[a-z_]{1,12}`).Draw(t, "name")
 		ts := genTS.Draw(t, "ts")
-		raw := mustJSON(map[string]any{"type": name, "ts": ts, "payload": genText.Draw(t, "payload")})
-		return &trace.Unknown{TypeName: name, TS: ts, Raw: raw}
+		// As a newer writer would write it: the type first.
+		raw := fmt.Appendf(nil, `{"type":%q,"ts":%d,"payload":%s}`, name, int64(ts), mustJSON(genText.Draw(t, "payload")))
+		return &trace.Unknown{TypeName: name, TS: ts, Raw: json.RawMessage(raw)}
 	}
 })
 
