@@ -20,7 +20,9 @@ var typeNames = []trace.Type{
 }
 
 var (
-	genTS    = rapid.Custom(func(t *rapid.T) time.Duration { return time.Duration(rapid.Int64Range(0, int64(48*time.Hour)).Draw(t, "ts")) })
+	genTS = rapid.Custom(func(t *rapid.T) time.Duration {
+		return time.Duration(rapid.Int64Range(0, int64(48*time.Hour)).Draw(t, "ts"))
+	})
 	genConn  = rapid.Custom(func(t *rapid.T) trace.ConnID { return trace.ConnID(rapid.Uint64().Draw(t, "conn")) })
 	genDir   = rapid.SampledFrom([]trace.Dir{trace.ClientToServer, trace.ServerToClient})
 	genBytes = rapid.OneOf(rapid.Just([]byte(nil)), rapid.SliceOfN(rapid.Byte(), 1, 64))

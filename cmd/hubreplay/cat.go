@@ -1,0 +1,85 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/hubreplay/hubreplay/trace"
+)
+
+func newCatCmd() *cobra.Command {
+	var types []string
+	var conn uint64
+	cmd := &cobra.Command{
+		Use:   "cat TRACE",
+		Short: "Print a trace's records as JSON lines",
+		Long: `cat prints the records of a trace as JSON lines, the header first, as they are
+stored (the same as 'zstd -dc TRACE', but checked, and filtered if asked).
+The output is itself a trace that hubreplay reads, so it can be edited and
+read back. TRACE may be "-" for standard input.
+
+Record types: header, conn_open, conn_close, http, ws, route, gap, stats.
+On a damaged trace every record before the damage is printed, then the
+damage is reported and the exit status is 1.`,
+		Example: `  hubreplay cat peak.trace | head
+  hubreplay cat --type http peak.trace | jq -r 'select(.resp.status >= 500) | .req.target'
+  hubreplay cat --conn 42 peak.trace`,
+		Args: exactArgs(1, "a trace file"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			want := map[trace.Type]bool{}
+			for _, t := range types {
+				for _, name := range strings.Split(t, ",") {
+					if name = strings.TrimSpace(name); name != "" {
+						want[trace.Type(name)] = true
+					}
+				}
+			}
+			r, err := openTrace(args[0], cmd.InOrStdin())
+			if err != nil {
+				return err
+			}
+			defer r.Close()
+			out := bufio.NewWriterSize(cmd.OutOrStdout(), 256<<10)
+			var line []byte
+			var readErr error
+			for n := 0; ; n++ {
+				if n%4096 == 0 && cmd.Context().Err() != nil {
+					readErr = cmd.Context().Err()
+					break
+				}
+				rec, err := r.Next()
+				if err != nil {
+					if err != io.EOF {
+						readErr = err
+					}
+					break
+				}
+				if _, isHeader := rec.(*trace.Header); !isHeader {
+					if len(want) > 0 && !want[rec.Type()] {
+						continue
+					}
+					if c, ok := trace.Conn(rec); cmd.Flags().Changed("conn") && (!ok || uint64(c) != conn) {
+						continue
+					}
+				}
+				if line, err = trace.AppendJSON(line[:0], rec); err != nil {
+					return err
+				}
+				if _, err := out.Write(line); err != nil {
+					return fmt.Errorf("write output: %w", err)
+				}
+			}
+			if err := out.Flush(); err != nil {
+				return fmt.Errorf("write output: %w", err)
+			}
+			return readErr
+		},
+	}
+	cmd.Flags().StringSliceVarP(&types, "type", "t", nil, "print only records of these types (the header is always printed)")
+	cmd.Flags().Uint64Var(&conn, "conn", 0, "print only records of this connection id")
+	return cmd
+}

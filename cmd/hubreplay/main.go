@@ -1,0 +1,87 @@
+// Command hubreplay records JupyterHub proxy traffic, replays it against a
+// candidate proxy build, and compares candidates. This package only wires
+// flags to the packages that do the work.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+// usageError marks errors in how hubreplay was called (exit status 2).
+type usageError struct{ error }
+
+// run executes one command line and returns the exit status: 0 on
+// success, 1 when the work failed (a damaged trace included), 2 for a
+// command line that does not make sense.
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	root := newRoot(stdin, stdout, stderr)
+	root.SetArgs(args)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return 0
+	}
+	fmt.Fprintf(stderr, "hubreplay: %v\n", err)
+	var ue usageError
+	if errors.As(err, &ue) {
+		return 2
+	}
+	return 1
+}
+
+func newRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
+	var verbose bool
+	root := &cobra.Command{
+		Use:   "hubreplay",
+		Short: "Record JupyterHub proxy traffic and replay it against candidate proxy builds",
+		Long: `hubreplay tests a JupyterHub proxy build (configurable-http-proxy or a fork)
+against real traffic before it meets real users: capture records the proxy's
+traffic, anonymized, into a trace; replay runs a trace against a candidate
+proxy in a disposable staging setup; compare runs two candidates on the same
+trace and reports the differences. (This build has the trace tools; capture,
+replay and compare are being built.)
+
+Traces are zstd-compressed JSON lines (see trace/FORMAT.md): inspect, slice
+and cat work on them, and 'zstd -dc TRACE' shows them to standard tools.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRun: func(cmd *cobra.Command, _ []string) {
+			level := slog.LevelWarn
+			if verbose {
+				level = slog.LevelDebug
+			}
+			slog.SetDefault(slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})))
+		},
+	}
+	root.SetIn(stdin)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.PersistentFlags().BoolVarP(&verbose, "verbose", "v", false, "log what hubreplay is doing to stderr")
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	root.AddCommand(newVersionCmd(), newInspectCmd(), newCatCmd(), newSliceCmd())
+	return root
+}
+
+// exactArgs is cobra.ExactArgs with a usage error that names what is missing.
+func exactArgs(n int, what string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) != n {
+			return usageError{fmt.Errorf("%s needs %s (got %d arguments); see 'hubreplay %s --help'", cmd.Name(), what, len(args), cmd.Name())}
+		}
+		return nil
+	}
+}
