@@ -1,0 +1,41 @@
+# hubreplay — see README.md. Everything builds into build/.
+GO       ?= go
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+LDFLAGS  := -X github.com/hubreplay/hubreplay/internal/version.Version=$(VERSION)
+BIN      := build/hubreplay
+FUZZTIME ?= 30s
+
+.PHONY: all build test bench fuzz demo clean
+
+all: build
+
+build:
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/hubreplay
+
+# The tests: vet, then every package under the race detector.
+test:
+	$(GO) vet ./...
+	$(GO) test -race ./...
+
+# Benchmarks print their figures (records/s, MB/s, bytes/record); they assert nothing.
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+# Each fuzz target for FUZZTIME; seeds live in */testdata/fuzz and run in `make test`.
+fuzz:
+	$(GO) test ./trace -run '^$$' -fuzz '^FuzzReader$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./trace -run '^$$' -fuzz '^FuzzParseJSON$$' -fuzztime $(FUZZTIME)
+
+# The demo, for now: make a sample lecture session, look at it, cut its
+# peak out, look at that. (Later: replay it against two CHP versions.)
+demo: build
+	@rm -f build/demo.trace build/demo-peak.trace
+	$(GO) run ./trace/tracetest/sampletrace -o build/demo.trace -users 60 -duration 20m
+	$(BIN) inspect --tz UTC build/demo.trace
+	$(BIN) slice build/demo.trace --tz UTC --from 15:52 --to +12m -o build/demo-peak.trace
+	$(BIN) inspect --tz UTC build/demo-peak.trace
+	@echo '--- first records of the peak (hubreplay cat build/demo-peak.trace | head -4):'
+	@$(BIN) cat build/demo-peak.trace | head -4
+
+clean:
+	rm -rf build
