@@ -82,7 +82,8 @@ type Reader struct {
 	off      int64 // bytes of src consumed
 	frame    int   // data frames loaded so far
 	frameOff int64 // offset of the current frame's index
-	buf      []byte
+	comp     bytes.Buffer // the current frame, compressed
+	buf      []byte       // the current frame, decompressed
 	pos      int
 	records  uint64
 	err      error // sticky: io.EOF or a *DamageError
@@ -318,16 +319,18 @@ func (r *Reader) loadFrame() error {
 	}
 	r.frameOff = start
 	frameStart := r.off
-	comp := make([]byte, idx.compressed)
-	n, err = io.ReadFull(r.src, comp)
-	r.off += int64(n)
+	// Copy rather than allocate the declared size up front: a damaged
+	// index must not cost 64 MiB of memory before the file runs out.
+	r.comp.Reset()
+	m, err := io.CopyN(&r.comp, r.src, int64(idx.compressed))
+	r.off += m
 	if err != nil {
-		if err == io.ErrUnexpectedEOF || err == io.EOF {
-			return r.damage(frameStart, r.frame, true, "the frame declares %d bytes but the file ends after %d", idx.compressed, n)
+		if err == io.EOF {
+			return r.damage(frameStart, r.frame, true, "the frame declares %d bytes but the file ends after %d", idx.compressed, m)
 		}
 		return r.readFailure(frameStart, err, "frame")
 	}
-	r.buf, err = r.dec.DecodeAll(comp, r.buf[:0])
+	r.buf, err = r.dec.DecodeAll(r.comp.Bytes(), r.buf[:0])
 	if err != nil {
 		return r.damage(frameStart, r.frame, false, "the frame does not decompress: %v", err)
 	}
