@@ -58,18 +58,7 @@ func BenchmarkWrite(b *testing.B) {
 			b.ResetTimer()
 			for b.Loop() {
 				cw := &countingWriter{}
-				w, err := trace.NewWriter(cw, h, &trace.WriterOptions{Level: lvl.level})
-				if err != nil {
-					b.Fatal(err)
-				}
-				for _, r := range recs {
-					if err := w.Write(r); err != nil {
-						b.Fatal(err)
-					}
-				}
-				if err := w.Close(); err != nil {
-					b.Fatal(err)
-				}
+				encode(b, cw, h, recs, &trace.WriterOptions{Level: lvl.level})
 				file = cw.n
 			}
 			reportTrace(b, len(recs)+1, size, file)
@@ -81,18 +70,7 @@ func BenchmarkRead(b *testing.B) {
 	h, recs := benchSession(b)
 	size := jsonBytes(b, h, recs)
 	var buf bytes.Buffer
-	w, err := trace.NewWriter(&buf, h, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	for _, r := range recs {
-		if err := w.Write(r); err != nil {
-			b.Fatal(err)
-		}
-	}
-	if err := w.Close(); err != nil {
-		b.Fatal(err)
-	}
+	encode(b, &buf, h, recs, nil)
 	data := buf.Bytes()
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -116,6 +94,21 @@ func BenchmarkRead(b *testing.B) {
 		}
 	}
 	reportTrace(b, len(recs)+1, size, len(data))
+}
+
+func encode(b *testing.B, out io.Writer, h trace.Header, recs []trace.Record, opts *trace.WriterOptions) {
+	w, err := trace.NewWriter(out, h, opts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, r := range recs {
+		if err := w.Write(r); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		b.Fatal(err)
+	}
 }
 
 type countingWriter struct{ n int }

@@ -79,9 +79,9 @@ type Reader struct {
 	dec    *zstd.Decoder
 	header *Header
 
-	off      int64 // bytes of src consumed
-	frame    int   // data frames loaded so far
-	frameOff int64 // offset of the current frame's index
+	off      int64        // bytes of src consumed
+	frame    int          // data frames loaded so far
+	frameOff int64        // offset of the current frame's index
 	comp     bytes.Buffer // the current frame, compressed
 	buf      []byte       // the current frame, decompressed
 	pos      int

@@ -73,8 +73,9 @@ type connState struct {
 // The caller writes the returned header (SliceHeader) before the records;
 // Slice calls start with it once it knows the window holds records, so an
 // empty window creates nothing. On damage, the records before it are
-// written and the damage error returned.
-func Slice(ctx context.Context, r *Reader, win Window, start func(Header) (RecordWriter, error)) (SliceResult, error) {
+// written and the damage error returned. progress, if not nil, is called
+// now and then with the bytes read so far.
+func Slice(ctx context.Context, r *Reader, win Window, start func(Header) (RecordWriter, error), progress func(offset int64)) (SliceResult, error) {
 	if win.To != 0 && win.To <= win.From {
 		return SliceResult{}, fmt.Errorf("slice: the window ends (+%s) before it starts (+%s)", win.To, win.From)
 	}
@@ -84,8 +85,13 @@ func Slice(ctx context.Context, r *Reader, win Window, start func(Header) (Recor
 	var readErr error
 	var last time.Duration // the latest time seen in the trace, for the error on an empty window
 	for n := 0; ; n++ {
-		if n%4096 == 0 && ctx.Err() != nil {
-			return s.res, fmt.Errorf("slice trace: %w", ctx.Err())
+		if n%4096 == 0 {
+			if ctx.Err() != nil {
+				return s.res, fmt.Errorf("slice trace: %w", ctx.Err())
+			}
+			if progress != nil {
+				progress(r.Offset())
+			}
 		}
 		rec, err := r.Next()
 		if err != nil {

@@ -38,7 +38,7 @@ func slice(t *testing.T, data []byte, win trace.Window) (*collect, trace.SliceRe
 	require.NoError(t, err)
 	defer r.Close()
 	c := &collect{}
-	res, err := trace.Slice(context.Background(), r, win, c.start)
+	res, err := trace.Slice(context.Background(), r, win, c.start, nil)
 	return c, res, err
 }
 
@@ -207,7 +207,7 @@ func TestSliceWritesAReadableTrace(t *testing.T) {
 	_, err = trace.Slice(context.Background(), r, trace.Window{From: time.Minute}, func(h trace.Header) (trace.RecordWriter, error) {
 		w, err = trace.NewWriter(&buf, h, nil)
 		return w, err
-	})
+	}, nil)
 	require.NoError(t, err)
 	require.NoError(t, w.Close())
 	got, err := readAll(t, buf.Bytes())

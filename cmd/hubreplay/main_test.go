@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -156,6 +157,15 @@ func TestInspectBadInput(t *testing.T) {
 	assert.Contains(t, r.stdout, "DAMAGED")
 	assert.Contains(t, r.stdout, "per minute:")
 	assert.Regexp(t, `^hubreplay: .*killed.trace: trace truncated at byte \d+ \(frame \d+\): .*; the \d+ records before it are intact\n$`, r.stderr)
+
+	// cat prints every record before the damage, then fails.
+	r = hubreplay(t, nil, "cat", cut)
+	assert.Equal(t, 1, r.code)
+	var intact int
+	_, err = fmt.Sscanf(r.stderr[strings.Index(r.stderr, "; the ")+len("; the "):], "%d", &intact)
+	require.NoError(t, err, r.stderr)
+	assert.Greater(t, intact, 100)
+	assert.Equal(t, intact, strings.Count(r.stdout, "\n"), "cat printed exactly the intact records")
 }
 
 func TestCat(t *testing.T) {

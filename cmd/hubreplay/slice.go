@@ -65,11 +65,13 @@ exist unless --force is given.`,
 				}
 			}
 			var w *trace.Writer
+			p := newProgress(cmd.ErrOrStderr(), args[0], "slicing "+args[0])
 			res, sliceErr := trace.Slice(cmd.Context(), r, win, func(h trace.Header) (trace.RecordWriter, error) {
 				var err error
 				w, err = trace.Create(out, h, &trace.WriterOptions{Overwrite: force})
 				return w, err
-			})
+			}, p.update)
+			p.done()
 			if w != nil {
 				if err := w.Close(); err != nil && sliceErr == nil {
 					sliceErr = err
