@@ -40,7 +40,8 @@ func sampleFile(t *testing.T) (string, trace.Header, []trace.Record) {
 	t.Helper()
 	h, recs := tracetest.Sample(tracetest.SampleOptions{Seed: 11, Users: 12, Duration: 8 * time.Minute})
 	path := filepath.Join(t.TempDir(), "session.trace")
-	w, err := trace.Create(path, h, nil)
+	// Frames of 256 records, as a capture's one-second flushes would cut them.
+	w, err := trace.Create(path, h, &trace.WriterOptions{FlushRecords: 256})
 	require.NoError(t, err)
 	for _, r := range recs {
 		require.NoError(t, w.Write(r))
