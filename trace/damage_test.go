@@ -197,8 +197,24 @@ func TestStandardToolsReadTraces(t *testing.T) {
 
 	// A plain-lines trace cut mid-line reports the cut, keeps what came before.
 	got, err = readAll(t, lines[:len(lines)-5])
-	require.Error(t, err)
+	var de *trace.DamageError
+	require.ErrorAs(t, err, &de)
+	assert.True(t, de.Truncated, "%v", err)
+	assert.Contains(t, err.Error(), "ends inside line 14")
 	assert.Equal(t, want[:len(want)-1], got)
+
+	// So does a recompressed stream cut short: whole lines only, then the cut.
+	z := zstdOf(t, lines)
+	for _, cut := range []int{len(z) - 1, len(z) - 9, len(z) / 2} {
+		got, err = readAll(t, z[:cut])
+		require.Error(t, err, "cut at %d", cut)
+		if len(got) > 0 {
+			assert.Equal(t, want[:len(got)], got, "cut at %d", cut)
+		}
+		require.ErrorAs(t, err, &de, "cut at %d", cut)
+		assert.True(t, de.Truncated, "cut at %d: %v", cut, err)
+		assert.NotContains(t, err.Error(), "\n")
+	}
 
 	zstdBin, err := exec.LookPath("zstd")
 	if err != nil {

@@ -148,7 +148,7 @@ func newReader(src io.Reader, name string) (*Reader, error) {
 	first, err := r.next()
 	if err != nil {
 		var de *DamageError
-		if errors.As(err, &de) && r.mode != modeFramed && r.records == 0 {
+		if errors.As(err, &de) && r.mode != modeFramed && r.records == 0 && !de.Truncated {
 			return nil, &NotTraceError{name, "its first line is not a trace record (" + de.Reason + ")"}
 		}
 		if err == io.EOF {
@@ -384,7 +384,7 @@ func (r *Reader) nextLine() (Record, error) {
 			if err == io.EOF {
 				return nil, io.EOF
 			}
-			return nil, r.streamFailure(err)
+			return nil, r.streamFailure(err, r.lineNo)
 		}
 		r.lineNo++
 		if len(bytes.TrimSpace(line)) == 0 {
@@ -396,28 +396,30 @@ func (r *Reader) nextLine() (Record, error) {
 				return nil, r.damage(-1, -1, true, "the file ends inside line %d", r.lineNo)
 			}
 			if err != nil { // the last line, cut short by the failure
-				return nil, r.streamFailure(err)
+				return nil, r.streamFailure(err, r.lineNo-1) // the cut line is not whole
 			}
 			return nil, r.damage(-1, -1, false, "line %d does not parse: %v", r.lineNo, perr)
 		}
 		if err != nil && err != io.EOF {
 			// A line that parses but was not ended before a failure may be a
 			// prefix of a longer one: do not trust it.
-			return nil, r.streamFailure(err)
+			return nil, r.streamFailure(err, r.lineNo-1) // the cut line is not whole
 		}
 		return rec, nil
 	}
 }
 
-func (r *Reader) streamFailure(err error) error {
+// streamFailure turns a failure of the unframed input after `whole`
+// whole lines into an error.
+func (r *Reader) streamFailure(err error, whole int64) error {
 	if errors.Is(err, io.ErrUnexpectedEOF) {
-		return r.damage(-1, -1, true, "the zstd stream ends early after line %d", r.lineNo)
+		return r.damage(-1, -1, true, "the zstd stream ends early, after line %d", whole)
 	}
 	if errors.Is(err, bufio.ErrBufferFull) {
-		return r.damage(-1, -1, false, "line %d is longer than %d bytes", r.lineNo+1, maxLine)
+		return r.damage(-1, -1, false, "line %d is longer than %d bytes", whole+1, maxLine)
 	}
 	if r.mode == modeStream {
-		return r.damage(-1, -1, false, "the zstd stream is damaged after line %d: %v", r.lineNo, err)
+		return r.damage(-1, -1, false, "the zstd stream is damaged after line %d: %v", whole, err)
 	}
 	return fmt.Errorf("read trace %s: %w", orStdin(r.path), err)
 }

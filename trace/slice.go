@@ -321,7 +321,8 @@ var (
 // ParseWhen turns a user's --from/--to into capture-relative time for a
 // trace that started at start. It takes a duration from the start ("+10m",
 // "1h5m"), a clock time ("15:55", "15:55:30", in loc, on the trace's first
-// day or, if that is before the start, the next), or an RFC 3339 instant.
+// day; up to 12 hours before the start means the start, earlier than that
+// the next day), or an RFC 3339 instant.
 func ParseWhen(s string, start time.Time, loc *time.Location) (time.Duration, error) {
 	s = strings.TrimSpace(s)
 	if s == "" {
@@ -346,9 +347,10 @@ func ParseWhen(s string, start time.Time, loc *time.Location) (time.Duration, er
 		}
 		day := start.In(loc)
 		t := time.Date(day.Year(), day.Month(), day.Day(), h, mins, 0, 0, loc).Add(time.Duration(sec * float64(time.Second)))
-		if t.Before(start) && start.Sub(t) > time.Minute {
-			// Captures run past midnight; a clock time before the start
-			// (more than its own minute) means the next day.
+		if t.Before(start) && start.Sub(t) > 12*time.Hour {
+			// Captures run past midnight: a clock time long before the
+			// start means the next day. One shortly before it ("15:45" for
+			// a capture begun at 15:50) means the start.
 			t = t.AddDate(0, 0, 1)
 		}
 		return max(0, t.Sub(start)), nil

@@ -183,6 +183,7 @@ func TestParseWhen(t *testing.T) {
 		{"16:10", berlin, 19*time.Minute + 30*time.Second},
 		{"14:55", time.UTC, 4*time.Minute + 30*time.Second},
 		{"15:50", berlin, 0},                                            // the start's own minute
+		{"15:00", berlin, 0},                                            // shortly before the start: the start
 		{"01:00", berlin, 9*time.Hour + 9*time.Minute + 30*time.Second}, // after midnight: the next day
 		{"2026-11-03T16:00:30+01:00", time.UTC, 10 * time.Minute},
 		{"2026-11-03T15:00:30Z", berlin, 10 * time.Minute},

@@ -24,8 +24,9 @@ in the proxy's table are carried in at time 0, and connections still open at
 
 WHEN is one of:
   +10m, 10m, 1h5m30s    time since the trace's start
-  15:55, 15:55:30       clock time (in --tz), on the trace's first day, or
-                        the next day if that is before the trace's start
+  15:55, 15:55:30       clock time (in --tz) on the trace's first day; a time
+                        up to 12h before the trace's start means its start,
+                        one earlier than that the next day
   2026-11-03T15:55:00+01:00   an RFC 3339 instant
 
 --from defaults to the trace's start and --to to its end. OUT must not
