@@ -23,8 +23,8 @@ bench:
 
 # Each fuzz target for FUZZTIME; seeds live in */testdata/fuzz and run in `make test`.
 fuzz:
-	$(GO) test ./trace -run '^$$' -fuzz '^FuzzReader$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./trace -run '^$$' -fuzz '^FuzzParseJSON$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./trace -run '^$$' -fuzz '^FuzzReader$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
+	$(GO) test ./trace -run '^$$' -fuzz '^FuzzParseJSON$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
 
 # The demo, for now: make a sample lecture session, look at it, cut its
 # peak out, look at that. (Later: replay it against two CHP versions.)

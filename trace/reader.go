@@ -147,6 +147,7 @@ func newReader(src io.Reader, name string) (*Reader, error) {
 
 	first, err := r.next()
 	if err != nil {
+		r.Close() // the decoder's goroutines; the file is Open's to close
 		var de *DamageError
 		if errors.As(err, &de) && r.mode != modeFramed && r.records == 0 && !de.Truncated {
 			return nil, &NotTraceError{name, "its first line is not a trace record (" + de.Reason + ")"}
@@ -154,7 +155,6 @@ func newReader(src io.Reader, name string) (*Reader, error) {
 		if err == io.EOF {
 			return nil, &NotTraceError{name, "it holds no records"}
 		}
-		r.Close()
 		return nil, err
 	}
 	h, ok := first.(*Header)
