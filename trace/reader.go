@@ -3,6 +3,7 @@ package trace
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -231,6 +232,35 @@ func (r *Reader) Next() (Record, error) {
 		return rec, nil
 	}
 	return r.next()
+}
+
+// Each calls fn with every record from the reader's position on, the
+// header included if it has not been read yet. It returns nil at the
+// clean end of the trace, the reader's error (a *DamageError for a damaged
+// trace) after the records before it, the first error fn returns, or the
+// context's error. progress, if not nil, is called now and then with the
+// bytes read so far.
+func (r *Reader) Each(ctx context.Context, progress func(offset int64), fn func(Record) error) error {
+	for n := 0; ; n++ {
+		if n%4096 == 0 {
+			if err := ctx.Err(); err != nil {
+				return fmt.Errorf("read trace %s: %w", orStdin(r.path), err)
+			}
+			if progress != nil {
+				progress(r.Offset())
+			}
+		}
+		rec, err := r.Next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := fn(rec); err != nil {
+			return err
+		}
+	}
 }
 
 func (r *Reader) next() (Record, error) {

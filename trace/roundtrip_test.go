@@ -2,6 +2,7 @@ package trace_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -253,4 +254,43 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(p)
+}
+
+func TestEach(t *testing.T) {
+	data := writeAll(t, testHeader, nil, oneOfEach())
+	open := func() *trace.Reader {
+		r, err := trace.NewReader(bytes.NewReader(data), "mem.trace")
+		require.NoError(t, err)
+		t.Cleanup(func() { r.Close() })
+		return r
+	}
+
+	var n int
+	require.NoError(t, open().Each(context.Background(), nil, func(trace.Record) error { n++; return nil }))
+	assert.Equal(t, 1+len(oneOfEach()), n, "every record, the header first")
+
+	stop := errors.New("enough")
+	n = 0
+	err := open().Each(context.Background(), nil, func(trace.Record) error { n++; return stop })
+	assert.ErrorIs(t, err, stop)
+	assert.Equal(t, 1, n, "fn's error ends the walk")
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	err = open().Each(ctx, nil, func(trace.Record) error { t.Fatal("called after cancel"); return nil })
+	assert.ErrorIs(t, err, context.Canceled)
+
+	var offsets []int64
+	require.NoError(t, open().Each(context.Background(), func(off int64) { offsets = append(offsets, off) }, func(trace.Record) error { return nil }))
+	assert.NotEmpty(t, offsets, "progress is reported")
+
+	// A damaged trace: every record before the damage, then the damage.
+	r, err := trace.NewReader(bytes.NewReader(data[:len(data)-10]), "cut.trace")
+	require.NoError(t, err)
+	defer r.Close()
+	n = 0
+	err = r.Each(context.Background(), nil, func(trace.Record) error { n++; return nil })
+	var de *trace.DamageError
+	require.ErrorAs(t, err, &de)
+	assert.Equal(t, de.Records, uint64(n))
 }

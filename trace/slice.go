@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"maps"
 	"regexp"
 	"slices"
@@ -44,11 +43,7 @@ type SliceResult struct {
 func SliceHeader(h Header, win Window) Header {
 	out := h
 	out.Start = h.Start.Add(win.From)
-	to := "end"
-	if win.To > 0 {
-		to = "+" + win.To.String()
-	}
-	note := fmt.Sprintf("slice [+%s, %s) of a trace that started %s", win.From, to, h.Start.Format(time.RFC3339Nano))
+	note := fmt.Sprintf("slice [+%s, %s) of a trace that started %s", win.From, toString(win.To), h.Start.Format(time.RFC3339Nano))
 	if h.Note != "" {
 		note += "; " + h.Note
 	}
@@ -79,58 +74,54 @@ func Slice(ctx context.Context, r *Reader, win Window, start func(Header) (Recor
 	if win.To != 0 && win.To <= win.From {
 		return SliceResult{}, fmt.Errorf("slice: the window ends (+%s) before it starts (+%s)", win.To, win.From)
 	}
-	s := &slicer{win: win, conns: map[ConnID]*connState{}, routes: map[string]*Route{}, inWin: map[ConnID]bool{}}
+	s := &slicer{win: win, start: start, conns: map[ConnID]*connState{}, routes: map[string]*Route{}, inWin: map[ConnID]bool{}}
 	s.res.Header = SliceHeader(*r.Header(), win)
-	var w RecordWriter
-	var readErr error
-	var last time.Duration // the latest time seen in the trace, for the error on an empty window
-	for n := 0; ; n++ {
-		if n%4096 == 0 {
-			if ctx.Err() != nil {
-				return s.res, fmt.Errorf("slice trace: %w", ctx.Err())
-			}
-			if progress != nil {
-				progress(r.Offset())
-			}
-		}
-		rec, err := r.Next()
-		if err != nil {
-			if err != io.EOF {
-				readErr = err
-			}
-			break
-		}
-		if _, ok := rec.(*Header); ok {
-			continue
-		}
-		last = max(last, rec.Time())
-		if !win.contains(rec.Time()) {
-			s.before(rec)
-			continue
-		}
-		if w == nil {
-			if w, err = start(s.res.Header); err != nil {
-				return s.res, err
-			}
-			if err := s.carry(w); err != nil {
-				return s.res, err
-			}
-		}
-		if err := s.emit(w, rec); err != nil {
-			return s.res, err
-		}
+	var writeErr error
+	readErr := r.Each(ctx, progress, func(rec Record) error {
+		writeErr = s.step(rec)
+		return writeErr
+	})
+	if writeErr != nil {
+		return s.res, writeErr
 	}
-	if w == nil {
+	if readErr != nil && ctx.Err() != nil {
+		return s.res, fmt.Errorf("slice trace: %w", readErr)
+	}
+	if s.out == nil {
 		if readErr != nil {
 			return s.res, readErr
 		}
 		return s.res, fmt.Errorf("slice: no records in [+%s, %s): the trace's records run from +0s to +%s",
-			win.From, toString(win.To), last)
+			win.From, toString(win.To), s.last)
 	}
-	if err := s.closeRest(w); err != nil {
+	if err := s.closeRest(s.out); err != nil {
 		return s.res, err
 	}
 	return s.res, readErr
+}
+
+// step takes one record: state before the window, the record itself
+// inside it (starting the output at the first), nothing after it.
+func (s *slicer) step(rec Record) error {
+	if _, ok := rec.(*Header); ok {
+		return nil
+	}
+	s.last = max(s.last, rec.Time())
+	if !s.win.contains(rec.Time()) {
+		s.before(rec)
+		return nil
+	}
+	if s.out == nil {
+		out, err := s.start(s.res.Header)
+		if err != nil {
+			return err
+		}
+		s.out = out
+		if err := s.carry(out); err != nil {
+			return err
+		}
+	}
+	return s.emit(s.out, rec)
 }
 
 func toString(to time.Duration) string {
@@ -142,6 +133,9 @@ func toString(to time.Duration) string {
 
 type slicer struct {
 	win    Window
+	start  func(Header) (RecordWriter, error)
+	out    RecordWriter  // nil until the window's first record
+	last   time.Duration // the latest time seen in the trace, for the error on an empty window
 	res    SliceResult
 	conns  map[ConnID]*connState // open before the window
 	routes map[string]*Route     // in the table before the window

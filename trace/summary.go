@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"slices"
 	"strings"
 	"time"
 )
@@ -173,13 +171,13 @@ func (z *Summarizer) Add(rec Record) {
 	z.s.ByType[rec.Type()]++
 	ts := rec.Time()
 	end := ts
-	// A record on a connection whose opening the trace does not hold
-	// (a capture that began mid-connection) still counts as open.
-	if c, ok := Conn(rec); ok {
-		if _, isOpen := rec.(*ConnOpen); !isOpen {
-			if _, isClose := rec.(*ConnClose); !isClose && !z.open[c] {
-				z.opened(c, ts, true)
-			}
+	switch rec.(type) {
+	case *ConnOpen, *ConnClose:
+	default:
+		// A record on a connection whose opening the trace does not hold
+		// (a capture that began mid-connection) still counts as open.
+		if c, ok := Conn(rec); ok && !z.open[c] {
+			z.opened(c, ts, true)
 		}
 	}
 	switch r := rec.(type) {
@@ -265,11 +263,7 @@ func (z *Summarizer) Summary() *Summary {
 		s.Records += n
 	}
 	s.End = s.Header.Start.Add(s.Duration)
-	s.Users = make([]string, 0, len(z.users))
-	for u := range z.users {
-		s.Users = append(s.Users, u)
-	}
-	slices.Sort(s.Users)
+	s.Users = sortedKeys(z.users)
 	z.row(s.Duration) // rows run to the end, quiet minutes included
 	s.Minutes = make([]MinuteRow, len(z.rows))
 	open := 0
@@ -293,28 +287,15 @@ func (z *Summarizer) Summary() *Summary {
 // nil, is called now and then with the bytes read so far.
 func Summarize(ctx context.Context, r *Reader, progress func(offset int64)) (*Summary, error) {
 	z := NewSummarizer(*r.Header())
-	for n := 0; ; n++ {
-		if n%4096 == 0 {
-			if ctx.Err() != nil {
-				return nil, fmt.Errorf("summarize trace: %w", ctx.Err())
-			}
-			if progress != nil {
-				progress(r.Offset())
-			}
-		}
-		rec, err := r.Next()
-		if err == io.EOF {
-			return z.Summary(), nil
-		}
-		if err != nil {
-			var de *DamageError
-			if !errors.As(err, &de) {
-				return nil, err
-			}
-			s := z.Summary()
-			s.Damage = de.Error()
-			return s, err
-		}
-		z.Add(rec)
+	err := r.Each(ctx, progress, func(rec Record) error { z.Add(rec); return nil })
+	if err == nil {
+		return z.Summary(), nil
 	}
+	var de *DamageError
+	if !errors.As(err, &de) {
+		return nil, fmt.Errorf("summarize trace: %w", err)
+	}
+	s := z.Summary()
+	s.Damage = de.Error()
+	return s, err
 }

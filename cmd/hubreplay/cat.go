@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"fmt"
-	"io"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -44,35 +43,26 @@ damage is reported and the exit status is 1.`,
 			}
 			defer r.Close()
 			out := bufio.NewWriterSize(cmd.OutOrStdout(), 256<<10)
+			byConn := cmd.Flags().Changed("conn")
 			var line []byte
-			var readErr error
-			for n := 0; ; n++ {
-				if n%4096 == 0 && cmd.Context().Err() != nil {
-					readErr = cmd.Context().Err()
-					break
-				}
-				rec, err := r.Next()
-				if err != nil {
-					if err != io.EOF {
-						readErr = err
-					}
-					break
-				}
+			readErr := r.Each(cmd.Context(), nil, func(rec trace.Record) error {
 				if _, isHeader := rec.(*trace.Header); !isHeader {
 					if len(want) > 0 && !want[rec.Type()] {
-						continue
+						return nil
 					}
-					if c, ok := trace.Conn(rec); cmd.Flags().Changed("conn") && (!ok || uint64(c) != conn) {
-						continue
+					if c, ok := trace.Conn(rec); byConn && (!ok || uint64(c) != conn) {
+						return nil
 					}
 				}
+				var err error
 				if line, err = trace.AppendJSON(line[:0], rec); err != nil {
 					return err
 				}
 				if _, err := out.Write(line); err != nil {
 					return fmt.Errorf("write output: %w", err)
 				}
-			}
+				return nil
+			})
 			if err := out.Flush(); err != nil {
 				return fmt.Errorf("write output: %w", err)
 			}
