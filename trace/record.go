@@ -213,7 +213,24 @@ type WSFrame struct {
 	MsgType   string      `json:"msg_type,omitempty"` // Jupyter message type, when known
 	Channel   string      `json:"channel,omitempty"`  // Jupyter channel (shell, iopub, ...), when known
 	CloseCode uint16      `json:"close_code,omitempty"`
+	// Deflate says what became of a permessage-deflate frame (RSV1 set).
+	Deflate DeflateState `json:"deflate,omitempty"`
+	// Inflated is the decompressed size of an inflated message.
+	Inflated int64 `json:"inflated,omitempty"`
 }
+
+// DeflateState says whether a compressed WebSocket message could be read.
+type DeflateState string
+
+const (
+	// DeflateInflated: the message was decompressed; Payload, MsgType and
+	// Channel describe the decompressed bytes, Inflated is their size.
+	DeflateInflated DeflateState = "inflated"
+	// DeflateOpaque: the message could not be decompressed (the capture
+	// missed earlier messages whose compression context it depends on,
+	// or lost bytes); only its wire length is known.
+	DeflateOpaque DeflateState = "opaque"
+)
 
 // Route records a change to the proxy's routing table, as made through
 // its REST API.

@@ -76,7 +76,9 @@ var Record = rapid.Custom(func(t *rapid.T) trace.Record {
 			Op: trace.Opcode(rapid.Uint8Range(0, 15).Draw(t, "op")), Fin: rapid.Bool().Draw(t, "fin"),
 			RSV: rapid.Uint8Range(0, 7).Draw(t, "rsv"), Masked: rapid.Bool().Draw(t, "masked"),
 			Len: rapid.Int64Min(0).Draw(t, "len"), Payload: genBytes.Draw(t, "payload"), Form: genForm.Draw(t, "form"),
-			MsgType: genToken.Draw(t, "msg_type"), Channel: genToken.Draw(t, "channel"), CloseCode: rapid.Uint16().Draw(t, "code")}
+			MsgType: genToken.Draw(t, "msg_type"), Channel: genToken.Draw(t, "channel"), CloseCode: rapid.Uint16().Draw(t, "code"),
+			Deflate:  rapid.SampledFrom([]trace.DeflateState{"", trace.DeflateInflated, trace.DeflateOpaque}).Draw(t, "deflate"),
+			Inflated: rapid.Int64Min(0).Draw(t, "inflated")}
 	case trace.TypeRoute:
 		r := &trace.Route{TS: genTS.Draw(t, "ts"), Op: rapid.SampledFrom([]trace.RouteOp{trace.RouteAdd, trace.RouteDelete}).Draw(t, "op"),
 			Path: genText.Draw(t, "path"), Target: genText.Draw(t, "target"), User: genToken.Draw(t, "user")}

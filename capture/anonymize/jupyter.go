@@ -1,0 +1,280 @@
+package anonymize
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"regexp"
+	"strings"
+
+	"github.com/hubreplay/hubreplay/trace"
+)
+
+// Jupyter's kernel protocol over WebSocket comes in two framings: JSON text
+// frames with a "channel" key (the legacy protocol), and binary frames of
+// the v1.kernel.websocket.jupyter.org protocol (an offset table, then
+// channel, header, parent_header, metadata, content and buffers). Both are
+// redacted to the same skeleton: message ids and sessions as pseudonyms,
+// msg_type and channel kept, content reduced to a few enumerated fields,
+// padded back to the original size.
+
+type jupyterHeader struct {
+	MsgID    string `json:"msg_id,omitempty"`
+	MsgType  string `json:"msg_type,omitempty"`
+	Session  string `json:"session,omitempty"`
+	Username string `json:"username,omitempty"`
+	Version  string `json:"version,omitempty"`
+	Date     string `json:"date,omitempty"`
+}
+
+// contentKeep are content fields whose values are protocol states, not
+// user data; they are kept when they are booleans, numbers or short words.
+var contentKeep = map[string]bool{
+	"execution_state": true, "status": true, "name": true, "execution_count": true,
+	"restart": true, "wait": true, "silent": true, "store_history": true, "allow_stdin": true,
+	"stop_on_error": true, "reason": false,
+}
+
+var (
+	msgTypeRE = regexp.MustCompile(`^[a-z_]{1,64}$`)
+	versionRE = regexp.MustCompile(`^[0-9.]{1,12}$`)
+	shortRE   = regexp.MustCompile(`^[a-z_]{1,20}$`)
+	channelRE = regexp.MustCompile(`^(shell|iopub|stdin|control|hb)$`)
+)
+
+func (a *Anonymizer) header(raw json.RawMessage) (jupyterHeader, string) {
+	var h jupyterHeader
+	if json.Unmarshal(raw, &h) != nil {
+		return jupyterHeader{}, ""
+	}
+	typ := ""
+	if msgTypeRE.MatchString(h.MsgType) {
+		typ = h.MsgType
+	}
+	out := jupyterHeader{MsgType: typ}
+	if h.MsgID != "" {
+		out.MsgID = a.pseudo("m-", "msg", h.MsgID, 20)
+	}
+	if h.Session != "" {
+		out.Session = a.pseudo("s-", "session", h.Session, 16)
+	}
+	out.Username = a.User(h.Username)
+	if versionRE.MatchString(h.Version) {
+		out.Version = h.Version
+	}
+	if timeRE.MatchString(h.Date) {
+		out.Date = h.Date
+	}
+	return out, typ
+}
+
+func redactContent(raw json.RawMessage) map[string]any {
+	var c map[string]any
+	out := map[string]any{}
+	if json.Unmarshal(raw, &c) != nil {
+		return out
+	}
+	for k, v := range c {
+		if !contentKeep[k] {
+			continue
+		}
+		switch v := v.(type) {
+		case bool, float64:
+			out[k] = v
+		case string:
+			if shortRE.MatchString(v) {
+				out[k] = v
+			}
+		}
+	}
+	return out
+}
+
+// jupyterParts is one message, redacted, before padding.
+type jupyterParts struct {
+	channel        string
+	header, parent jupyterHeader
+	content        map[string]any
+	msgType        string
+}
+
+func (a *Anonymizer) parts(channel string, header, parent, content json.RawMessage) (jupyterParts, bool) {
+	h, typ := a.header(header)
+	if typ == "" {
+		return jupyterParts{}, false
+	}
+	p, _ := a.header(parent)
+	if !channelRE.MatchString(channel) {
+		channel = ""
+	}
+	return jupyterParts{channel: channel, header: h, parent: p, content: redactContent(content), msgType: typ}, true
+}
+
+// padJSON appends a "_pad" member to a JSON object so that it is size
+// bytes long, when it is shorter than that.
+func padJSON(obj []byte, size int) []byte {
+	const member = `,"_pad":""` // 10 bytes
+	if len(obj) < 2 || len(obj)+len(member) > size {
+		return obj
+	}
+	n := size - len(obj) - len(member)
+	if len(obj) == 2 { // "{}": no comma
+		n++
+		out := append([]byte(`{"_pad":"`), bytes.Repeat([]byte{'x'}, n)...)
+		return append(out, `"}`...)
+	}
+	out := append([]byte{}, obj[:len(obj)-1]...)
+	out = append(out, `,"_pad":"`...)
+	out = append(out, bytes.Repeat([]byte{'x'}, n)...)
+	return append(out, `"}`...)
+}
+
+// legacyJSON redacts a JSON text frame of the legacy kernel protocol.
+func (a *Anonymizer) legacyJSON(payload []byte, size int) ([]byte, string, string, bool) {
+	var m struct {
+		Header       json.RawMessage `json:"header"`
+		ParentHeader json.RawMessage `json:"parent_header"`
+		Content      json.RawMessage `json:"content"`
+		Channel      string          `json:"channel"`
+	}
+	if json.Unmarshal(payload, &m) != nil || m.Header == nil {
+		return nil, "", "", false
+	}
+	p, ok := a.parts(m.Channel, m.Header, m.ParentHeader, m.Content)
+	if !ok {
+		return nil, "", "", false
+	}
+	out, err := json.Marshal(map[string]any{
+		"header": p.header, "parent_header": p.parent, "metadata": map[string]any{},
+		"content": p.content, "buffers": []any{}, "channel": p.channel,
+	})
+	if err != nil {
+		return nil, "", "", false
+	}
+	return padJSON(out, size), p.msgType, p.channel, true
+}
+
+// v1Binary redacts a binary frame of the v1.kernel.websocket.jupyter.org
+// protocol, keeping its layout.
+func (a *Anonymizer) v1Binary(payload []byte, size int) ([]byte, string, string, bool) {
+	if len(payload) < 8 {
+		return nil, "", "", false
+	}
+	n := binary.LittleEndian.Uint64(payload)
+	if n < 5 || n > 64 || uint64(len(payload)) < 8*(n+1) {
+		return nil, "", "", false
+	}
+	offs := make([]int, n+1)
+	for i := range n {
+		o := binary.LittleEndian.Uint64(payload[8*(i+1):])
+		if o > uint64(len(payload)) || (i > 0 && o < uint64(offs[i-1])) {
+			return nil, "", "", false
+		}
+		offs[i] = int(o)
+	}
+	offs[n] = len(payload)
+	part := func(i int) []byte { return payload[offs[i]:offs[i+1]] }
+	p, ok := a.parts(string(part(0)), part(1), part(2), part(4))
+	if !ok {
+		return nil, "", "", false
+	}
+	h, _ := json.Marshal(p.header)
+	ph, _ := json.Marshal(p.parent)
+	c, _ := json.Marshal(p.content)
+	msg := [][]byte{[]byte(p.channel), h, ph, []byte("{}"), c}
+	table := 8 * (1 + len(msg) + 1)
+	fixed := table
+	for _, m := range msg[:4] {
+		fixed += len(m)
+	}
+	msg[4] = padJSON(c, size-fixed)
+	out := binary.LittleEndian.AppendUint64(nil, uint64(len(msg)+1))
+	off := table
+	for _, m := range msg {
+		out = binary.LittleEndian.AppendUint64(out, uint64(off))
+		off += len(m)
+	}
+	out = binary.LittleEndian.AppendUint64(out, uint64(off)) // where buffers would start: none
+	for _, m := range msg {
+		out = append(out, m...)
+	}
+	return out, p.msgType, p.channel, true
+}
+
+// terminadoTypes are the message types of the terminals WebSocket.
+var terminadoTypes = map[string]bool{"stdin": true, "stdout": true, "setup": true, "set_size": true, "disconnect": true}
+
+// terminado redacts a terminal message: ["stdin", "keystrokes"] keeps its
+// type and sizes, never the keystrokes or the output.
+func terminado(payload []byte, size int) ([]byte, string, bool) {
+	var m []any
+	if json.Unmarshal(payload, &m) != nil || len(m) == 0 {
+		return nil, "", false
+	}
+	typ, _ := m[0].(string)
+	if !terminadoTypes[typ] {
+		return nil, "", false
+	}
+	out := []any{typ}
+	for _, v := range m[1:] {
+		switch v := v.(type) {
+		case float64:
+			out = append(out, v)
+		case string:
+			out = append(out, string(bytes.Repeat([]byte{'x'}, len(v))))
+		default:
+			out = append(out, map[string]any{})
+		}
+	}
+	b, err := json.Marshal(out)
+	if err != nil {
+		return nil, "", false
+	}
+	// Escapes and spacing make the sizes differ; the last string absorbs it.
+	for i := len(out) - 1; i > 0 && len(b) != size; i-- {
+		if s, ok := out[i].(string); ok && len(s)+size-len(b) >= 0 {
+			out[i] = strings.Repeat("x", len(s)+size-len(b))
+			if b, err = json.Marshal(out); err != nil {
+				return nil, "", false
+			}
+			break
+		}
+	}
+	return b, typ, true
+}
+
+// frame redacts a WebSocket frame's payload. What cannot be recognised as
+// a Jupyter or terminal message keeps only its length.
+func (a *Anonymizer) frame(f *trace.WSFrame) {
+	payload := f.Payload
+	f.Payload, f.Form = nil, trace.FormNone
+	if len(payload) == 0 {
+		return
+	}
+	size := int(f.Len)
+	if f.Inflated > 0 {
+		size = int(f.Inflated)
+	}
+	if len(payload) < size {
+		// Only part of the payload was kept; its structure cannot be trusted.
+		return
+	}
+	var (
+		out          []byte
+		typ, channel string
+		ok           bool
+	)
+	switch f.Op {
+	case trace.OpText:
+		out, typ, channel, ok = a.legacyJSON(payload, size)
+		if !ok {
+			out, typ, ok = terminado(payload, size)
+		}
+	case trace.OpBinary:
+		out, typ, channel, ok = a.v1Binary(payload, size)
+	}
+	if !ok {
+		return
+	}
+	f.Payload, f.Form, f.MsgType, f.Channel = out, trace.FormRedacted, typ, channel
+}
