@@ -139,6 +139,9 @@ type Request struct {
 	BodySize int64         `json:"body_size"`
 	Body     []byte        `json:"body,omitempty"`
 	BodyForm PayloadForm   `json:"body_form,omitempty"`
+	// Incomplete: the message was cut off (the connection closed or was
+	// reset, or the capture lost its end); BodySize counts what was seen.
+	Incomplete bool `json:"incomplete,omitempty"`
 }
 
 // Response is the server half of an HTTP exchange, from its first to its last byte.
@@ -152,6 +155,8 @@ type Response struct {
 	BodySize int64         `json:"body_size"`
 	Body     []byte        `json:"body,omitempty"`
 	BodyForm PayloadForm   `json:"body_form,omitempty"`
+	// Incomplete: as for Request.
+	Incomplete bool `json:"incomplete,omitempty"`
 }
 
 // HTTP records one request and, if one was seen, its response.

@@ -63,12 +63,12 @@ var Record = rapid.Custom(func(t *rapid.T) trace.Record {
 			Upgrade: rapid.Bool().Draw(t, "upgrade"),
 			Req: trace.Request{End: genTS.Draw(t, "end"), Method: rapid.StringMatching(`[A-Z]{1,8}`).Draw(t, "method"),
 				Target: genText.Draw(t, "target"), Proto: genToken.Draw(t, "proto"), Headers: genFields.Draw(t, "headers"),
-				BodySize: rapid.Int64Min(0).Draw(t, "size"), Body: genBytes.Draw(t, "body"), BodyForm: genForm.Draw(t, "form")}}
+				BodySize: rapid.Int64Min(0).Draw(t, "size"), Body: genBytes.Draw(t, "body"), BodyForm: genForm.Draw(t, "form"), Incomplete: rapid.Bool().Draw(t, "rinc")}}
 		if rapid.Bool().Draw(t, "has_resp") {
 			h.Resp = &trace.Response{Start: genTS.Draw(t, "rstart"), End: genTS.Draw(t, "rend"),
 				Status: rapid.IntRange(100, 599).Draw(t, "status"), Reason: genText.Draw(t, "reason"), Proto: genToken.Draw(t, "rproto"),
 				Headers: genFields.Draw(t, "rheaders"), BodySize: rapid.Int64Min(0).Draw(t, "rsize"),
-				Body: genBytes.Draw(t, "rbody"), BodyForm: genForm.Draw(t, "rform")}
+				Body: genBytes.Draw(t, "rbody"), BodyForm: genForm.Draw(t, "rform"), Incomplete: rapid.Bool().Draw(t, "sinc")}
 		}
 		return h
 	case trace.TypeWSFrame:
