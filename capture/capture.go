@@ -163,17 +163,13 @@ func (c *capturer) New(netFlow, tcpFlow gopacket.Flow, tcp *layers.TCP, ac reass
 	if slices.Contains(server, src) && slices.Contains(server, dst) {
 		firstIsClient = !(tcp.SYN && tcp.ACK)
 	}
-	c.nextID++
-	c.counters.Streams++
-	c.counters.Open++
-	mid := !tcp.SYN
-	k := newConn(c, c.nextID, api, firstIsClient, mid)
-	if !api {
-		client, server := netFlow.Src().String()+":"+tcpFlow.Src().String(), netFlow.Dst().String()+":"+tcpFlow.Dst().String()
-		if !firstIsClient {
-			client, server = server, client
-		}
-		c.emit(&trace.ConnOpen{TS: c.ts(ac.GetCaptureInfo().Timestamp), Conn: k.id, Client: client, Server: server, Mid: mid})
+	k := newConn(c, api, firstIsClient, !tcp.SYN)
+	k.client, k.server = netFlow.Src().String()+":"+tcpFlow.Src().String(), netFlow.Dst().String()+":"+tcpFlow.Dst().String()
+	if !firstIsClient {
+		k.client, k.server = k.server, k.client
+	}
+	if tcp.SYN {
+		k.open(c.ts(ac.GetCaptureInfo().Timestamp))
 	}
 	return k
 }

@@ -20,7 +20,10 @@ import (
 // It implements reassembly.Stream.
 type conn struct {
 	c             *capturer
-	id            trace.ConnID
+	id            trace.ConnID // 0 until opened
+	mid           bool         // began before the capture
+	client        string
+	server        string
 	api           bool // the proxy's REST API: only route events are kept
 	firstIsClient bool // the first packet seen went client → server
 	half          [2]*half
@@ -63,8 +66,8 @@ type exchange struct {
 	reqDone, respDone bool
 }
 
-func newConn(c *capturer, id trace.ConnID, api, firstIsClient, mid bool) *conn {
-	k := &conn{c: c, id: id, api: api, firstIsClient: firstIsClient}
+func newConn(c *capturer, api, firstIsClient, mid bool) *conn {
+	k := &conn{c: c, api: api, firstIsClient: firstIsClient, mid: mid}
 	k.half[c2s] = &half{dir: trace.ClientToServer}
 	k.half[s2c] = &half{dir: trace.ServerToClient}
 	k.half[c2s].http = httpstream.New(false, reqHandler{k})
@@ -77,6 +80,20 @@ func newConn(c *capturer, id trace.ConnID, api, firstIsClient, mid bool) *conn {
 		}
 	}
 	return k
+}
+
+// open gives the connection its id and writes its conn_open. A connection
+// that began before the capture opens only when it carries data: the last
+// ACKs of one that just closed are not a new connection.
+func (k *conn) open(ts time.Duration) {
+	c := k.c
+	c.nextID++
+	k.id = c.nextID
+	c.counters.Streams++
+	c.counters.Open++
+	if !k.api {
+		c.emit(&trace.ConnOpen{TS: ts, Conn: k.id, Client: k.client, Server: k.server, Mid: k.mid})
+	}
 }
 
 // index maps the assembler's direction (relative to the first packet) to ours.
@@ -118,6 +135,12 @@ func (k *conn) ReassembledSG(sg reassembly.ScatterGather, _ reassembly.Assembler
 	h := k.half[i]
 	n, _ := sg.Lengths()
 	at := func(off int) time.Duration { return k.c.ts(sg.CaptureInfo(off).Timestamp) }
+	if k.id == 0 {
+		if n == 0 {
+			return
+		}
+		k.open(at(0))
+	}
 	if skip != 0 {
 		lost := int64(max(skip, 0))
 		ts := k.lastTS
@@ -412,6 +435,9 @@ func (k *conn) finish(how trace.CloseHow, ts time.Duration) {
 		return
 	}
 	k.done = true
+	if k.id == 0 {
+		return // never carried data: never opened
+	}
 	for _, h := range k.half {
 		if h.ws != nil {
 			h.ws.End(ts)

@@ -152,6 +152,9 @@ func NewVerifier(secrets []string) *Verifier {
 	return &Verifier{needles: needles(secrets), Max: 1000}
 }
 
+// Records returns how many records were checked.
+func (v *Verifier) Records() int64 { return v.rec }
+
 // Verify scans a whole trace.
 func Verify(ctx context.Context, r *trace.Reader, secrets []string, progress func(int64)) (*Verifier, error) {
 	v := NewVerifier(secrets)

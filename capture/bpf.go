@@ -1,0 +1,116 @@
+package capture
+
+import (
+	"fmt"
+
+	"golang.org/x/net/bpf"
+)
+
+// portFilter compiles a classic BPF program for Ethernet frames that keeps
+// TCP segments (IPv4, unfragmented, or IPv6 without extension headers) to or
+// from any of ports — what `tcp port A or tcp port B` means to tcpdump, so
+// the kernel hands over only the proxy's traffic. It is written by hand
+// because compiling filter expressions needs libpcap.
+func portFilter(ports []uint16, snaplen uint32) ([]bpf.RawInstruction, error) {
+	if len(ports) == 0 {
+		return nil, fmt.Errorf("no ports to filter on")
+	}
+	var p prog
+	p.add(bpf.LoadAbsolute{Off: 12, Size: 2}) // EtherType
+	p.jumpIf(bpf.JumpEqual, 0x0800, "ipv4", "")
+	p.jumpIf(bpf.JumpEqual, 0x86dd, "ipv6", "drop")
+
+	p.label("ipv4")
+	p.add(bpf.LoadAbsolute{Off: 23, Size: 1}) // protocol
+	p.jumpIf(bpf.JumpNotEqual, 6, "drop", "")
+	p.add(bpf.LoadAbsolute{Off: 20, Size: 2}) // flags and fragment offset
+	p.jumpIf(bpf.JumpBitsSet, 0x1fff, "drop", "")
+	p.add(bpf.LoadMemShift{Off: 14}) // X = IPv4 header length
+	p.add(bpf.LoadIndirect{Off: 14, Size: 2})
+	p.ports(ports, "accept", "v4dst")
+	p.label("v4dst")
+	p.add(bpf.LoadIndirect{Off: 16, Size: 2})
+	p.ports(ports, "accept", "drop")
+
+	p.label("ipv6")
+	p.add(bpf.LoadAbsolute{Off: 20, Size: 1}) // next header
+	p.jumpIf(bpf.JumpNotEqual, 6, "drop", "")
+	p.add(bpf.LoadAbsolute{Off: 54, Size: 2})
+	p.ports(ports, "accept", "v6dst")
+	p.label("v6dst")
+	p.add(bpf.LoadAbsolute{Off: 56, Size: 2})
+	p.ports(ports, "accept", "drop")
+
+	p.label("accept")
+	p.add(bpf.RetConstant{Val: snaplen})
+	p.label("drop")
+	p.add(bpf.RetConstant{Val: 0})
+	ins, err := p.resolve()
+	if err != nil {
+		return nil, err
+	}
+	return bpf.Assemble(ins)
+}
+
+// prog is a tiny assembler with labels; jumps are resolved at the end.
+type prog struct {
+	ins    []bpf.Instruction
+	labels map[string]int
+	fix    []fixup
+}
+
+type fixup struct {
+	at      int
+	yes, no string
+}
+
+func (p *prog) add(i bpf.Instruction) { p.ins = append(p.ins, i) }
+
+func (p *prog) label(name string) {
+	if p.labels == nil {
+		p.labels = map[string]int{}
+	}
+	p.labels[name] = len(p.ins)
+}
+
+// jumpIf jumps to yes or no ("" falls through).
+func (p *prog) jumpIf(cond bpf.JumpTest, val uint32, yes, no string) {
+	p.fix = append(p.fix, fixup{at: len(p.ins), yes: yes, no: no})
+	p.add(bpf.JumpIf{Cond: cond, Val: val})
+}
+
+// ports tests the loaded port against each of ports.
+func (p *prog) ports(ports []uint16, match, miss string) {
+	for i, port := range ports {
+		no := ""
+		if i == len(ports)-1 {
+			no = miss
+		}
+		p.jumpIf(bpf.JumpEqual, uint32(port), match, no)
+	}
+}
+
+func (p *prog) resolve() ([]bpf.Instruction, error) {
+	skip := func(from int, label string) (uint8, error) {
+		if label == "" {
+			return 0, nil
+		}
+		to, ok := p.labels[label]
+		if !ok || to <= from || to-from-1 > 255 {
+			return 0, fmt.Errorf("bpf: bad jump to %q", label)
+		}
+		return uint8(to - from - 1), nil
+	}
+	for _, f := range p.fix {
+		j := p.ins[f.at].(bpf.JumpIf)
+		var err error
+		if j.SkipTrue, err = skip(f.at, f.yes); err != nil {
+			return nil, err
+		}
+		if j.SkipFalse, err = skip(f.at, f.no); err != nil {
+			return nil, err
+		}
+		p.ins[f.at] = j
+	}
+	return p.ins, nil
+}

@@ -1,0 +1,251 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/hubreplay/hubreplay/capture"
+	"github.com/hubreplay/hubreplay/capture/anonymize"
+	"github.com/hubreplay/hubreplay/internal/version"
+	"github.com/hubreplay/hubreplay/trace"
+)
+
+func newCaptureCmd() *cobra.Command {
+	var (
+		pcap, iface, out, keyFile, rulesFile, note, maxSize string
+		ports, apiPorts                                     []uint
+		raw, force                                          bool
+		maxDuration                                         time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "capture (--pcap FILE | --iface NAME) -o TRACE",
+		Short: "Record a JupyterHub proxy's traffic, anonymized, into a trace",
+		Long: `capture turns the traffic of a JupyterHub proxy (configurable-http-proxy) into
+a trace: TCP streams are reassembled, HTTP/1.1 exchanges and WebSocket frames
+are parsed, calls to the proxy's REST API become route events, and every
+record is anonymized before it is written.
+
+Sources:
+  --pcap FILE    a capture made with tcpdump (pcap or pcapng, gzip'd or not;
+                 Ethernet, loopback, raw IP or 'any' (Linux cooked) links), e.g.
+                   tcpdump -i any -s 0 -w peak.pcap 'tcp port 8000 or tcp port 8001'
+  --iface NAME   a live capture on one interface (needs root or CAP_NET_RAW);
+                 stop it with Ctrl-C, --max-duration or --max-size
+
+Anonymization (the default, and the only safe way to keep a trace):
+users become pseudonyms (keyed HMAC-SHA256: u-1a2b3c4d), cookies, tokens,
+Authorization, _xsrf, client addresses and X-Forwarded-* are removed or
+replaced, file names and ids in paths become pseudonyms, bodies keep only
+their size, and WebSocket payloads keep their size and Jupyter message
+structure (msg_type, channel, msg_id pseudonyms) but no code or output.
+The key is random for each capture unless --anon-key-file gives one (then
+the same user has the same pseudonym in several captures); it is never
+written to the trace. --anon-rules FILE (YAML) changes what is kept; see
+capture/anonymize/rules.go for the defaults. Check a trace with
+'hubreplay verify TRACE --secrets FILE'.
+
+--raw keeps everything as it was on the wire: passwords, tokens, cookies,
+code and file contents. Use it only on test systems.`,
+		Example: `  hubreplay capture --pcap peak.pcap.gz -o peak.trace
+  hubreplay capture --iface eth0 --port 8000 --api-port 8001 -o monday.trace --max-duration 2h
+  hubreplay capture --pcap peak.pcapng -o peak.trace --anon-key-file /etc/hubreplay/key`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			stderr := cmd.ErrOrStderr()
+			if (pcap == "") == (iface == "") {
+				return usageError{errors.New("capture needs exactly one of --pcap FILE or --iface NAME")}
+			}
+			if out == "" {
+				return usageError{errors.New("capture needs -o TRACE, the file to write")}
+			}
+			limit, err := parseSize(maxSize)
+			if err != nil {
+				return usageError{fmt.Errorf("--max-size: %w", err)}
+			}
+			o := capture.Options{Ports: toPorts(ports), APIPorts: toPorts(apiPorts), MaxDuration: maxDuration, Raw: raw, Log: slog.Default()}
+			anon := trace.Anonymization{Scheme: anonymize.Scheme}
+			if raw {
+				if keyFile != "" || rulesFile != "" {
+					return usageError{errors.New("--raw keeps everything: it cannot be combined with --anon-key-file or --anon-rules")}
+				}
+				anon = trace.Anonymization{Scheme: "none", Raw: true}
+				fmt.Fprintln(stderr, "WARNING: --raw: this trace will hold passwords, API tokens, cookies, users' code and file contents as")
+				fmt.Fprintln(stderr, "WARNING: they crossed the proxy. Keep it off shared disks, never attach it to an issue, delete it after use.")
+			} else {
+				key := anonymize.RandomKey()
+				if keyFile != "" {
+					if key, err = anonymize.ReadKeyFile(keyFile); err != nil {
+						return err
+					}
+				}
+				rules := anonymize.DefaultRules()
+				if rulesFile != "" {
+					if rules, err = anonymize.LoadRules(rulesFile); err != nil {
+						return err
+					}
+				}
+				if o.Scrub, err = anonymize.New(key, rules); err != nil {
+					return err
+				}
+			}
+
+			var src capture.Source
+			if pcap != "" {
+				src, err = capture.OpenFile(pcap)
+			} else {
+				src, err = capture.OpenLive(iface, append(o.Ports, o.APIPorts...))
+			}
+			if err != nil {
+				return err
+			}
+			defer src.Close()
+
+			ctx, cancel := context.WithCancel(cmd.Context())
+			defer cancel()
+			show := newCaptureDisplay(stderr, iface != "")
+			var w *trace.Writer
+			stoppedBy := ""
+			o.Progress = func(c capture.Counters) {
+				show.update(c)
+				if limit > 0 && w != nil {
+					if st, err := os.Stat(out); err == nil && st.Size() >= limit {
+						stoppedBy = fmt.Sprintf("--max-size %s reached", maxSize)
+						cancel()
+					}
+				}
+			}
+			counters, runErr := capture.Run(ctx, src, func(start time.Time) (capture.RecordWriter, error) {
+				h := trace.Header{Format: trace.FormatName, Version: trace.Version, Start: start, Source: src.Name(),
+					Anon: anon, Tool: version.Tool(), Note: note}
+				var err error
+				w, err = trace.Create(out, h, &trace.WriterOptions{Overwrite: force})
+				return w, err
+			}, o)
+			show.done(counters)
+			if w != nil {
+				if err := w.Close(); err != nil && runErr == nil {
+					runErr = err
+				}
+				if stoppedBy == "" && maxDuration > 0 && counters.Duration >= maxDuration {
+					stoppedBy = "--max-duration reached"
+				}
+				if stoppedBy == "" && cmd.Context().Err() != nil {
+					stoppedBy = "interrupted"
+				}
+				if stoppedBy != "" {
+					stoppedBy = " (" + stoppedBy + ")"
+				}
+				fmt.Fprintf(stderr, "wrote %s: %d records from %d packets over %s: %d HTTP exchanges, %d WebSocket frames, %d route events, %d gaps (%d bytes lost), %d connections%s\n",
+					out, w.Records(), counters.Packets, counters.Duration.Round(time.Millisecond), counters.Exchanges, counters.Frames,
+					counters.Routes, counters.Gaps, counters.GapBytes, counters.Streams, stoppedBy)
+				if counters.Packets > 0 && counters.Streams == 0 {
+					fmt.Fprintf(stderr, "note: no TCP connection on port(s) %s was seen; is --port right?\n", portList(o.Ports))
+				}
+			}
+			return runErr
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&pcap, "pcap", "", "read packets from a pcap or pcapng file (gzip'd is fine)")
+	f.StringVar(&iface, "iface", "", "capture live on this network interface")
+	f.StringVarP(&out, "output", "o", "", "the trace file to write (required; must not exist unless --force)")
+	f.UintSliceVar(&ports, "port", []uint{8000}, "the proxy's public port(s)")
+	f.UintSliceVar(&apiPorts, "api-port", nil, "the proxy's REST API port(s) (usually 8001): route changes become route events")
+	f.StringVar(&keyFile, "anon-key-file", "", "file holding the pseudonym key (≥16 bytes), to keep pseudonyms stable across captures")
+	f.StringVar(&rulesFile, "anon-rules", "", "YAML file overriding the anonymization rules")
+	f.BoolVar(&raw, "raw", false, "DANGEROUS: keep secrets, code and contents (no anonymization)")
+	f.DurationVar(&maxDuration, "max-duration", 0, "stop after this much capture time, e.g. 90m")
+	f.StringVar(&maxSize, "max-size", "", "stop when the trace file reaches this size, e.g. 2GB")
+	f.BoolVar(&force, "force", false, "replace the output file if it exists")
+	f.StringVar(&note, "note", "", "free text kept in the trace header, e.g. \"Monday lecture peak\"")
+	return cmd
+}
+
+func toPorts(in []uint) []uint16 {
+	out := make([]uint16, 0, len(in))
+	for _, p := range in {
+		out = append(out, uint16(p))
+	}
+	return out
+}
+
+func portList(ps []uint16) string {
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = fmt.Sprint(p)
+	}
+	return strings.Join(s, ",")
+}
+
+// parseSize reads sizes like 500MB, 2GiB, 1048576.
+func parseSize(s string) (int64, error) {
+	if s == "" {
+		return 0, nil
+	}
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"KIB", 1 << 10}, {"MIB", 1 << 20}, {"GIB", 1 << 30}, {"TIB", 1 << 40}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12}, {"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"B", 1}}
+	u := strings.ToUpper(strings.TrimSpace(s))
+	mult := int64(1)
+	for _, x := range units {
+		if n, ok := strings.CutSuffix(u, x.suffix); ok {
+			u, mult = strings.TrimSpace(n), x.mult
+			break
+		}
+	}
+	var n float64
+	if _, err := fmt.Sscanf(u, "%g", &n); err != nil || n <= 0 {
+		return 0, fmt.Errorf("%q is not a size like 500MB or 2GiB", s)
+	}
+	return int64(n * float64(mult)), nil
+}
+
+// captureDisplay shows a capture's counters on stderr: one line rewritten
+// in place on a terminal, a plain line every 10 s elsewhere (live only).
+type captureDisplay struct {
+	w     io.Writer
+	tty   bool
+	live  bool
+	last  time.Time
+	shown bool
+}
+
+func newCaptureDisplay(w io.Writer, live bool) *captureDisplay {
+	tty := false
+	if f, ok := w.(*os.File); ok {
+		tty = term.IsTerminal(int(f.Fd()))
+	}
+	return &captureDisplay{w: w, tty: tty, live: live}
+}
+
+func (d *captureDisplay) line(c capture.Counters) string {
+	return fmt.Sprintf("capture %s: %d packets, %.1f MB, %d kernel drops, %d connections (%d open), %d gaps, %d records",
+		c.Duration.Truncate(time.Second), c.Packets, float64(c.Bytes)/1e6, c.Drops["kernel"], c.Streams, c.Open, c.Gaps, c.Records)
+}
+
+func (d *captureDisplay) update(c capture.Counters) {
+	switch {
+	case d.tty:
+		fmt.Fprintf(d.w, "\r%s\033[K", d.line(c))
+		d.shown = true
+	case d.live && time.Since(d.last) >= 10*time.Second:
+		d.last = time.Now()
+		fmt.Fprintln(d.w, d.line(c))
+	}
+}
+
+func (d *captureDisplay) done(c capture.Counters) {
+	if d.shown {
+		fmt.Fprintf(d.w, "\r%s\033[K\n", d.line(c))
+	}
+}
