@@ -1,0 +1,247 @@
+// Package testenv starts the real programs hubreplay's tests use: tcpdump
+// to record loopback traffic, configurable-http-proxy from npm. A test that
+// needs a program this machine lacks is skipped with the reason; .ci/run
+// installs them, so CI runs every test.
+package testenv
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Need skips the test unless the named program is on PATH.
+func Need(t testing.TB, program string) string {
+	t.Helper()
+	p, err := exec.LookPath(program)
+	if err != nil {
+		t.Skipf("%s is not installed (.ci/run installs it): %v", program, err)
+	}
+	return p
+}
+
+// Dump is a running tcpdump.
+type Dump struct {
+	cmd    *exec.Cmd
+	stderr *lockedBuffer
+	Path   string
+}
+
+// Tcpdump records loopback traffic matching filter into path with the
+// given extra arguments (e.g. "-i", "any", "-y", "LINUX_SLL2"); it returns
+// once tcpdump is listening.
+func Tcpdump(t testing.TB, path, filter string, args ...string) *Dump {
+	t.Helper()
+	bin := Need(t, "tcpdump")
+	if os.Geteuid() != 0 {
+		t.Skip("tcpdump needs root to capture; CI runs as root")
+	}
+	if !contains(args, "-i") {
+		args = append(args, "-i", "lo")
+	}
+	// -Z root: tcpdump must not drop to its own user, who may not be able
+	// to write into the test's directory.
+	// --immediate-mode: packets reach the file as they come, not when a
+	// ring block fills, so none are still in the kernel when it stops;
+	// -B 128 MiB: a burst of 64 KiB loopback segments does not overflow it.
+	all := append(append([]string{"--immediate-mode", "-B", "131072", "-s", "0", "-U", "-Z", "root", "-w", path}, args...), filter)
+	cmd := exec.Command(bin, all...)
+	pr, pw := io.Pipe()
+	buf := &lockedBuffer{}
+	cmd.Stderr = pw
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start tcpdump: %v", err)
+	}
+	d := &Dump{cmd: cmd, stderr: buf, Path: path}
+	ready := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(pr)
+		once := sync.Once{}
+		for sc.Scan() {
+			buf.write(sc.Text() + "\n")
+			if strings.Contains(sc.Text(), "listening on") {
+				once.Do(func() { close(ready) })
+			}
+		}
+	}()
+	select {
+	case <-ready:
+	case <-time.After(10 * time.Second):
+		_ = cmd.Process.Kill()
+		t.Fatalf("tcpdump did not start listening in 10 s: %s", buf.String())
+	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+		pw.Close()
+	})
+	return d
+}
+
+// Stop lets the last packets reach tcpdump and stops it. A capture that
+// dropped packets fails the test: what follows would check a broken file.
+func (d *Dump) Stop(t testing.TB) {
+	t.Helper()
+	time.Sleep(200 * time.Millisecond) // -U writes each packet as it comes; let the last ones arrive
+	_ = d.cmd.Process.Signal(syscall.SIGINT)
+	done := make(chan error, 1)
+	go func() { done <- d.cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		_ = d.cmd.Process.Kill()
+		t.Fatalf("tcpdump did not stop in 10 s")
+	}
+	time.Sleep(50 * time.Millisecond)
+	out := d.stderr.String()
+	if m := droppedRE.FindStringSubmatch(out); m == nil || m[1] != "0" {
+		t.Fatalf("tcpdump dropped packets or did not say; the capture %s is not whole:\n%s", d.Path, out)
+	}
+}
+
+var droppedRE = regexp.MustCompile(`(\d+) packets? dropped by kernel`)
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) write(s string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.b.WriteString(s)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func contains(ss []string, s string) bool {
+	for _, x := range ss {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// CacheDir is where tests keep npm installs between runs:
+// $HUBREPLAY_TEST_CACHE, else the user cache directory.
+func CacheDir(t testing.TB) string {
+	t.Helper()
+	dir := os.Getenv("HUBREPLAY_TEST_CACHE")
+	if dir == "" {
+		base, err := os.UserCacheDir()
+		if err != nil {
+			base = os.TempDir()
+		}
+		dir = filepath.Join(base, "hubreplay-test")
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatalf("test cache: %v", err)
+	}
+	return dir
+}
+
+var chpMu sync.Mutex
+
+// CHP returns the path of configurable-http-proxy's bin script at version,
+// installing it from npm into the test cache the first time.
+func CHP(t testing.TB, version string) string {
+	t.Helper()
+	Need(t, "node")
+	npm := Need(t, "npm")
+	chpMu.Lock()
+	defer chpMu.Unlock()
+	dir := filepath.Join(CacheDir(t), "chp@"+version)
+	bin := filepath.Join(dir, "node_modules", "configurable-http-proxy", "bin", "configurable-http-proxy")
+	if _, err := os.Stat(bin); err == nil {
+		return bin
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, npm, "install", "--no-audit", "--no-fund", "--prefix", dir, "configurable-http-proxy@"+version)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("npm install configurable-http-proxy@%s: %v\n%s", version, err, out)
+	}
+	return bin
+}
+
+// FreePort returns a loopback TCP port that was free a moment ago.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// WaitListening waits until something accepts connections on addr.
+func WaitListening(t testing.TB, addr string, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nothing listens on %s after %s: %v", addr, within, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Start runs a command for the length of the test, its output in the
+// test log on failure.
+func Start(t testing.TB, name string, env []string, args ...string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	cmd.Env = append(os.Environ(), env...)
+	var out lockedBuffer
+	w := writerFunc(func(p []byte) (int, error) { out.write(string(p)); return len(p), nil })
+	cmd.Stdout, cmd.Stderr = w, w
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+		if t.Failed() {
+			t.Logf("output of %s:\n%s", filepath.Base(name), out.String())
+		}
+	})
+	return cmd
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
