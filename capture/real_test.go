@@ -122,7 +122,7 @@ func TestRealLoopbackCaptures(t *testing.T) {
 	filter := fmt.Sprintf("tcp port %d", port)
 	lo := testenv.Tcpdump(t, filepath.Join(dir, "lo.pcap"), filter)
 	anyIf := testenv.Tcpdump(t, filepath.Join(dir, "any-sll2.pcap"), filter, "-i", "any", "-y", "LINUX_SLL2")
-	w := testenv.Drive(t, addr)
+	w := testenv.Drive(t, addr, true)
 	lo.Stop(t)
 	anyIf.Stop(t)
 
