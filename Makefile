@@ -25,6 +25,9 @@ bench:
 fuzz:
 	$(GO) test ./trace -run '^$$' -fuzz '^FuzzReader$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
 	$(GO) test ./trace -run '^$$' -fuzz '^FuzzParseJSON$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
+	$(GO) test ./capture/httpstream -run '^$$' -fuzz '^FuzzStream$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
+	$(GO) test ./capture/wsframe -run '^$$' -fuzz '^FuzzFrames$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
+	$(GO) test ./capture -run '^$$' -fuzz '^FuzzPcap$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
 
 # The demo, for now: make a sample lecture session, look at it, cut its
 # peak out, look at that. (Later: replay it against two CHP versions.)

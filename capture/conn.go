@@ -401,6 +401,9 @@ func (k *conn) route(req, resp *httpstream.Message) {
 }
 
 func (k *conn) frame(h *half, f *wsframe.Frame) {
+	if k.api {
+		return // the proxy's API does not speak WebSocket; nothing to replay
+	}
 	k.c.counters.Frames++
 	rec := &trace.WSFrame{TS: f.Start, Conn: k.id, Dir: h.dir, Op: trace.Opcode(f.OpCode), Fin: f.Fin, RSV: f.Rsv,
 		Masked: f.Masked, Len: f.Length, CloseCode: f.CloseCode()}

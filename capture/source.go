@@ -39,7 +39,7 @@ var (
 // FileSource reads pcap or pcapng, plain or gzip'd, told apart by magic.
 type FileSource struct {
 	name   string
-	f      *os.File
+	f      io.Closer // nil for a reader the caller owns
 	gz     *gzip.Reader
 	pcap   *pcapgo.Reader
 	ng     *pcapgo.NgReader
@@ -64,15 +64,24 @@ func OpenFile(path string) (*FileSource, error) {
 		return nil, fmt.Errorf("open capture: %w", err)
 	}
 	s := &FileSource{name: path, f: f}
-	if err := s.open(); err != nil {
+	if err := s.open(f); err != nil {
 		f.Close()
 		return nil, err
 	}
 	return s, nil
 }
 
-func (s *FileSource) open() error {
-	br := bufio.NewReaderSize(s.f, 1<<20)
+// NewFileSource reads a capture from r; name is used in messages.
+func NewFileSource(r io.Reader, name string) (*FileSource, error) {
+	s := &FileSource{name: name}
+	if err := s.open(r); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *FileSource) open(src io.Reader) error {
+	br := bufio.NewReaderSize(src, 1<<20)
 	head, _ := br.Peek(4)
 	var r io.Reader = br
 	if bytes.HasPrefix(head, gzipMagic) {
@@ -155,6 +164,9 @@ func (s *FileSource) ReadPacket() ([]byte, gopacket.CaptureInfo, layers.LinkType
 func (s *FileSource) Close() error {
 	if s.gz != nil {
 		s.gz.Close()
+	}
+	if s.f == nil {
+		return nil
 	}
 	return s.f.Close()
 }

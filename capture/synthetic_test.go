@@ -32,7 +32,7 @@ var (
 )
 
 // a keep-alive connection with three pipelined requests.
-func pipelined(t *testing.T, now *time.Time) (*tcpConn, []pkt) {
+func pipelined(t testing.TB, now *time.Time) (*tcpConn, []pkt) {
 	k := newTCPConn(t, now, 7, 40001)
 	return k, cat(k.handshake(),
 		k.send(true, reqA+reqB+reqC, 1448),
@@ -77,8 +77,10 @@ func checkPipelined(t *testing.T, recs []trace.Record) {
 
 // assertOrderRule checks FORMAT.md's rule: a connection's conn_open comes
 // before, and its conn_close after, all its other records.
-func assertOrderRule(t *testing.T, recs []trace.Record) {
-	t.Helper()
+func assertOrderRule(t assert.TestingT, recs []trace.Record) {
+	if h, ok := t.(interface{ Helper() }); ok {
+		h.Helper()
+	}
 	state := map[trace.ConnID]int{} // 1 open, 2 closed
 	for i, r := range recs {
 		id, ok := trace.Conn(r)
