@@ -11,11 +11,19 @@ import (
 // from any of ports — what `tcp port A or tcp port B` means to tcpdump, so
 // the kernel hands over only the proxy's traffic. It is written by hand
 // because compiling filter expressions needs libpcap.
-func portFilter(ports []uint16, snaplen uint32) ([]bpf.RawInstruction, error) {
+//
+// With loopback, it also drops the outgoing copy of each packet: a packet
+// socket on lo sees every packet twice, leaving and arriving (libpcap
+// drops the same copy).
+func portFilter(ports []uint16, snaplen uint32, loopback bool) ([]bpf.RawInstruction, error) {
 	if len(ports) == 0 {
 		return nil, fmt.Errorf("no ports to filter on")
 	}
 	var p prog
+	if loopback {
+		p.add(bpf.LoadExtension{Num: bpf.ExtType})
+		p.jumpIf(bpf.JumpEqual, packetOutgoing, "drop", "")
+	}
 	p.add(bpf.LoadAbsolute{Off: 12, Size: 2}) // EtherType
 	p.jumpIf(bpf.JumpEqual, 0x0800, "ipv4", "")
 	p.jumpIf(bpf.JumpEqual, 0x86dd, "ipv6", "drop")
@@ -51,6 +59,9 @@ func portFilter(ports []uint16, snaplen uint32) ([]bpf.RawInstruction, error) {
 	}
 	return bpf.Assemble(ins)
 }
+
+// packetOutgoing is PACKET_OUTGOING, the packet type of a sent packet.
+const packetOutgoing = 4
 
 // prog is a tiny assembler with labels; jumps are resolved at the end.
 type prog struct {

@@ -3,6 +3,7 @@ package capture
 import (
 	"errors"
 	"fmt"
+	"net"
 	"syscall"
 	"time"
 
@@ -27,7 +28,11 @@ func OpenLive(iface string, ports []uint16) (*LiveSource, error) {
 	if iface == "any" || iface == "" {
 		return nil, fmt.Errorf("live capture needs one named interface (e.g. eth0, lo), not %q; to capture all interfaces, record with tcpdump -i any -w FILE and use --pcap FILE", iface)
 	}
-	filter, err := portFilter(ports, Snaplen)
+	ifc, err := net.InterfaceByName(iface)
+	if err != nil {
+		return nil, fmt.Errorf("capture on %s: %w", iface, err)
+	}
+	filter, err := portFilter(ports, Snaplen, ifc.Flags&net.FlagLoopback != 0)
 	if err != nil {
 		return nil, err
 	}

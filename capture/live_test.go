@@ -1,0 +1,139 @@
+package capture
+
+import (
+	"context"
+	"errors"
+	"net"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/net/bpf"
+
+	"github.com/hubreplay/hubreplay/internal/testenv"
+	"github.com/hubreplay/hubreplay/trace"
+)
+
+func frame(t *testing.T, ls ...gopacket.SerializableLayer) []byte {
+	t.Helper()
+	for _, l := range ls {
+		tl, ok := l.(interface {
+			SetNetworkLayerForChecksum(gopacket.NetworkLayer) error
+		})
+		if !ok {
+			continue
+		}
+		for _, n := range ls {
+			if nl, ok := n.(gopacket.NetworkLayer); ok {
+				require.NoError(t, tl.SetNetworkLayerForChecksum(nl))
+			}
+		}
+	}
+	buf := gopacket.NewSerializeBuffer()
+	require.NoError(t, gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, ls...))
+	return buf.Bytes()
+}
+
+func TestPortFilter(t *testing.T) {
+	eth4 := &layers.Ethernet{SrcMAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}, DstMAC: net.HardwareAddr{2, 0, 0, 0, 0, 2}, EthernetType: layers.EthernetTypeIPv4}
+	eth6 := &layers.Ethernet{SrcMAC: eth4.SrcMAC, DstMAC: eth4.DstMAC, EthernetType: layers.EthernetTypeIPv6}
+	ip4 := func() *layers.IPv4 {
+		return &layers.IPv4{Version: 4, IHL: 5, TTL: 64, Protocol: layers.IPProtocolTCP, SrcIP: net.IPv4(10, 0, 0, 1), DstIP: net.IPv4(10, 0, 0, 2)}
+	}
+	ip6 := &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: layers.IPProtocolTCP, SrcIP: net.ParseIP("fd00::1"), DstIP: net.ParseIP("fd00::2")}
+	withOptions := ip4()
+	withOptions.Options = []layers.IPv4Option{{OptionType: 1}, {OptionType: 1}, {OptionType: 1}, {OptionType: 0}} // header of 24 bytes
+	fragment := ip4()
+	fragment.FragOffset = 100
+	udp := ip4()
+	udp.Protocol = layers.IPProtocolUDP
+	tcp := func(src, dst int) *layers.TCP {
+		return &layers.TCP{SrcPort: layers.TCPPort(src), DstPort: layers.TCPPort(dst), ACK: true, Window: 1000}
+	}
+	cases := []struct {
+		name string
+		pkt  []byte
+		keep bool
+	}{
+		{"ipv4 to the proxy", frame(t, eth4, ip4(), tcp(40000, 8000), gopacket.Payload("GET /")), true},
+		{"ipv4 from the API", frame(t, eth4, ip4(), tcp(8001, 40000)), true},
+		{"ipv4 with options", frame(t, eth4, withOptions, tcp(40000, 8000)), true},
+		{"ipv6 to the proxy", frame(t, eth6, ip6, tcp(40000, 8000)), true},
+		{"ipv6 from the proxy", frame(t, eth6, ip6, tcp(8000, 40000)), true},
+		{"another port", frame(t, eth4, ip4(), tcp(40000, 22)), false},
+		{"ipv6 another port", frame(t, eth6, ip6, tcp(40000, 443)), false},
+		{"a fragment", frame(t, eth4, fragment, tcp(40000, 8000)), false},
+		{"udp", frame(t, eth4, udp, &layers.UDP{SrcPort: 8000, DstPort: 8000}), false},
+		{"arp", frame(t, &layers.Ethernet{SrcMAC: eth4.SrcMAC, DstMAC: eth4.DstMAC, EthernetType: layers.EthernetTypeARP},
+			&layers.ARP{AddrType: layers.LinkTypeEthernet, Protocol: layers.EthernetTypeIPv4, HwAddressSize: 6, ProtAddressSize: 4, Operation: 1,
+				SourceHwAddress: eth4.SrcMAC, SourceProtAddress: []byte{10, 0, 0, 1}, DstHwAddress: make([]byte, 6), DstProtAddress: []byte{10, 0, 0, 2}}), false},
+	}
+	raw, err := portFilter([]uint16{8000, 8001}, Snaplen, false)
+	require.NoError(t, err)
+	ins, ok := bpf.Disassemble(raw)
+	require.True(t, ok)
+	vm, err := bpf.NewVM(ins)
+	require.NoError(t, err)
+	for _, c := range cases {
+		n, err := vm.Run(c.pkt)
+		require.NoError(t, err, c.name)
+		assert.Equal(t, c.keep, n > 0, c.name)
+		if c.keep {
+			assert.Equal(t, Snaplen, n, "%s: the whole packet is kept", c.name)
+		}
+	}
+	_, err = portFilter(nil, Snaplen, false)
+	assert.Error(t, err)
+}
+
+// TestLiveCaptureOnLoopback records the JupyterHub-like workload with the
+// pure-Go AF_PACKET source, stops it as Ctrl-C would (ctx), and checks the
+// trace as the file tests do.
+func TestLiveCaptureOnLoopback(t *testing.T) {
+	addr, port := testenv.Serve(t)
+	src, err := OpenLive("lo", []uint16{uint16(port)})
+	if errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EACCES) {
+		t.Skipf("live capture needs root or CAP_NET_RAW: %v", err)
+	}
+	require.NoError(t, err)
+	defer src.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	w := &memWriter{}
+	var start time.Time
+	done := make(chan error, 1)
+	var counters Counters
+	go func() {
+		var err error
+		counters, err = Run(ctx, src, func(s time.Time) (RecordWriter, error) { start = s; return w, nil }, Options{Ports: []uint16{uint16(port)}, Raw: true})
+		done <- err
+	}()
+	time.Sleep(100 * time.Millisecond) // the ring is up once OpenLive returns; give Run a moment to start reading
+	work := testenv.Drive(t, addr, true)
+	time.Sleep(300 * time.Millisecond)
+	cancel()
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("capture did not stop within 10 s of its context ending")
+	}
+	assert.Zero(t, counters.Drops["kernel"])
+	assert.Zero(t, counters.Gaps)
+	checkWorkload(t, work, start, w.recs)
+	stats := ofType[*trace.Stats](w.recs)
+	require.NotEmpty(t, stats, "the last record is the capture's counters")
+	assert.Equal(t, counters.Packets, stats[len(stats)-1].Packets)
+	assert.Equal(t, "iface:lo", src.Name())
+}
+
+func TestLiveCaptureRefusesAny(t *testing.T) {
+	_, err := OpenLive("any", []uint16{8000})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "tcpdump -i any")
+	_, err = OpenLive("no-such-interface0", []uint16{8000})
+	assert.ErrorContains(t, err, "no-such-interface0")
+}
