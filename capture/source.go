@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
@@ -125,7 +126,9 @@ func containsMagic(head []byte) bool {
 // Format is "pcap" or "pcapng".
 func (s *FileSource) Format() string { return s.format }
 
-func (s *FileSource) Name() string  { return "pcap:" + s.name }
+// Name is "pcap:" and the file's base name: a full path may name the
+// operator's home directory, and the trace may travel.
+func (s *FileSource) Name() string  { return "pcap:" + filepath.Base(s.name) }
 func (s *FileSource) Drops() uint64 { return 0 }
 
 // ReadPacket returns the next packet. A file that ends inside a packet
