@@ -2,6 +2,7 @@ package capture
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"math/rand/v2"
 	"strconv"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/gobwas/ws"
+	"github.com/gopacket/gopacket/layers"
 	"github.com/klauspost/compress/flate"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -329,3 +331,40 @@ func TestRouteEventsFromTheProxyAPI(t *testing.T) {
 		assert.NotContains(t, string(line), "s3cr3t", "the API token is never kept, even raw")
 	}
 }
+
+// A connection that loses a segment and keeps sending cannot make the
+// capture hold its data without bound: past MaxPagesPerConn buffered pages
+// the missing bytes are given up as a gap and parsing goes on.
+func TestBufferedPagesAreBounded(t *testing.T) {
+	now := epoch
+	k := newTCPConn(t, &now, 31, 40031)
+	start := cat(k.handshake(), k.send(true, reqA, 1448))
+	big := respA[:len(respA)-len("3000\r\n\r\n")] + "200000\r\n\r\n" + strings.Repeat("z", 200000)
+	body := k.send(false, big, 1000)
+	pkts := cat(start, body[:1], body[2:], k.send(true, reqB, 1448), k.send(false, respC, 1448))
+	src := &sliceSource{pkts: pkts, link: layers.LinkTypeEthernet}
+	w := &memWriter{}
+	left := -1 // packets still unread when the gap was written
+	c, err := Run(context.Background(), src, func(time.Time) (RecordWriter, error) {
+		return writerFunc(func(r trace.Record) error {
+			if _, ok := r.(*trace.Gap); ok {
+				left = len(src.pkts)
+			}
+			return w.Write(r)
+		}), nil
+	}, Options{Raw: true, FlushAfter: time.Hour, MaxPagesPerConn: 16, MaxPagesTotal: 64})
+	require.NoError(t, err)
+	assert.Greater(t, left, 100, "the gap was given up while the connection was busy, not at the end")
+	assert.Equal(t, uint64(1), c.Gaps)
+	gaps := ofType[*trace.Gap](w.recs)
+	require.Len(t, gaps, 1)
+	assert.Equal(t, int64(1000), gaps[0].Bytes)
+	ex := ofType[*trace.HTTP](w.recs)
+	require.Len(t, ex, 2, "parsing went on after the gap")
+	assert.Equal(t, int64(200000), ex[0].Resp.BodySize)
+	assert.Equal(t, 201, ex[1].Resp.Status)
+}
+
+type writerFunc func(trace.Record) error
+
+func (f writerFunc) Write(r trace.Record) error { return f(r) }

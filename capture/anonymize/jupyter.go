@@ -27,12 +27,19 @@ type jupyterHeader struct {
 	Date     string `json:"date,omitempty"`
 }
 
-// contentKeep are content fields whose values are protocol states, not
-// user data; they are kept when they are booleans, numbers or short words.
-var contentKeep = map[string]bool{
-	"execution_state": true, "status": true, "name": true, "execution_count": true,
-	"restart": true, "wait": true, "silent": true, "store_history": true, "allow_stdin": true,
-	"stop_on_error": true, "reason": false,
+// jupyterContent holds the content fields that are protocol states, not
+// user data; every other content field is dropped unread.
+type jupyterContent struct {
+	ExecutionState string   `json:"execution_state,omitempty"`
+	Status         string   `json:"status,omitempty"`
+	Name           string   `json:"name,omitempty"`
+	ExecutionCount *float64 `json:"execution_count,omitempty"`
+	Restart        *bool    `json:"restart,omitempty"`
+	Wait           *bool    `json:"wait,omitempty"`
+	Silent         *bool    `json:"silent,omitempty"`
+	StoreHistory   *bool    `json:"store_history,omitempty"`
+	AllowStdin     *bool    `json:"allow_stdin,omitempty"`
+	StopOnError    *bool    `json:"stop_on_error,omitempty"`
 }
 
 var (
@@ -42,11 +49,10 @@ var (
 	channelRE = regexp.MustCompile(`^(shell|iopub|stdin|control|hb)$`)
 )
 
-func (a *Anonymizer) header(raw json.RawMessage) (jupyterHeader, string) {
-	var h jupyterHeader
-	if json.Unmarshal(raw, &h) != nil {
-		return jupyterHeader{}, ""
-	}
+// header redacts a message header: ids and sessions become pseudonyms,
+// the user a user pseudonym, msg_type, version and date stay if they look
+// like what they are.
+func (a *Anonymizer) header(h jupyterHeader) (jupyterHeader, string) {
 	typ := ""
 	if msgTypeRE.MatchString(h.MsgType) {
 		typ = h.MsgType
@@ -68,37 +74,24 @@ func (a *Anonymizer) header(raw json.RawMessage) (jupyterHeader, string) {
 	return out, typ
 }
 
-func redactContent(raw json.RawMessage) map[string]any {
-	var c map[string]any
-	out := map[string]any{}
-	if json.Unmarshal(raw, &c) != nil {
-		return out
-	}
-	for k, v := range c {
-		if !contentKeep[k] {
-			continue
-		}
-		switch v := v.(type) {
-		case bool, float64:
-			out[k] = v
-		case string:
-			if shortRE.MatchString(v) {
-				out[k] = v
-			}
+func redactContent(c jupyterContent) jupyterContent {
+	for _, f := range []*string{&c.ExecutionState, &c.Status, &c.Name} {
+		if !shortRE.MatchString(*f) {
+			*f = ""
 		}
 	}
-	return out
+	return c
 }
 
 // jupyterParts is one message, redacted, before padding.
 type jupyterParts struct {
 	channel        string
 	header, parent jupyterHeader
-	content        map[string]any
+	content        jupyterContent
 	msgType        string
 }
 
-func (a *Anonymizer) parts(channel string, header, parent, content json.RawMessage) (jupyterParts, bool) {
+func (a *Anonymizer) parts(channel string, header, parent jupyterHeader, content jupyterContent) (jupyterParts, bool) {
 	h, typ := a.header(header)
 	if typ == "" {
 		return jupyterParts{}, false
@@ -108,6 +101,17 @@ func (a *Anonymizer) parts(channel string, header, parent, content json.RawMessa
 		channel = ""
 	}
 	return jupyterParts{channel: channel, header: h, parent: p, content: redactContent(content), msgType: typ}, true
+}
+
+// firstByte is the first non-space byte of b, to tell JSON objects from
+// arrays before paying for a full parse.
+func firstByte(b []byte) byte {
+	for _, c := range b {
+		if c != ' ' && c != '\t' && c != '\n' && c != '\r' {
+			return c
+		}
+	}
+	return 0
 }
 
 // padJSON appends a "_pad" member to a JSON object so that it is size
@@ -131,27 +135,36 @@ func padJSON(obj []byte, size int) []byte {
 
 // legacyJSON redacts a JSON text frame of the legacy kernel protocol.
 func (a *Anonymizer) legacyJSON(payload []byte, size int) ([]byte, string, string, bool) {
+	// One parse: the fields not named here (code, outputs, metadata) are
+	// skipped, never decoded.
 	var m struct {
-		Header       json.RawMessage `json:"header"`
-		ParentHeader json.RawMessage `json:"parent_header"`
-		Content      json.RawMessage `json:"content"`
-		Channel      string          `json:"channel"`
+		Header       *jupyterHeader `json:"header"`
+		ParentHeader jupyterHeader  `json:"parent_header"`
+		Content      jupyterContent `json:"content"`
+		Channel      string         `json:"channel"`
 	}
-	if json.Unmarshal(payload, &m) != nil || m.Header == nil {
+	if firstByte(payload) != '{' || json.Unmarshal(payload, &m) != nil || m.Header == nil {
 		return nil, "", "", false
 	}
-	p, ok := a.parts(m.Channel, m.Header, m.ParentHeader, m.Content)
+	p, ok := a.parts(m.Channel, *m.Header, m.ParentHeader, m.Content)
 	if !ok {
 		return nil, "", "", false
 	}
-	out, err := json.Marshal(map[string]any{
-		"header": p.header, "parent_header": p.parent, "metadata": map[string]any{},
-		"content": p.content, "buffers": []any{}, "channel": p.channel,
-	})
+	out, err := json.Marshal(legacyMessage{Header: p.header, ParentHeader: p.parent, Metadata: struct{}{},
+		Content: p.content, Buffers: []any{}, Channel: p.channel})
 	if err != nil {
 		return nil, "", "", false
 	}
 	return padJSON(out, size), p.msgType, p.channel, true
+}
+
+type legacyMessage struct {
+	Header       jupyterHeader  `json:"header"`
+	ParentHeader jupyterHeader  `json:"parent_header"`
+	Metadata     struct{}       `json:"metadata"`
+	Content      jupyterContent `json:"content"`
+	Buffers      []any          `json:"buffers"`
+	Channel      string         `json:"channel"`
 }
 
 // v1Binary redacts a binary frame of the v1.kernel.websocket.jupyter.org
@@ -174,14 +187,21 @@ func (a *Anonymizer) v1Binary(payload []byte, size int) ([]byte, string, string,
 	}
 	offs[n] = len(payload)
 	part := func(i int) []byte { return payload[offs[i]:offs[i+1]] }
-	p, ok := a.parts(string(part(0)), part(1), part(2), part(4))
+	var h, parent jupyterHeader
+	var content jupyterContent
+	if json.Unmarshal(part(1), &h) != nil {
+		return nil, "", "", false
+	}
+	_ = json.Unmarshal(part(2), &parent)
+	_ = json.Unmarshal(part(4), &content)
+	p, ok := a.parts(string(part(0)), h, parent, content)
 	if !ok {
 		return nil, "", "", false
 	}
-	h, _ := json.Marshal(p.header)
+	hb, _ := json.Marshal(p.header)
 	ph, _ := json.Marshal(p.parent)
 	c, _ := json.Marshal(p.content)
-	msg := [][]byte{[]byte(p.channel), h, ph, []byte("{}"), c}
+	msg := [][]byte{[]byte(p.channel), hb, ph, []byte("{}"), c}
 	table := 8 * (1 + len(msg) + 1)
 	fixed := table
 	for _, m := range msg[:4] {
@@ -208,7 +228,7 @@ var terminadoTypes = map[string]bool{"stdin": true, "stdout": true, "setup": tru
 // type and sizes, never the keystrokes or the output.
 func terminado(payload []byte, size int) ([]byte, string, bool) {
 	var m []any
-	if json.Unmarshal(payload, &m) != nil || len(m) == 0 {
+	if firstByte(payload) != '[' || json.Unmarshal(payload, &m) != nil || len(m) == 0 {
 		return nil, "", false
 	}
 	typ, _ := m[0].(string)
