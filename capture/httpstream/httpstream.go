@@ -452,26 +452,13 @@ func (p *Parser) startBody(m *Message) error {
 			p.finish(m)
 			return nil
 		}
-		if m.HasToken("Transfer-Encoding", "chunked") {
-			p.body, p.chunk = bodyChunked, chunkSize
-		} else if cl, ok := m.Header("Content-Length"); ok {
-			n, err := parseLength(cl)
-			if err != nil {
-				return p.syntax(0, "bad Content-Length %.20q", cl)
-			}
-			p.body, p.left = bodyLength, n
-		} else {
-			p.body = bodyClose
+		if err := p.framing(m, bodyClose); err != nil {
+			return err
 		}
 	default:
-		if m.HasToken("Transfer-Encoding", "chunked") {
-			p.body, p.chunk = bodyChunked, chunkSize
-		} else if cl, ok := m.Header("Content-Length"); ok {
-			n, err := parseLength(cl)
-			if err != nil {
-				return p.syntax(0, "bad Content-Length %.20q", cl)
-			}
-			p.body, p.left = bodyLength, n
+		// A request without a length has no body (RFC 9112 §6.3).
+		if err := p.framing(m, bodyNone); err != nil {
+			return err
 		}
 	}
 	if p.body == bodyLength && p.left == 0 {
@@ -485,6 +472,26 @@ func (p *Parser) startBody(m *Message) error {
 		return nil
 	}
 	p.state = StateBody
+	return nil
+}
+
+// framing reads how a message's body is delimited: chunked, by length, or
+// (without either) as otherwise says.
+func (p *Parser) framing(m *Message, otherwise bodyMode) error {
+	if m.HasToken("Transfer-Encoding", "chunked") {
+		p.body, p.chunk = bodyChunked, chunkSize
+		return nil
+	}
+	cl, ok := m.Header("Content-Length")
+	if !ok {
+		p.body = otherwise
+		return nil
+	}
+	n, err := parseLength(cl)
+	if err != nil {
+		return p.syntax(0, "bad Content-Length %.20q", cl)
+	}
+	p.body, p.left = bodyLength, n
 	return nil
 }
 
