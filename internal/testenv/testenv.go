@@ -32,44 +32,51 @@ func Need(t testing.TB, program string) string {
 
 // Dump is a running tcpdump.
 type Dump struct {
-	cmd    *exec.Cmd
-	stderr *lockedBuffer
-	Path   string
+	settle  time.Duration // how long packets may take to reach the file
+	cmd     *exec.Cmd
+	stderr  *lockedBuffer
+	dropped *regexp.Regexp
+	Path    string
 }
 
-// Tcpdump records loopback traffic matching filter into path with the
-// given extra arguments (e.g. "-i", "any", "-y", "LINUX_SLL2"); it returns
-// once tcpdump is listening.
+// Tcpdump records loopback traffic matching filter into path (pcap) with
+// the given extra arguments (e.g. "-i", "any", "-y", "LINUX_SLL2"); it
+// returns once tcpdump is listening.
 func Tcpdump(t testing.TB, path, filter string, args ...string) *Dump {
 	t.Helper()
-	bin := Need(t, "tcpdump")
-	if os.Geteuid() != 0 {
-		t.Skip("tcpdump needs root to capture; CI runs as root")
-	}
 	if !contains(args, "-i") {
 		args = append(args, "-i", "lo")
 	}
-	// -Z root: tcpdump must not drop to its own user, who may not be able
-	// to write into the test's directory.
 	// --immediate-mode: packets reach the file as they come, not when a
 	// ring block fills, so none are still in the kernel when it stops;
 	// -B 128 MiB: a burst of 64 KiB loopback segments does not overflow it.
+	// -Z root: tcpdump must not drop to its own user, who may not be able
+	// to write into the test's directory.
 	all := append(append([]string{"--immediate-mode", "-B", "131072", "-s", "0", "-U", "-Z", "root", "-w", path}, args...), filter)
-	cmd := exec.Command(bin, all...)
+	return record(t, "tcpdump", all, "listening on", `(\d+) packets? dropped by kernel`, path, 200*time.Millisecond)
+}
+
+func record(t testing.TB, program string, args []string, readyMarker, dropped, path string, settle time.Duration) *Dump {
+	t.Helper()
+	bin := Need(t, program)
+	if os.Geteuid() != 0 {
+		t.Skipf("%s needs root to capture; CI runs as root", program)
+	}
+	cmd := exec.Command(bin, args...)
 	pr, pw := io.Pipe()
 	buf := &lockedBuffer{}
 	cmd.Stderr = pw
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("start tcpdump: %v", err)
+		t.Fatalf("start %s: %v", program, err)
 	}
-	d := &Dump{cmd: cmd, stderr: buf, Path: path}
+	d := &Dump{settle: settle, cmd: cmd, stderr: buf, dropped: regexp.MustCompile(dropped), Path: path}
 	ready := make(chan struct{})
 	go func() {
 		sc := bufio.NewScanner(pr)
 		once := sync.Once{}
 		for sc.Scan() {
 			buf.write(sc.Text() + "\n")
-			if strings.Contains(sc.Text(), "listening on") {
+			if strings.Contains(sc.Text(), readyMarker) {
 				once.Do(func() { close(ready) })
 			}
 		}
@@ -78,7 +85,7 @@ func Tcpdump(t testing.TB, path, filter string, args ...string) *Dump {
 	case <-ready:
 	case <-time.After(10 * time.Second):
 		_ = cmd.Process.Kill()
-		t.Fatalf("tcpdump did not start listening in 10 s: %s", buf.String())
+		t.Fatalf("%s did not start capturing in 10 s: %s", program, buf.String())
 	}
 	t.Cleanup(func() {
 		if cmd.ProcessState == nil {
@@ -90,11 +97,12 @@ func Tcpdump(t testing.TB, path, filter string, args ...string) *Dump {
 	return d
 }
 
-// Stop lets the last packets reach tcpdump and stops it. A capture that
-// dropped packets fails the test: what follows would check a broken file.
+// Stop lets the last packets reach the recorder and stops it. A capture
+// that dropped packets fails the test: what follows would check a broken
+// file.
 func (d *Dump) Stop(t testing.TB) {
 	t.Helper()
-	time.Sleep(200 * time.Millisecond) // -U writes each packet as it comes; let the last ones arrive
+	time.Sleep(d.settle) // let the last packets reach the file
 	_ = d.cmd.Process.Signal(syscall.SIGINT)
 	done := make(chan error, 1)
 	go func() { done <- d.cmd.Wait() }()
@@ -102,16 +110,14 @@ func (d *Dump) Stop(t testing.TB) {
 	case <-done:
 	case <-time.After(10 * time.Second):
 		_ = d.cmd.Process.Kill()
-		t.Fatalf("tcpdump did not stop in 10 s")
+		t.Fatalf("%s did not stop in 10 s", d.cmd.Path)
 	}
-	time.Sleep(50 * time.Millisecond)
+	time.Sleep(50 * time.Millisecond) // the stderr reader's last lines
 	out := d.stderr.String()
-	if m := droppedRE.FindStringSubmatch(out); m == nil || m[1] != "0" {
-		t.Fatalf("tcpdump dropped packets or did not say; the capture %s is not whole:\n%s", d.Path, out)
+	if m := d.dropped.FindStringSubmatch(out); m == nil || m[1] != "0" {
+		t.Fatalf("%s dropped packets or did not say; the capture %s is not whole:\n%s", d.cmd.Path, d.Path, out)
 	}
 }
-
-var droppedRE = regexp.MustCompile(`(\d+) packets? dropped by kernel`)
 
 type lockedBuffer struct {
 	mu sync.Mutex
