@@ -28,6 +28,7 @@ fuzz:
 	$(GO) test ./capture/httpstream -run '^$$' -fuzz '^FuzzStream$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
 	$(GO) test ./capture/wsframe -run '^$$' -fuzz '^FuzzFrames$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
 	$(GO) test ./capture -run '^$$' -fuzz '^FuzzPcap$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
+	$(GO) test ./capture/anonymize -run '^$$' -fuzz '^FuzzAnonymize$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
 
 # The demo, for now: make a sample lecture session, look at it, cut its
 # peak out, look at that. (Later: replay it against two CHP versions.)

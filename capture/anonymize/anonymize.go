@@ -116,7 +116,7 @@ var extRE = regexp.MustCompile(`\.[A-Za-z0-9]{1,8}$`)
 // segment pseudonymizes one path segment (already unescaped).
 func (a *Anonymizer) segment(s string) string {
 	switch {
-	case s == "" || a.keepWords.has(s) || isDigits(s):
+	case s == "" || a.keepWords.has(s) || isDigits(s) && !LooksSecret(s):
 		return s
 	case uuidRE.MatchString(s):
 		return a.id(s)
@@ -171,7 +171,12 @@ func (a *Anonymizer) Path(p string) (string, string) {
 	return strings.Join(segs, "/"), user
 }
 
+// static reports whether p is a bundled asset's path, kept as it is. A
+// path with anything secret-shaped in it is not kept, whatever its prefix.
 func (a *Anonymizer) static(p string) bool {
+	if LooksSecret(p) {
+		return false
+	}
 	for _, pre := range a.rules.StaticPrefixes {
 		if strings.HasPrefix(p, pre) && !strings.Contains(p, "..") {
 			return true
@@ -204,11 +209,17 @@ func (a *Anonymizer) Query(q string) string {
 		if err != nil {
 			name = k
 		}
+		if !wordRE.MatchString(name) || LooksSecret(name) {
+			// A key that is not a plain word may itself be the secret.
+			k = url.QueryEscape(a.value(name))
+		}
 		switch {
 		case a.dropQuery.has(name):
 			continue
-		case !hasV || a.keepQuery.has(name) && !LooksSecret(v):
-			out = append(out, kv)
+		case !hasV:
+			out = append(out, k)
+		case a.keepQuery.has(name) && !LooksSecret(v):
+			out = append(out, k+"="+v)
 		default:
 			val, err := url.QueryUnescape(v)
 			if err != nil {
@@ -224,7 +235,7 @@ func (a *Anonymizer) Query(q string) string {
 // ids and paths.
 func (a *Anonymizer) value(v string) string {
 	switch {
-	case v == "" || isDigits(v) || v == "true" || v == "false":
+	case v == "" || isDigits(v) && !LooksSecret(v) || v == "true" || v == "false":
 		return v
 	case uuidRE.MatchString(v):
 		return a.id(v)
@@ -248,7 +259,7 @@ func (a *Anonymizer) URL(u string) string {
 		hostport, path = rest[:i], rest[i:]
 	}
 	host := a.rules.Host
-	if h, port, err := net.SplitHostPort(hostport); err == nil && h != "" {
+	if h, port, err := net.SplitHostPort(hostport); err == nil && h != "" && len(port) <= 5 && isDigits(port) {
 		host = a.host(h) + ":" + port
 	} else if hostport != "" {
 		host = a.host(hostport)
@@ -276,7 +287,7 @@ func (a *Anonymizer) Addr(side byte, hostport string) string {
 		h, port = hostport, ""
 	}
 	p := a.pseudo(string(side)+"-", "addr", h, 8)
-	if port == "" {
+	if port == "" || len(port) > 5 || !isDigits(port) {
 		return p
 	}
 	return p + ":" + port
