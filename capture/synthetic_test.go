@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"math/rand/v2"
 	"strconv"
 	"strings"
@@ -368,3 +369,31 @@ func TestBufferedPagesAreBounded(t *testing.T) {
 type writerFunc func(trace.Record) error
 
 func (f writerFunc) Write(r trace.Record) error { return f(r) }
+
+// When the trace cannot be written (a full disk), the capture stops at
+// once with the writer's error instead of reading on, and what was
+// written stays written.
+func TestWriteFailureStopsTheCapture(t *testing.T) {
+	now := epoch
+	var pkts []pkt
+	for range 50 {
+		_, p := pipelined(t, &now)
+		pkts = append(pkts, p...)
+	}
+	src := &sliceSource{pkts: pkts, link: layers.LinkTypeEthernet}
+	var written int
+	full := errors.New("no space left on device")
+	_, err := Run(context.Background(), src, func(time.Time) (RecordWriter, error) {
+		return writerFunc(func(trace.Record) error {
+			if written == 20 {
+				return full
+			}
+			written++
+			return nil
+		}), nil
+	}, Options{Raw: true})
+	require.ErrorIs(t, err, full)
+	assert.Contains(t, err.Error(), "write trace")
+	assert.Equal(t, 20, written)
+	assert.Greater(t, len(src.pkts), len(pkts)/2, "the capture stopped reading when writing failed")
+}

@@ -147,6 +147,10 @@ code and file contents. Use it only on test systems.`,
 				fmt.Fprintf(stderr, "wrote %s: %d records from %d packets over %s: %d HTTP exchanges, %d WebSocket frames, %d route events, %d gaps (%d bytes lost), %d connections%s\n",
 					out, w.Records(), counters.Packets, counters.Duration.Round(time.Millisecond), counters.Exchanges, counters.Frames,
 					counters.Routes, counters.Gaps, counters.GapBytes, counters.Streams, stoppedBy)
+				if counters.ParseErrors > 0 || counters.Orphans > 0 {
+					fmt.Fprintf(stderr, "note: %d stretches of bytes were not HTTP or WebSocket as expected and were skipped, %d responses had no request in the capture (-v logs where)\n",
+						counters.ParseErrors, counters.Orphans)
+				}
 				if counters.Packets > 0 && counters.Streams == 0 {
 					fmt.Fprintf(stderr, "note: no TCP connection on port(s) %s was seen; is --port right?\n", portList(o.Ports))
 				}
