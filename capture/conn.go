@@ -274,9 +274,20 @@ func (k *conn) parseError(err error) {
 type reqHandler struct{ k *conn }
 type respHandler struct{ k *conn }
 
+// maxOutstanding bounds the requests a connection may have waiting for
+// responses; past it the oldest is written without one.
+const maxOutstanding = 256
+
 func (r reqHandler) Head(m *httpstream.Message) {
-	r.k.exch = append(r.k.exch, &exchange{req: m})
-	r.k.half[s2c].http.ExpectResponse(m.Method)
+	k := r.k
+	if len(k.exch) >= maxOutstanding {
+		e := k.exch[0]
+		k.exch = k.exch[1:]
+		e.resp = nil
+		k.exchange(e)
+	}
+	k.exch = append(k.exch, &exchange{req: m})
+	k.half[s2c].http.ExpectResponse(m.Method)
 }
 
 // Done marks a request finished. One lost before its head was complete

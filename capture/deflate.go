@@ -126,6 +126,9 @@ func (in *inflater) finish() []*trace.WSFrame {
 		}
 	}
 	in.msg = in.msg[:0]
+	if cap(in.msg) > 64<<10 {
+		in.msg = nil // one big message must not pin its buffer for the connection's life
+	}
 	return held
 }
 

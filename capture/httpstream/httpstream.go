@@ -265,7 +265,7 @@ func (p *Parser) lose(ts time.Duration) {
 		}
 		p.h.Done(m)
 	}
-	p.head = p.head[:0]
+	p.releaseHead()
 	p.line = p.line[:0]
 	p.state = StateLost
 }
@@ -332,30 +332,52 @@ func (p *Parser) feedHead(data []byte, base int, at Clock) (int, error) {
 		}
 		p.msg = &Message{Response: p.response, Start: at(base)}
 	}
-	// Find the end of the header block, which may straddle feeds.
+	// Find the end of the header block, which may straddle feeds. Only a
+	// block that does straddle is copied: a connection keeps no more than
+	// its unfinished header between feeds.
 	prev := len(p.head)
-	p.head = append(p.head, data...)
-	end := headerEnd(p.head, max(prev-3, 0))
-	if end < 0 {
+	var block []byte
+	used := -1
+	if prev == 0 {
+		if end := headerEnd(data, 0); end >= 0 {
+			block, used = data[:end], end
+		}
+	} else {
+		p.head = append(p.head, data...)
+		if end := headerEnd(p.head, max(prev-3, 0)); end >= 0 {
+			block, used = p.head[:end], end-prev
+		}
+	}
+	if block == nil {
+		if prev == 0 {
+			p.head = append(p.head, data...)
+		}
 		if len(p.head) > p.MaxHeaderBytes {
-			p.head = p.head[:0]
+			p.releaseHead()
 			return len(data), p.syntax(0, "header block longer than %d bytes", p.MaxHeaderBytes)
 		}
 		return len(data), nil
 	}
-	used := end - prev
-	block := p.head[:end]
 	m := p.msg
 	m.End = at(base + used - 1)
-	if err := p.parseHead(m, block); err != nil {
-		p.head = p.head[:0]
+	err := p.parseHead(m, block)
+	p.releaseHead()
+	if err != nil {
 		return used, err
 	}
-	p.head = p.head[:0]
 	if err := p.startBody(m); err != nil {
 		return used, err
 	}
 	return used, nil
+}
+
+// releaseHead empties the header buffer, and lets a big one go: thousands
+// of idle keep-alive connections must not each hold a large buffer.
+func (p *Parser) releaseHead() {
+	p.head = p.head[:0]
+	if cap(p.head) > 4<<10 {
+		p.head = nil
+	}
 }
 
 // headerEnd returns the index just past the blank line ending a header
