@@ -155,7 +155,15 @@ func (p *Parser) State() State { return p.state }
 // ExpectResponse tells a response parser the method of the next request
 // in FIFO order, so that it knows HEAD responses have no body. Responses
 // without a known request are parsed as answers to GET.
-func (p *Parser) ExpectResponse(method string) { p.methods = append(p.methods, method) }
+func (p *Parser) ExpectResponse(method string) {
+	if len(p.methods) >= maxMethods {
+		p.methods = p.methods[1:] // answers that never came: forget the oldest
+	}
+	p.methods = append(p.methods, method)
+}
+
+// maxMethods bounds the requests a response parser remembers.
+const maxMethods = 1024
 
 // Resume continues a paused request parser (the upgrade was refused).
 func (p *Parser) Resume() {
