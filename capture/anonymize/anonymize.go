@@ -209,9 +209,8 @@ func (a *Anonymizer) Query(q string) string {
 		if err != nil {
 			name = k
 		}
-		if !wordRE.MatchString(name) || LooksSecret(name) {
-			// A key that is not a plain word may itself be the secret.
-			k = url.QueryEscape(a.value(name))
+		if k != name || a.key(name) != name {
+			k = url.QueryEscape(a.key(name))
 		}
 		switch {
 		case a.dropQuery.has(name):
@@ -229,6 +228,15 @@ func (a *Anonymizer) Query(q string) string {
 		}
 	}
 	return strings.Join(out, "&")
+}
+
+// key keeps a query or JSON key that is a short plain word; any other may
+// itself be the secret, and gets a pseudonym.
+func (a *Anonymizer) key(name string) string {
+	if len(name) <= 24 && wordRE.MatchString(name) && !LooksSecret(name) {
+		return name
+	}
+	return a.pseudo("q-", "value", name, 8)
 }
 
 // value pseudonymizes a free-form value, keeping numbers, and the shape of
@@ -254,6 +262,11 @@ func (a *Anonymizer) URL(u string) string {
 		t, _ := a.Target(u)
 		return t
 	}
+	if !schemes[strings.ToLower(scheme)] {
+		// Not a URL we know: every piece of it becomes a pseudonym.
+		t, _ := a.Path(strings.ReplaceAll(u, "?", "/"))
+		return t
+	}
 	hostport, path := rest, ""
 	if i := strings.IndexAny(rest, "/?"); i >= 0 {
 		hostport, path = rest[:i], rest[i:]
@@ -270,6 +283,9 @@ func (a *Anonymizer) URL(u string) string {
 	t, _ := a.Target(path)
 	return scheme + "://" + host + t
 }
+
+// schemes are the URL schemes kept; anything else is not a URL to us.
+var schemes = map[string]bool{"http": true, "https": true, "ws": true, "wss": true}
 
 // host replaces a host name or address. Addresses (a user server's pod IP)
 // and names (kubespawner's jupyter-NAME) both get a pseudonym.
@@ -316,6 +332,9 @@ func (a *Anonymizer) Headers(h []trace.Field) []trace.Field {
 			v = a.rules.Host
 		case "origin":
 			scheme, _, _ := strings.Cut(v, "://")
+			if !schemes[strings.ToLower(scheme)] {
+				scheme = "https"
+			}
 			v = scheme + "://" + a.rules.Host
 		case "referer", "location", "content-location":
 			v = a.URL(v)
@@ -417,7 +436,7 @@ func (a *Anonymizer) jsonValue(key string, v any) any {
 	case map[string]any:
 		out := make(map[string]any, len(v))
 		for k, x := range v {
-			out[k] = a.jsonValue(k, x)
+			out[a.key(k)] = a.jsonValue(k, x)
 		}
 		return out
 	case []any:
