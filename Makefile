@@ -30,13 +30,13 @@ fuzz:
 	$(GO) test ./capture -run '^$$' -fuzz '^FuzzPcap$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
 	$(GO) test ./capture/anonymize -run '^$$' -fuzz '^FuzzAnonymize$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
 
-# The demo, for now: make a sample lecture session, look at it, cut its
-# peak out, look at that. (Later: replay it against two CHP versions.)
+# The demo, for now: generate a lecture peak, look at it, cut its busiest
+# minutes out, look at that. (Later: replay it against two CHP versions.)
 demo: build
 	@rm -f build/demo.trace build/demo-peak.trace
-	$(GO) run ./trace/tracetest/sampletrace -o build/demo.trace -users 60 -duration 20m
+	$(BIN) generate lecture-peak --users 120 --duration 20m -o build/demo.trace
 	$(BIN) inspect --tz UTC build/demo.trace
-	$(BIN) slice build/demo.trace --tz UTC --from 15:52 --to +12m -o build/demo-peak.trace
+	$(BIN) slice build/demo.trace --tz UTC --from 14:15 --to +14m -o build/demo-peak.trace
 	$(BIN) inspect --tz UTC build/demo-peak.trace
 	@echo '--- first records of the peak (hubreplay cat build/demo-peak.trace | head -4):'
 	@$(BIN) cat build/demo-peak.trace | head -4
