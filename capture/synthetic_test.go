@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/hubreplay/hubreplay/trace"
+	"github.com/hubreplay/hubreplay/trace/tracetest"
 )
 
 const (
@@ -78,29 +79,9 @@ func checkPipelined(t *testing.T, recs []trace.Record) {
 	assertOrderRule(t, recs)
 }
 
-// assertOrderRule checks FORMAT.md's rule: a connection's conn_open comes
-// before, and its conn_close after, all its other records.
+// assertOrderRule checks FORMAT.md's order rule.
 func assertOrderRule(t assert.TestingT, recs []trace.Record) {
-	if h, ok := t.(interface{ Helper() }); ok {
-		h.Helper()
-	}
-	state := map[trace.ConnID]int{} // 1 open, 2 closed
-	for i, r := range recs {
-		id, ok := trace.Conn(r)
-		if !ok {
-			continue
-		}
-		switch r.(type) {
-		case *trace.ConnOpen:
-			assert.Zero(t, state[id], "record %d: conn %d opened twice", i, id)
-			state[id] = 1
-		case *trace.ConnClose:
-			assert.Equal(t, 1, state[id], "record %d: conn %d closed when not open", i, id)
-			state[id] = 2
-		default:
-			assert.Equal(t, 1, state[id], "record %d (%s) of conn %d outside its open/close", i, r.Type(), id)
-		}
-	}
+	assert.NoError(t, tracetest.OrderRule(recs))
 }
 
 func TestPipelinedKeepAlive(t *testing.T) {
