@@ -141,8 +141,9 @@ names (CONFIGPROXY_AUTH_TOKEN, as CHP itself reads it).`,
 			fmt.Fprintf(out, "hub stub (the proxy's --default-target): %s\n", srv.Hub())
 			fmt.Fprintf(out, "user-server emulators: %d, for %d exchanges and %d WebSocket sessions\n", srv.Users(), len(ix.Exchanges), len(ix.Sessions))
 			ctx := cmd.Context()
+			var stub *fixtures.HubStub
 			if api != "" {
-				stub := &fixtures.HubStub{API: api, Token: token, Routes: ix.Routes, Target: srv.Target, Speed: speed, CheckInterval: check}
+				stub = &fixtures.HubStub{API: api, Token: token, Routes: ix.Routes, Target: srv.Target, Speed: speed, CheckInterval: check}
 				fmt.Fprintf(out, "driving routes at %s: %d route events over %s\n", api, len(ix.Routes), time.Duration(float64(ix.End)/speed).Round(time.Second))
 				go func() { _ = stub.Run(ctx, time.Now()) }()
 			}
@@ -153,6 +154,18 @@ names (CONFIGPROXY_AUTH_TOKEN, as CHP itself reads it).`,
 			_ = srv.Shutdown(shutdown)
 			fmt.Fprintf(out, "answered %d requests from the trace (%d without a record), played %d WebSocket sessions\n",
 				resp.Served.Load(), resp.Unknown.Load(), resp.Sessions.Load())
+			if stub != nil {
+				calls := stub.Calls()
+				failed := 0
+				var slowest time.Duration
+				for _, c := range calls {
+					if c.Err != "" || c.Status >= 400 {
+						failed++
+					}
+					slowest = max(slowest, c.Latency)
+				}
+				fmt.Fprintf(out, "route API: %d calls, %d failed, slowest %s\n", len(calls), failed, slowest.Round(time.Millisecond))
+			}
 			return nil
 		},
 	}
