@@ -4,13 +4,25 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 LDFLAGS  := -X github.com/hubreplay/hubreplay/internal/version.Version=$(VERSION)
 BIN      := build/hubreplay
 FUZZTIME ?= 30s
+# Where tests keep configurable-http-proxy releases (internal/testenv reads the same place).
+TESTCACHE ?= $(or $(HUBREPLAY_TEST_CACHE),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/hubreplay-test)
+CHP_VERSIONS ?= 4.5.6 5.3.0
 
-.PHONY: all build test bench fuzz demo clean
+.PHONY: all build test bench fuzz demo chp clean
 
 all: build
 
 build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/hubreplay
+
+# configurable-http-proxy releases from npm for the tests that run real
+# proxies (tests install a missing one themselves; this does it up front).
+chp:
+	@for v in $(CHP_VERSIONS); do \
+		d="$(TESTCACHE)/chp@$$v"; \
+		if [ -x "$$d/node_modules/configurable-http-proxy/bin/configurable-http-proxy" ]; then echo "chp@$$v: $$d"; continue; fi; \
+		mkdir -p "$$d" && npm install --no-audit --no-fund --prefix "$$d" "configurable-http-proxy@$$v" >/dev/null && echo "chp@$$v: installed in $$d" || exit 1; \
+	done
 
 # The tests: vet, then every package under the race detector.
 test:
