@@ -1,0 +1,523 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Options say how to run a candidate. Zero values take the defaults.
+type Options struct {
+	IP string // where it listens (default 127.0.0.1)
+	// Ports; 0 picks free ones, kept across restarts.
+	Port, APIPort, MetricsPort int
+	// DefaultTarget is the hub (the fixtures' hub stub); ErrorTarget
+	// where CHP sends errors, as z2jh sets it (default DefaultTarget +
+	// /hub/error).
+	DefaultTarget, ErrorTarget string
+	Token                      string // CONFIGPROXY_AUTH_TOKEN (random when empty)
+	LogLevel                   string // default "info", as z2jh
+	// MemoryLimit caps the candidate like a Kubernetes memory limit: a
+	// cgroup v1 memory group where the machine has one (OOM kills then
+	// happen as in a pod), else Node's --max-old-space-size (the heap
+	// alone; the heap-limit crash instead of the OOM kill).
+	MemoryLimit int64
+	// LimitBy forces how: "cgroup" or "node"; empty picks the cgroup
+	// when the machine has one.
+	LimitBy string
+	// RestartDelay is how long a dead candidate stays dead, as a
+	// kubelet's back-off would keep it (default 10 s, its first step).
+	RestartDelay time.Duration
+	SampleEvery  time.Duration // default 1 s
+	ReadyTimeout time.Duration // default 30 s
+	// Output receives the candidate's log lines as well (optional).
+	Output io.Writer
+	Log    *slog.Logger
+}
+
+func (o Options) withDefaults() Options {
+	if o.IP == "" {
+		o.IP = "127.0.0.1"
+	}
+	if o.LogLevel == "" {
+		o.LogLevel = "info"
+	}
+	if o.RestartDelay <= 0 {
+		o.RestartDelay = 10 * time.Second
+	}
+	if o.SampleEvery <= 0 {
+		o.SampleEvery = time.Second
+	}
+	if o.ReadyTimeout <= 0 {
+		o.ReadyTimeout = 30 * time.Second
+	}
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	return o
+}
+
+// Exit is one end of a candidate's process.
+type Exit struct {
+	At     time.Time     `json:"at"`
+	Uptime time.Duration `json:"uptime_ns"`
+	Code   int           `json:"code"`             // -1 when killed by a signal
+	Signal string        `json:"signal,omitempty"` // e.g. "killed", "aborted"
+	// OOM: the kernel's OOM killer ended it (memory cgroup). HeapLimit:
+	// Node gave up at its heap limit ("JavaScript heap out of memory").
+	OOM       bool `json:"oom,omitempty"`
+	HeapLimit bool `json:"heap_limit,omitempty"`
+	// Stopped: hubreplay ended it; not a failure.
+	Stopped bool     `json:"stopped,omitempty"`
+	Cause   string   `json:"cause"`
+	Last    []string `json:"last_lines,omitempty"` // its last log lines
+}
+
+// Candidate is a running, supervised candidate proxy.
+type Candidate struct {
+	prog  *Program
+	o     Options
+	limit string // how MemoryLimit is enforced
+	cg    *memCgroup
+	logs  *logBook
+
+	mu      sync.Mutex
+	proc    *process // the current one
+	starts  int
+	samples []Sample
+	exits   []Exit
+	stopped bool
+	oomSeen int64
+
+	stop context.CancelFunc
+	done chan struct{}
+}
+
+// process is one run of the candidate.
+type process struct {
+	cmd     *exec.Cmd
+	started time.Time
+	exited  chan struct{} // closed when it has ended and cmd.ProcessState is set
+}
+
+func (p *process) done() bool {
+	select {
+	case <-p.exited:
+		return true
+	default:
+		return false
+	}
+}
+
+// Start runs the candidate, waits until it is ready like the z2jh
+// readiness probe (/_chp_healthz, or the API, or a TCP connection), and
+// supervises it until ctx ends or Stop is called.
+func Start(ctx context.Context, p *Program, o Options) (*Candidate, error) {
+	o = o.withDefaults()
+	var err error
+	for _, port := range []*int{&o.Port, &o.APIPort, &o.MetricsPort} {
+		if *port == 0 && (port != &o.MetricsPort || p.HasMetrics) {
+			if *port, err = freePort(o.IP); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if o.Token == "" {
+		b := make([]byte, 16)
+		_, _ = rand.Read(b)
+		o.Token = hex.EncodeToString(b)
+	}
+	if o.ErrorTarget == "" && o.DefaultTarget != "" {
+		o.ErrorTarget = strings.TrimSuffix(o.DefaultTarget, "/") + "/hub/error"
+	}
+	c := &Candidate{prog: p, o: o, logs: newLogBook(), limit: "none", done: make(chan struct{})}
+	if o.MemoryLimit > 0 {
+		err = errors.New("node's heap limit asked for")
+		if o.LimitBy != "node" {
+			c.cg, err = newMemCgroup(o.MemoryLimit)
+		}
+		if err != nil && o.LimitBy == "cgroup" {
+			return nil, fmt.Errorf("candidate %s: memory limit by cgroup: %w", p.Spec, err)
+		}
+		if err == nil {
+			c.limit = fmt.Sprintf("cgroup v1 memory limit %d MiB", o.MemoryLimit>>20)
+		} else if p.Command == "" {
+			c.limit = fmt.Sprintf("node --max-old-space-size=%d (no memory cgroup: %v)", heapMB(o.MemoryLimit), err)
+		} else {
+			c.limit = fmt.Sprintf("none: no memory cgroup (%v), and a cmd: candidate takes no Node flags", err)
+		}
+	}
+	ctx, c.stop = context.WithCancel(ctx)
+	if err := c.launch(); err != nil {
+		c.cleanup()
+		return nil, err
+	}
+	if err := c.waitReady(ctx); err != nil {
+		c.kill(syscall.SIGKILL)
+		c.wait()
+		c.cleanup()
+		return nil, err
+	}
+	go c.supervise(ctx)
+	go c.sample(ctx)
+	return c, nil
+}
+
+// heapMB is the V8 old-space size for a memory limit: three quarters of
+// it, leaving room for the rest of the process.
+func heapMB(limit int64) int64 { return max(16, limit*3/4>>20) }
+
+func freePort(ip string) (int, error) {
+	l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+	if err != nil {
+		return 0, fmt.Errorf("find a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// args are the flags JupyterHub's ConfigurableHTTPProxy and the z2jh
+// chart give CHP.
+func (c *Candidate) args() []string {
+	o := c.o
+	a := []string{"--ip", o.IP, "--port", strconv.Itoa(o.Port), "--api-ip", o.IP, "--api-port", strconv.Itoa(o.APIPort), "--log-level", o.LogLevel}
+	if o.DefaultTarget != "" {
+		a = append(a, "--default-target", o.DefaultTarget, "--error-target", o.ErrorTarget)
+	}
+	if c.prog.HasMetrics {
+		a = append(a, "--metrics-ip", o.IP, "--metrics-port", strconv.Itoa(o.MetricsPort))
+	}
+	return a
+}
+
+// commandLine is what runs: node with the candidate's script and flags,
+// or a cmd: candidate's command with its placeholders filled in.
+func (c *Candidate) commandLine() (string, []string) {
+	if c.prog.Command != "" {
+		o := c.o
+		r := strings.NewReplacer("{port}", strconv.Itoa(o.Port), "{api_port}", strconv.Itoa(o.APIPort), "{ip}", o.IP,
+			"{token}", o.Token, "{default_target}", o.DefaultTarget, "{metrics_port}", strconv.Itoa(o.MetricsPort))
+		return "sh", []string{"-c", r.Replace(c.prog.Command)}
+	}
+	args := slices.Clone(c.prog.Args)
+	if c.o.MemoryLimit > 0 && c.cg == nil {
+		args = append([]string{"--max-old-space-size=" + strconv.FormatInt(heapMB(c.o.MemoryLimit), 10)}, args...)
+	}
+	return c.prog.Path, append(args, c.args()...)
+}
+
+// launch starts one process of the candidate.
+func (c *Candidate) launch() error {
+	name, args := c.commandLine()
+	if c.cg != nil {
+		// Join the memory group before the candidate starts: a shell
+		// writes its pid, then becomes the candidate.
+		quoted := make([]string, 0, len(args)+1)
+		for _, a := range append([]string{name}, args...) {
+			quoted = append(quoted, shellQuote(a))
+		}
+		args = []string{"-c", "echo $$ > " + shellQuote(c.cg.procs()) + " && exec " + strings.Join(quoted, " ")}
+		name = "sh"
+	}
+	cmd := exec.Command(name, args...)
+	cmd.Env = append(os.Environ(), "CONFIGPROXY_AUTH_TOKEN="+c.o.Token)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // a stop reaches a cmd: candidate's children too
+	pr, pw := io.Pipe()
+	cmd.Stdout, cmd.Stderr = pw, pw
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start candidate %s: %w", c.prog.Spec, err)
+	}
+	go func() {
+		sc := bufio.NewScanner(pr)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			c.logs.add(sc.Text())
+			if c.o.Output != nil {
+				fmt.Fprintln(c.o.Output, sc.Text())
+			}
+		}
+	}()
+	p := &process{cmd: cmd, started: time.Now(), exited: make(chan struct{})}
+	c.mu.Lock()
+	c.proc = p
+	c.starts++
+	c.mu.Unlock()
+	go func() {
+		_ = cmd.Wait()
+		pw.Close()
+		close(p.exited)
+	}()
+	return nil
+}
+
+func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+
+// waitReady polls until the candidate answers, or fails.
+func (c *Candidate) waitReady(ctx context.Context) error {
+	deadline := time.Now().Add(c.o.ReadyTimeout)
+	client := &http.Client{Timeout: time.Second}
+	for {
+		if c.ready(ctx, client) {
+			return nil
+		}
+		c.mu.Lock()
+		exited := c.proc.done()
+		c.mu.Unlock()
+		if exited || time.Now().After(deadline) || ctx.Err() != nil {
+			why := "did not become ready within " + c.o.ReadyTimeout.String()
+			if exited {
+				why = "exited before it was ready"
+			}
+			time.Sleep(50 * time.Millisecond) // the last lines
+			return fmt.Errorf("candidate %s %s; its last lines:\n%s", c.prog.Spec, why, strings.Join(c.logs.tail(), "\n"))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// ready is the z2jh probe: /_chp_healthz, else the API, else TCP.
+func (c *Candidate) ready(ctx context.Context, client *http.Client) bool {
+	base := "http://" + net.JoinHostPort(c.o.IP, strconv.Itoa(c.o.Port))
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/_chp_healthz", nil)
+	if resp, err := client.Do(req); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			return true
+		}
+	}
+	if c.prog.Command != "" {
+		conn, err := net.DialTimeout("tcp", net.JoinHostPort(c.o.IP, strconv.Itoa(c.o.Port)), time.Second)
+		if err == nil {
+			conn.Close()
+			return true
+		}
+		return false
+	}
+	req, _ = http.NewRequestWithContext(ctx, http.MethodGet, c.APIURL()+"/api/routes", nil)
+	req.Header.Set("Authorization", "token "+c.o.Token)
+	if resp, err := client.Do(req); err == nil {
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}
+	return false
+}
+
+// supervise waits for each process to end, records why, and restarts it
+// after RestartDelay, until stopped.
+func (c *Candidate) supervise(ctx context.Context) {
+	defer close(c.done)
+	for {
+		c.wait()
+		if ctx.Err() != nil {
+			return
+		}
+		t := time.NewTimer(c.o.RestartDelay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		if err := c.launch(); err != nil {
+			c.o.Log.Warn("restart candidate", "candidate", c.prog.Spec, "err", err)
+			c.recordExit(-1, "", err.Error())
+			continue
+		}
+		if err := c.waitReady(ctx); err != nil && ctx.Err() == nil {
+			c.o.Log.Warn("restarted candidate not ready", "candidate", c.prog.Spec, "err", err)
+		}
+	}
+}
+
+// wait waits for the current process and records its exit.
+func (c *Candidate) wait() {
+	c.mu.Lock()
+	p := c.proc
+	c.mu.Unlock()
+	<-p.exited
+	time.Sleep(50 * time.Millisecond) // let the log reader take the last lines
+	st := p.cmd.ProcessState
+	code, sig := st.ExitCode(), ""
+	if ws, ok := st.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		sig = ws.Signal().String()
+	} else if c.prog.Command != "" && code > 128 && code < 160 {
+		// A shell reports its child's death by signal N as status 128+N.
+		sig = syscall.Signal(code - 128).String()
+	}
+	c.recordExit(code, sig, "")
+}
+
+func (c *Candidate) recordExit(code int, sig, why string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e := Exit{At: time.Now(), Uptime: time.Since(c.proc.started), Code: code, Signal: sig, Stopped: c.stopped, Last: c.logs.tail()}
+	if c.cg != nil {
+		if n := c.cg.oomKills(); n > c.oomSeen {
+			e.OOM, c.oomSeen = true, n
+		}
+	}
+	for _, l := range e.Last {
+		if heapLimitRE.MatchString(l) {
+			e.HeapLimit = true
+		}
+	}
+	switch {
+	case why != "":
+		e.Cause = why
+	case e.Stopped:
+		e.Cause = "stopped by hubreplay"
+	case e.OOM:
+		e.Cause = "OOM-killed at the memory limit"
+	case e.HeapLimit:
+		e.Cause = "Node's heap limit (JavaScript heap out of memory)"
+	case sig != "":
+		e.Cause = "killed by signal: " + sig
+	default:
+		e.Cause = fmt.Sprintf("exited with status %d", code)
+	}
+	c.exits = append(c.exits, e)
+}
+
+// sample looks at the candidate every SampleEvery.
+func (c *Candidate) sample(ctx context.Context) {
+	t := time.NewTicker(c.o.SampleEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		s := c.Sample(ctx)
+		c.mu.Lock()
+		c.samples = append(c.samples, s)
+		c.mu.Unlock()
+	}
+}
+
+// Sample takes one sample now.
+func (c *Candidate) Sample(ctx context.Context) Sample {
+	c.mu.Lock()
+	p, starts := c.proc, c.starts
+	c.mu.Unlock()
+	s := Sample{At: time.Now(), Starts: starts, Logs: c.logs.snapshot()}
+	if p == nil || p.done() {
+		return s
+	}
+	s.PID = p.cmd.Process.Pid
+	if err := procSample(s.PID, []int{c.o.Port, c.o.APIPort}, &s); err != nil {
+		return s
+	}
+	s.Up = true
+	if c.cg != nil {
+		s.CgroupMemory = c.cg.usage()
+	}
+	if c.prog.HasMetrics {
+		_ = metricsSample(ctx, "http://"+net.JoinHostPort(c.o.IP, strconv.Itoa(c.o.MetricsPort))+"/metrics", &s)
+	}
+	return s
+}
+
+func (c *Candidate) kill(sig syscall.Signal) {
+	c.mu.Lock()
+	p := c.proc
+	c.mu.Unlock()
+	if p != nil && !p.done() {
+		_ = syscall.Kill(-p.cmd.Process.Pid, sig) // the process group
+	}
+}
+
+// Kill kills the running process with SIGKILL, as the OOM killer or a
+// node's failure would; the supervisor records it and restarts.
+func (c *Candidate) Kill() { c.kill(syscall.SIGKILL) }
+
+// Stop ends supervision and the candidate: SIGTERM, then SIGKILL after 5 s.
+func (c *Candidate) Stop() error {
+	c.mu.Lock()
+	c.stopped = true
+	c.mu.Unlock()
+	c.stop()
+	c.kill(syscall.SIGTERM)
+	stopped := make(chan struct{})
+	go func() {
+		<-c.done
+		close(stopped)
+	}()
+	select {
+	case <-stopped:
+	case <-time.After(5 * time.Second):
+		c.kill(syscall.SIGKILL)
+		<-stopped
+	}
+	c.mu.Lock()
+	p := c.proc
+	c.mu.Unlock()
+	if !p.done() {
+		// Stopped during a restart's readiness wait: the supervisor left
+		// this one running.
+		c.kill(syscall.SIGKILL)
+		c.wait()
+	}
+	c.cleanup()
+	return nil
+}
+
+func (c *Candidate) cleanup() {
+	if c.cg != nil {
+		c.cg.remove()
+	}
+}
+
+// URL is where the candidate proxies; APIURL its REST API.
+func (c *Candidate) URL() string { return "http://" + net.JoinHostPort(c.o.IP, strconv.Itoa(c.o.Port)) }
+func (c *Candidate) APIURL() string {
+	return "http://" + net.JoinHostPort(c.o.IP, strconv.Itoa(c.o.APIPort))
+}
+
+// Token is the API token the candidate was given.
+func (c *Candidate) Token() string { return c.o.Token }
+
+// Ports returns the public, API and metrics ports (0: no metrics).
+func (c *Candidate) Ports() (int, int, int) { return c.o.Port, c.o.APIPort, c.o.MetricsPort }
+
+// Limit says how the memory limit is enforced.
+func (c *Candidate) Limit() string { return c.limit }
+
+// Program is what runs.
+func (c *Candidate) Program() *Program { return c.prog }
+
+// Samples returns the samples so far.
+func (c *Candidate) Samples() []Sample {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.samples)
+}
+
+// Exits returns every exit so far.
+func (c *Candidate) Exits() []Exit {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.exits)
+}
+
+// Starts is how many times the candidate was started.
+func (c *Candidate) Starts() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.starts
+}

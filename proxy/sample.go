@@ -1,0 +1,160 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+)
+
+// Sample is one look at the candidate.
+type Sample struct {
+	At     time.Time `json:"at"`
+	Up     bool      `json:"up"`            // a process was running
+	PID    int       `json:"pid,omitempty"` // which one
+	Starts int       `json:"starts"`        // how many times the candidate was started so far
+	// From /proc: resident memory, CPU time of the current process,
+	// open file descriptors, and its TCP sockets by state (TIME_WAIT ones
+	// belong to no process; they are counted by the proxy's ports).
+	RSS     int64          `json:"rss_bytes"`
+	CPU     time.Duration  `json:"cpu_ns"`
+	FDs     int            `json:"fds"`
+	Sockets map[string]int `json:"sockets,omitempty"`
+	// CgroupMemory is the memory cgroup's usage, when the limit is one.
+	CgroupMemory int64 `json:"cgroup_memory_bytes,omitempty"`
+	// From --metrics-port, when the build has it: Node's heap and event loop.
+	HeapUsed     int64   `json:"heap_used_bytes,omitempty"`
+	HeapTotal    int64   `json:"heap_total_bytes,omitempty"`
+	EventLoopLag float64 `json:"event_loop_lag_seconds,omitempty"`
+	// Logs counts log lines by kind since the first start: epipe,
+	// econnreset, socket_hang_up, uncaught, heap_limit, …
+	Logs map[string]int64 `json:"logs,omitempty"`
+}
+
+// tcpStates are the state codes of /proc/net/tcp.
+var tcpStates = map[string]string{
+	"01": "ESTABLISHED", "02": "SYN_SENT", "03": "SYN_RECV", "04": "FIN_WAIT1", "05": "FIN_WAIT2",
+	"06": "TIME_WAIT", "07": "CLOSE", "08": "CLOSE_WAIT", "09": "LAST_ACK", "0A": "LISTEN", "0B": "CLOSING",
+}
+
+// clockTicks is USER_HZ, 100 on every Linux this runs on.
+const clockTicks = 100
+
+// procSample reads a process's figures from /proc.
+func procSample(pid int, ports []int, s *Sample) error {
+	dir := fmt.Sprintf("/proc/%d", pid)
+	stat, err := os.ReadFile(dir + "/stat")
+	if err != nil {
+		return err
+	}
+	// Fields after the command name, which may hold spaces: ") S ppid ...".
+	if i := strings.LastIndexByte(string(stat), ')'); i > 0 {
+		f := strings.Fields(string(stat[i+1:]))
+		if len(f) > 22 {
+			utime, _ := strconv.ParseInt(f[11], 10, 64)
+			stime, _ := strconv.ParseInt(f[12], 10, 64)
+			s.CPU = time.Duration(utime+stime) * time.Second / clockTicks
+			rss, _ := strconv.ParseInt(f[21], 10, 64)
+			s.RSS = rss * int64(os.Getpagesize())
+		}
+	}
+	inodes := map[string]bool{}
+	fds, err := os.ReadDir(dir + "/fd")
+	if err == nil {
+		s.FDs = len(fds)
+		for _, fd := range fds {
+			if l, err := os.Readlink(filepath.Join(dir, "fd", fd.Name())); err == nil {
+				if in, ok := strings.CutPrefix(l, "socket:["); ok {
+					inodes[strings.TrimSuffix(in, "]")] = true
+				}
+			}
+		}
+	}
+	s.Sockets = map[string]int{}
+	for _, f := range []string{"tcp", "tcp6"} {
+		countSockets(filepath.Join(dir, "net", f), inodes, ports, s.Sockets)
+	}
+	return nil
+}
+
+// countSockets adds the sockets of a /proc/net/tcp file that the process
+// owns (by inode), and the TIME_WAIT ones on its ports.
+func countSockets(path string, inodes map[string]bool, ports []int, out map[string]int) {
+	f, err := os.Open(path)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Scan() // the column names
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 10 {
+			continue
+		}
+		state := tcpStates[fields[3]]
+		if inodes[fields[9]] && fields[9] != "0" {
+			out[state]++
+			continue
+		}
+		if state == "TIME_WAIT" {
+			if _, port, ok := strings.Cut(fields[1], ":"); ok {
+				p, _ := strconv.ParseInt(port, 16, 32)
+				for _, want := range ports {
+					if int(p) == want {
+						out[state]++
+					}
+				}
+			}
+		}
+	}
+}
+
+// metricsSample reads Node's figures from the candidate's metrics port.
+func metricsSample(ctx context.Context, url string, s *Sample) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		return fmt.Errorf("parse %s: %w", url, err)
+	}
+	s.HeapUsed = int64(sumGauge(fams["nodejs_heap_size_used_bytes"]))
+	s.HeapTotal = int64(sumGauge(fams["nodejs_heap_size_total_bytes"]))
+	s.EventLoopLag = sumGauge(fams["nodejs_eventloop_lag_seconds"])
+	return nil
+}
+
+func sumGauge(f *dto.MetricFamily) float64 {
+	if f == nil {
+		return 0
+	}
+	var v float64
+	for _, m := range f.GetMetric() {
+		switch {
+		case m.GetGauge() != nil:
+			v += m.GetGauge().GetValue()
+		case m.GetUntyped() != nil:
+			v += m.GetUntyped().GetValue()
+		}
+	}
+	return v
+}
