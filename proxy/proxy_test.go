@@ -240,3 +240,13 @@ func TestImageCandidates(t *testing.T) {
 	}
 	t.Skipf("a Docker engine answers at %s, but running image candidates is not built yet: %v", host, err)
 }
+
+func TestMissingNode(t *testing.T) {
+	t.Setenv("PATH", t.TempDir())
+	for _, spec := range []string{"chp@4.5.6", "chp:."} {
+		s, err := ParseSpec(spec)
+		require.NoError(t, err)
+		_, err = Obtain(context.Background(), s, &Cache{Dir: t.TempDir()})
+		assert.ErrorIs(t, err, ErrNoNode, spec)
+	}
+}
