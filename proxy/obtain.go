@@ -66,7 +66,7 @@ func Obtain(ctx context.Context, s Spec, c *Cache) (*Program, error) {
 	case KindCommand:
 		return &Program{Spec: s, Command: s.Command, Version: "command"}, nil
 	case KindImage:
-		return nil, imageUnavailable(s)
+		return imageProgram(s)
 	}
 	return nil, fmt.Errorf("candidate %s: unknown kind %q", s, s.Kind)
 }
@@ -189,7 +189,7 @@ func imageUnavailable(s Spec) error {
 	if !ok {
 		return fmt.Errorf("candidate %s: image candidates run in a container, and no Docker engine answers at %s (the docker client alone is not enough); use chp@VERSION or chp:PATH here, or a machine where Docker runs", s, host)
 	}
-	return fmt.Errorf("candidate %s: a Docker engine answers at %s, but running image candidates is not built yet; use chp@VERSION or chp:PATH", s, host)
+	return fmt.Errorf("candidate %s: the Docker engine at %s cannot run it", s, host)
 }
 
 // DockerEngine reports the Docker host and whether an engine answers its

@@ -108,11 +108,15 @@ type Candidate struct {
 	done chan struct{}
 }
 
-// process is one run of the candidate.
+// process is one run of the candidate: a child process, or a container.
 type process struct {
-	cmd     *exec.Cmd
+	pid     int // in this machine's PID namespace, for /proc
 	started time.Time
-	exited  chan struct{} // closed when it has ended and cmd.ProcessState is set
+	kill    func(syscall.Signal)
+	exited  chan struct{} // closed once the fields below are set
+	code    int           // exit status; -1 when killed by a signal
+	signal  string
+	oom     bool // the container runtime says it was OOM-killed
 }
 
 func (p *process) done() bool {
@@ -146,7 +150,9 @@ func Start(ctx context.Context, p *Program, o Options) (*Candidate, error) {
 		o.ErrorTarget = strings.TrimSuffix(o.DefaultTarget, "/") + "/hub/error"
 	}
 	c := &Candidate{prog: p, o: o, logs: newLogBook(), limit: "none", done: make(chan struct{})}
-	if o.MemoryLimit > 0 {
+	if o.MemoryLimit > 0 && p.Spec.Kind == KindImage {
+		c.limit = fmt.Sprintf("container memory limit %d MiB", o.MemoryLimit>>20)
+	} else if o.MemoryLimit > 0 {
 		err = errors.New("node's heap limit asked for")
 		if o.LimitBy != "node" {
 			c.cg, err = newMemCgroup(o.MemoryLimit)
@@ -221,8 +227,11 @@ func (c *Candidate) commandLine() (string, []string) {
 	return c.prog.Path, append(args, c.args()...)
 }
 
-// launch starts one process of the candidate.
+// launch starts one process (or container) of the candidate.
 func (c *Candidate) launch() error {
+	if c.prog.Spec.Kind == KindImage {
+		return c.launchContainer()
+	}
 	name, args := c.commandLine()
 	if c.cg != nil {
 		// Join the memory group before the candidate starts: a shell
@@ -252,7 +261,8 @@ func (c *Candidate) launch() error {
 			}
 		}
 	}()
-	p := &process{cmd: cmd, started: time.Now(), exited: make(chan struct{})}
+	p := &process{pid: cmd.Process.Pid, started: time.Now(), exited: make(chan struct{}),
+		kill: func(sig syscall.Signal) { _ = syscall.Kill(-cmd.Process.Pid, sig) }} // the process group
 	c.mu.Lock()
 	c.proc = p
 	c.starts++
@@ -260,6 +270,14 @@ func (c *Candidate) launch() error {
 	go func() {
 		_ = cmd.Wait()
 		pw.Close()
+		st := cmd.ProcessState
+		p.code = st.ExitCode()
+		if ws, ok := st.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			p.signal = ws.Signal().String()
+		} else if c.prog.Command != "" && p.code > 128 && p.code < 160 {
+			// A shell reports its child's death by signal N as status 128+N.
+			p.signal = syscall.Signal(p.code - 128).String()
+		}
 		close(p.exited)
 	}()
 	return nil
@@ -351,15 +369,7 @@ func (c *Candidate) wait() {
 	c.mu.Unlock()
 	<-p.exited
 	time.Sleep(50 * time.Millisecond) // let the log reader take the last lines
-	st := p.cmd.ProcessState
-	code, sig := st.ExitCode(), ""
-	if ws, ok := st.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-		sig = ws.Signal().String()
-	} else if c.prog.Command != "" && code > 128 && code < 160 {
-		// A shell reports its child's death by signal N as status 128+N.
-		sig = syscall.Signal(code - 128).String()
-	}
-	c.recordExit(code, sig, "")
+	c.recordExit(p.code, p.signal, "")
 }
 
 func (c *Candidate) recordExit(code int, sig, why string) {
@@ -371,6 +381,7 @@ func (c *Candidate) recordExit(code int, sig, why string) {
 			e.OOM, c.oomSeen = true, n
 		}
 	}
+	e.OOM = e.OOM || c.proc.oom
 	for _, l := range e.Last {
 		if heapLimitRE.MatchString(l) {
 			e.HeapLimit = true
@@ -419,7 +430,7 @@ func (c *Candidate) Sample(ctx context.Context) Sample {
 	if p == nil || p.done() {
 		return s
 	}
-	s.PID = p.cmd.Process.Pid
+	s.PID = p.pid
 	if err := procSample(s.PID, []int{c.o.Port, c.o.APIPort}, &s); err != nil {
 		return s
 	}
@@ -438,7 +449,7 @@ func (c *Candidate) kill(sig syscall.Signal) {
 	p := c.proc
 	c.mu.Unlock()
 	if p != nil && !p.done() {
-		_ = syscall.Kill(-p.cmd.Process.Pid, sig) // the process group
+		p.kill(sig)
 	}
 }
 
