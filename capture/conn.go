@@ -353,11 +353,7 @@ func (k *conn) flushExchanges(all bool) {
 }
 
 func (k *conn) exchange(e *exchange) {
-	req := e.req
-	var resp *httpstream.Message
-	if e.resp != nil {
-		resp = e.resp
-	}
+	req, resp := e.req, e.resp
 	if k.api {
 		k.route(req, resp)
 		return
