@@ -68,14 +68,9 @@ type tb interface {
 // writeAll writes a trace into memory and returns its bytes.
 func writeAll(t tb, h trace.Header, opts *trace.WriterOptions, recs []trace.Record) []byte {
 	t.Helper()
-	var buf bytes.Buffer
-	w, err := trace.NewWriter(&buf, h, opts)
+	b, err := tracetest.Encode(h, opts, recs)
 	require.NoError(t, err)
-	for _, r := range recs {
-		require.NoError(t, w.Write(r))
-	}
-	require.NoError(t, w.Close())
-	return buf.Bytes()
+	return b
 }
 
 // readAll reads every record of a trace, the header first, and the error
