@@ -118,7 +118,6 @@ var ErrRawNeedsScrubber = errors.New("capture without an anonymizer needs Raw se
 // capturer is one capture's state; one goroutine runs it.
 type capturer struct {
 	o        Options
-	log      *slog.Logger
 	w        RecordWriter
 	werr     error
 	start    time.Time
@@ -126,8 +125,6 @@ type capturer struct {
 	ending   bool
 	nextID   trace.ConnID
 	counters Counters
-	ports    []uint16
-	apiPorts []uint16
 }
 
 func (c *capturer) ts(t time.Time) time.Duration {
@@ -153,10 +150,10 @@ func (c *capturer) emit(r trace.Record) {
 // New implements reassembly.StreamFactory.
 func (c *capturer) New(netFlow, tcpFlow gopacket.Flow, tcp *layers.TCP, ac reassembly.AssemblerContext) reassembly.Stream {
 	src, dst := uint16(tcp.SrcPort), uint16(tcp.DstPort)
-	api := slices.Contains(c.apiPorts, dst) || slices.Contains(c.apiPorts, src)
-	server := c.ports
+	api := slices.Contains(c.o.APIPorts, dst) || slices.Contains(c.o.APIPorts, src)
+	server := c.o.Ports
 	if api {
-		server = c.apiPorts
+		server = c.o.APIPorts
 	}
 	// The side on a proxy port is the server; a SYN alone settles a tie.
 	firstIsClient := slices.Contains(server, dst)
@@ -189,7 +186,7 @@ func Run(ctx context.Context, src Source, create func(start time.Time) (RecordWr
 	if o.Scrub == nil && !o.Raw {
 		return Counters{}, ErrRawNeedsScrubber
 	}
-	c := &capturer{o: o, log: o.Log, ports: o.Ports, apiPorts: o.APIPorts}
+	c := &capturer{o: o}
 	c.counters.Drops = map[string]uint64{}
 	pool := reassembly.NewStreamPool(c)
 	asm := reassembly.NewAssembler(pool)
@@ -297,7 +294,7 @@ func Run(ctx context.Context, src Source, create func(start time.Time) (RecordWr
 
 func (c *capturer) ours(tcp *layers.TCP) bool {
 	for _, p := range [2]uint16{uint16(tcp.SrcPort), uint16(tcp.DstPort)} {
-		if slices.Contains(c.ports, p) || slices.Contains(c.apiPorts, p) {
+		if slices.Contains(c.o.Ports, p) || slices.Contains(c.o.APIPorts, p) {
 			return true
 		}
 	}

@@ -267,7 +267,7 @@ func (k *conn) startWS(h *half) {
 
 func (k *conn) parseError(err error) {
 	k.c.counters.ParseErrors++
-	k.c.log.Debug("parse error", "conn", k.id, "err", err)
+	k.c.o.Log.Debug("parse error", "conn", k.id, "err", err)
 }
 
 // reqHandler and respHandler receive each direction's HTTP messages.
