@@ -39,13 +39,12 @@ var (
 
 // FileSource reads pcap or pcapng, plain or gzip'd, told apart by magic.
 type FileSource struct {
-	name   string
-	f      io.Closer // nil for a reader the caller owns
-	gz     *gzip.Reader
-	pcap   *pcapgo.Reader
-	ng     *pcapgo.NgReader
-	format string
-	count  int64
+	name  string
+	f     io.Closer // nil for a reader the caller owns
+	gz    *gzip.Reader
+	pcap  *pcapgo.Reader
+	ng    *pcapgo.NgReader
+	count int64
 }
 
 // NotCaptureError says a file is not a packet capture.
@@ -101,13 +100,13 @@ func (s *FileSource) open(src io.Reader) error {
 		if err != nil {
 			return fmt.Errorf("open capture %s: pcapng: %w", s.name, err)
 		}
-		s.ng, s.format = ng, "pcapng"
+		s.ng = ng
 	case containsMagic(head):
 		pr, err := pcapgo.NewReader(r)
 		if err != nil {
 			return fmt.Errorf("open capture %s: pcap: %w", s.name, err)
 		}
-		s.pcap, s.format = pr, "pcap"
+		s.pcap = pr
 	default:
 		return &NotCaptureError{Path: s.name, Head: append([]byte(nil), head...)}
 	}
@@ -122,9 +121,6 @@ func containsMagic(head []byte) bool {
 	}
 	return false
 }
-
-// Format is "pcap" or "pcapng".
-func (s *FileSource) Format() string { return s.format }
 
 // Name is "pcap:" and the file's base name: a full path may name the
 // operator's home directory, and the trace may travel.

@@ -509,9 +509,6 @@ func (c *Candidate) Ports() (int, int, int) { return c.o.Port, c.o.APIPort, c.o.
 // Limit says how the memory limit is enforced.
 func (c *Candidate) Limit() string { return c.limit }
 
-// Program is what runs.
-func (c *Candidate) Program() *Program { return c.prog }
-
 // Samples returns the samples so far.
 func (c *Candidate) Samples() []Sample {
 	c.mu.Lock()
