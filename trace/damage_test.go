@@ -129,7 +129,9 @@ func TestNotATrace(t *testing.T) {
 		"other-json": {[]byte(`{"type":"gap","ts":1,"conn":1,"dir":"c2s","bytes":1}` + "\n"), `first record is "gap"`},
 		"zstd-text":  {zstdOf(t, []byte("just text\n")), "first line is not a trace record"},
 		"foreign-header": {[]byte(`{"type":"header","format":"someone-else","version":1}` + "\n"),
-			"not a hubreplay-trace header"},
+			`header names format "someone-else", not hubreplay-trace`},
+		"results": {[]byte(`{"type":"header","format":"hubreplay-results","version":1}` + "\n"),
+			"it is a hubreplay results file"},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/klauspost/compress/zstd"
 )
@@ -21,10 +22,15 @@ var ErrNotTrace = errors.New("not a hubreplay trace")
 type NotTraceError struct {
 	Path   string
 	Reason string // e.g. "it is a pcap capture"
+	Kind   string // what was expected: "trace" when empty, "results", …
 }
 
 func (e *NotTraceError) Error() string {
-	return fmt.Sprintf("%s: not a hubreplay trace: %s", orStdin(e.Path), e.Reason)
+	kind := e.Kind
+	if kind == "" {
+		kind = "trace"
+	}
+	return fmt.Sprintf("%s: not a hubreplay %s: %s", orStdin(e.Path), kind, e.Reason)
 }
 func (e *NotTraceError) Is(target error) bool { return target == ErrNotTrace }
 
@@ -95,12 +101,17 @@ type Reader struct {
 }
 
 // Open opens a trace file.
-func Open(path string) (*Reader, error) {
+func Open(path string) (*Reader, error) { return OpenFormat(path, FormatName) }
+
+// OpenFormat opens a file written with this package's framing whose header
+// names format: a trace (FormatName), or another kind of hubreplay file
+// that reuses the framing, such as replay results.
+func OpenFormat(path, format string) (*Reader, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("open trace: %w", err)
+		return nil, fmt.Errorf("open %s: %w", kindOf(format), err)
 	}
-	r, err := newReader(f, path)
+	r, err := newReader(f, path, format)
 	if err != nil {
 		f.Close()
 		return nil, err
@@ -111,17 +122,30 @@ func Open(path string) (*Reader, error) {
 
 // NewReader reads a trace from src; name is used in error messages.
 func NewReader(src io.Reader, name string) (*Reader, error) {
-	return newReader(src, name)
+	return newReader(src, name, FormatName)
 }
 
-func newReader(src io.Reader, name string) (*Reader, error) {
+// NewReaderFormat reads a file of the given format (see OpenFormat) from src.
+func NewReaderFormat(src io.Reader, name, format string) (*Reader, error) {
+	return newReader(src, name, format)
+}
+
+// kindOf names a format for messages: "trace" or "results".
+func kindOf(format string) string {
+	if k, ok := strings.CutPrefix(format, "hubreplay-"); ok {
+		return k
+	}
+	return format
+}
+
+func newReader(src io.Reader, name, format string) (*Reader, error) {
 	r := &Reader{path: name, src: bufio.NewReaderSize(src, 256<<10)}
 	head, err := r.src.Peek(4)
 	if len(head) == 0 {
 		if err != nil && err != io.EOF {
 			return nil, fmt.Errorf("read trace %s: %w", orStdin(name), err)
 		}
-		return nil, &NotTraceError{name, "the file is empty"}
+		return nil, &NotTraceError{name, "the file is empty", kindOf(format)}
 	}
 	var zstdOpts = []zstd.DOption{zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(MaxFrameBytes)}
 	var magic uint32
@@ -140,7 +164,7 @@ func newReader(src io.Reader, name string) (*Reader, error) {
 		r.mode = modeLines
 		r.lines = r.src
 	default:
-		return nil, &NotTraceError{name, sniff(head)}
+		return nil, &NotTraceError{name, sniff(head), kindOf(format)}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read trace %s: start zstd decoder: %w", orStdin(name), err)
@@ -151,17 +175,23 @@ func newReader(src io.Reader, name string) (*Reader, error) {
 		r.Close() // the decoder's goroutines; the file is Open's to close
 		var de *DamageError
 		if errors.As(err, &de) && r.mode != modeFramed && r.records == 0 && !de.Truncated {
-			return nil, &NotTraceError{name, "its first line is not a trace record (" + de.Reason + ")"}
+			return nil, &NotTraceError{name, "its first line is not a " + kindOf(format) + " record (" + de.Reason + ")", kindOf(format)}
 		}
 		if err == io.EOF {
-			return nil, &NotTraceError{name, "it holds no records"}
+			return nil, &NotTraceError{name, "it holds no records", kindOf(format)}
 		}
 		return nil, err
 	}
 	h, ok := first.(*Header)
-	if !ok || h.Format != FormatName {
+	if !ok || h.Format != format {
 		r.Close()
-		return nil, &NotTraceError{name, fmt.Sprintf("its first record is %q, not a %s header", first.Type(), FormatName)}
+		why := fmt.Sprintf("its first record is %q, not a %s header", first.Type(), format)
+		if ok && strings.HasPrefix(h.Format, "hubreplay-") {
+			why = fmt.Sprintf("it is a hubreplay %s file", kindOf(h.Format))
+		} else if ok {
+			why = fmt.Sprintf("its header names format %q, not %s", h.Format, format)
+		}
+		return nil, &NotTraceError{name, why, kindOf(format)}
 	}
 	if h.Version > Version {
 		r.Close()
