@@ -1,0 +1,375 @@
+package replay
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha1"
+	"encoding/base64"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hubreplay/hubreplay/trace"
+)
+
+// grace is how long a replay waits, past the recorded moment, for a peer
+// to do what the recording says it did (close, send its last frames).
+const grace = 2 * time.Second
+
+// client plays one recorded connection: one TCP connection at a time to
+// the target, a new one when the target closed the last.
+type client struct {
+	r     *Runner
+	p     *Plan
+	c     *Conn
+	addr  string
+	start time.Time
+
+	nc      net.Conn
+	br      *bufio.Reader
+	stop    func() bool // ends the context watch on nc
+	used    bool        // nc has carried a request
+	dials   int
+	ready   time.Time // when the previous answer ended
+	abandon bool      // the recording's client vanished: reset at the close
+	buf     bytes.Buffer
+}
+
+func (cl *client) at(t time.Duration) time.Time { return cl.r.wall(cl.start, cl.p, t) }
+func (cl *client) since(t time.Time) time.Duration {
+	return t.Sub(cl.start)
+}
+
+// scaled is a recorded duration at the replay's speed.
+func (cl *client) scaled(d time.Duration) time.Duration {
+	if cl.p.Opts.Speed <= 0 {
+		return 0
+	}
+	return time.Duration(float64(d) / cl.p.Opts.Speed)
+}
+
+func (cl *client) run(ctx context.Context) {
+	defer cl.drop(false)
+	for _, s := range cl.c.Steps {
+		due := cl.at(s.At)
+		if !sleepUntil(ctx, due) {
+			return
+		}
+		res := cl.exchange(ctx, s, due)
+		if s.WS != nil {
+			cl.r.write(res)
+			ses := cl.session(ctx, s, res)
+			cl.r.write(ses)
+			return // nothing follows a WebSocket on its connection
+		}
+		cl.r.write(res)
+		if cl.abandon || ctx.Err() != nil {
+			break
+		}
+	}
+	cl.finish(ctx)
+}
+
+func (cl *client) dial(ctx context.Context) error {
+	d := net.Dialer{Timeout: cl.r.timeout()}
+	nc, err := d.DialContext(ctx, "tcp", cl.addr)
+	if err != nil {
+		return err
+	}
+	cl.dials++
+	cl.nc, cl.used = nc, false
+	if cl.br == nil {
+		cl.br = bufio.NewReaderSize(nc, 16<<10)
+	} else {
+		cl.br.Reset(nc)
+	}
+	// Cancelling the replay unblocks whatever waits on the connection.
+	cl.stop = context.AfterFunc(ctx, func() { _ = nc.SetDeadline(time.Now()) })
+	cl.r.stats.open.Add(1)
+	return nil
+}
+
+// drop closes the connection; with rst, as a client that vanished does.
+func (cl *client) drop(rst bool) {
+	if cl.nc == nil {
+		return
+	}
+	cl.stop()
+	if tc, ok := cl.nc.(*net.TCPConn); ok && rst {
+		_ = tc.SetLinger(0)
+	}
+	_ = cl.nc.Close()
+	cl.nc = nil
+	cl.r.stats.open.Add(-1)
+}
+
+// exchange sends one request and reads its answer (for a 101, only the
+// answer's head: the session follows on cl.br).
+func (cl *client) exchange(ctx context.Context, s *Step, due time.Time) *Request {
+	rec := s.HTTP
+	res := &Request{TS: cl.since(due), Conn: cl.c.ID, Clone: cl.c.Clone, Record: s.Record, Method: rec.Req.Method, Target: s.Target}
+	if rec.Resp != nil {
+		res.Want, res.WantBytes = rec.Resp.Status, rec.Resp.BodySize
+	}
+	if cl.ready.After(due) {
+		res.Held = cl.ready.Sub(due)
+	}
+	defer func() { cl.ready = time.Now() }()
+	for attempt := 0; ; attempt++ {
+		if cl.nc == nil {
+			if err := cl.dial(ctx); err != nil {
+				res.Sent = cl.since(time.Now())
+				res.Error, res.Detail = classify(err, true), err.Error()
+				cl.r.stats.sent.Add(1)
+				return res
+			}
+			res.Reconnect = cl.dials > 1
+		}
+		reused := cl.used
+		cl.used = true
+		sent := time.Now()
+		if attempt == 0 {
+			cl.r.stats.sent.Add(1)
+		}
+		res.Sent = cl.since(sent)
+		key, err := cl.send(s)
+		var first time.Time
+		if err == nil {
+			first, err = cl.firstByte(rec, sent)
+		}
+		if err != nil {
+			if reused && attempt == 0 && !errors.Is(err, errTimeout) && ctx.Err() == nil {
+				// The target closed an idle keep-alive connection as the
+				// request went out: a browser retries on a new one, so
+				// does replay.
+				cl.drop(false)
+				continue
+			}
+			cl.fail(ctx, res, err)
+			return res
+		}
+		res.TTFB = first.Sub(sent)
+		cl.read(ctx, s, res, sent, key)
+		return res
+	}
+}
+
+func (cl *client) fail(ctx context.Context, res *Request, err error) {
+	res.Error, res.Detail = classify(err, false), err.Error()
+	if ctx.Err() != nil {
+		res.Error = ErrCancelled
+	}
+	cl.drop(false)
+}
+
+// send writes the request as recorded, tagged with its record number.
+func (cl *client) send(s *Step) (key string, err error) {
+	rec := s.HTTP.Req
+	b := &cl.buf
+	b.Reset()
+	b.WriteString(rec.Method)
+	b.WriteByte(' ')
+	b.WriteString(s.Target)
+	b.WriteString(" HTTP/1.1\r\n")
+	host, declared := false, int64(-1)
+	for _, f := range s.Headers {
+		name := strings.ToLower(f[0])
+		switch name {
+		case "content-length":
+			declared, _ = strconv.ParseInt(strings.TrimSpace(f[1]), 10, 64)
+			continue
+		case "transfer-encoding", "expect", "sec-websocket-key", "sec-websocket-extensions",
+			strings.ToLower(trace.RecordHeader), strings.ToLower(trace.ServerHeader):
+			// The body goes with a length; no 100-continue dance; a
+			// fresh key; no permessage-deflate (the fixtures send frames
+			// as recorded on the wire, uncompressed); the tag is ours.
+			continue
+		case "host":
+			host = true
+		}
+		if strings.ContainsAny(f[0], "\r\n: ") || strings.ContainsAny(f[1], "\r\n") {
+			continue
+		}
+		b.WriteString(f[0])
+		b.WriteString(": ")
+		b.WriteString(f[1])
+		b.WriteString("\r\n")
+	}
+	if !host {
+		b.WriteString("Host: " + cl.addr + "\r\n")
+	}
+	b.WriteString(trace.RecordHeader + ": " + strconv.FormatInt(s.Record, 10) + "\r\n")
+	if s.HTTP.Upgrade {
+		var k [16]byte
+		_, _ = rand.Read(k[:])
+		key = base64.StdEncoding.EncodeToString(k[:])
+		b.WriteString("Sec-WebSocket-Key: " + key + "\r\n")
+	}
+	size := rec.BodySize
+	length := size
+	if rec.Incomplete {
+		// The recording's client vanished mid-upload: promise what it
+		// promised, send what it sent.
+		length = max(size+1, declared)
+	}
+	if length > 0 || rec.Method == http.MethodPost || rec.Method == http.MethodPut || rec.Method == http.MethodPatch {
+		b.WriteString("Content-Length: " + strconv.FormatInt(length, 10) + "\r\n")
+	}
+	b.WriteString("\r\n")
+	_ = cl.nc.SetWriteDeadline(time.Now().Add(cl.r.timeout()))
+	if size == 0 || (int64(len(rec.Body)) == size && size < 64<<10) {
+		b.Write(rec.Body[:min(int64(len(rec.Body)), size)])
+		_, err = cl.nc.Write(b.Bytes())
+		return key, err
+	}
+	if _, err := cl.nc.Write(b.Bytes()); err != nil {
+		return key, err
+	}
+	body := rec.Body
+	if int64(len(body)) != size {
+		body = nil
+	}
+	for sent := int64(0); sent < size; {
+		n := min(size-sent, int64(len(filler)))
+		p := filler[:n]
+		if body != nil {
+			p = body[sent : sent+n]
+		}
+		if _, err := cl.nc.Write(p); err != nil {
+			return key, err
+		}
+		sent += n
+	}
+	return key, nil
+}
+
+// filler is what bodies and payloads the trace kept only the size of are
+// made of.
+var filler = []byte(strings.Repeat("hubreplay ", 64<<10/10+1))[:64<<10]
+
+// firstByte waits for the answer to begin: as long as the recording's
+// server took, scaled, plus the timeout. A request the recording has no
+// answer for waits until the recorded close instead.
+func (cl *client) firstByte(rec *trace.HTTP, sent time.Time) (time.Time, error) {
+	var deadline time.Time
+	if rec.Resp == nil || rec.Req.Incomplete {
+		deadline = cl.at(cl.c.CloseAt)
+	} else {
+		deadline = sent.Add(cl.scaled(rec.Resp.End-rec.Req.End) + cl.r.timeout())
+	}
+	_ = cl.nc.SetReadDeadline(deadline)
+	_, err := cl.br.Peek(1)
+	if err != nil {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			if rec.Resp == nil || rec.Req.Incomplete {
+				return time.Time{}, errAbandoned
+			}
+			return time.Time{}, errTimeout
+		}
+		return time.Time{}, err
+	}
+	return time.Now(), nil
+}
+
+// errAbandoned: the recording's client gave up before an answer, and so
+// did replay.
+var errAbandoned = errors.New("abandoned as recorded")
+
+// read reads the answer and says how it compares with the recording.
+func (cl *client) read(ctx context.Context, s *Step, res *Request, sent time.Time, key string) {
+	rec := s.HTTP
+	resp, err := http.ReadResponse(cl.br, &http.Request{Method: rec.Req.Method})
+	if err != nil {
+		cl.fail(ctx, res, err)
+		return
+	}
+	res.Status = resp.StatusCode
+	res.By = resp.Header.Get(trace.ServerHeader)
+	fromTrace := resp.Header.Get(trace.RecordHeader) == strconv.FormatInt(s.Record, 10)
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		res.TTLB = time.Since(sent)
+		if resp.Header.Get("Sec-WebSocket-Accept") != acceptKey(key) {
+			res.Error, res.Detail = ErrMismatch, "101 with a wrong Sec-WebSocket-Accept"
+		}
+		return
+	}
+	vanished := rec.Resp != nil && rec.Resp.Incomplete && cl.clientEnded()
+	var n int64
+	if vanished {
+		// The recording's client left mid-download: read as much as it
+		// did, then vanish at its recorded moment.
+		n, err = io.CopyN(io.Discard, resp.Body, rec.Resp.BodySize)
+		cl.abandon = true
+	} else {
+		n, err = io.Copy(io.Discard, resp.Body)
+	}
+	res.Bytes = n
+	res.TTLB = time.Since(sent)
+	if err != nil {
+		cl.fail(ctx, res, err)
+		return
+	}
+	if resp.Close {
+		cl.drop(false)
+	}
+	if rec.Resp == nil {
+		res.Detail = "the recording has no answer to this request"
+		return
+	}
+	isUser := strings.HasPrefix(s.Target, "/user/")
+	switch {
+	case !fromTrace && res.By == "hub" && isUser:
+		res.Error, res.Detail = ErrRouteMissing, resp.Header.Get("X-Hubreplay-Error")
+	case resp.StatusCode >= 500 && !fromTrace:
+		res.Error = ErrProxy5xx
+	case resp.StatusCode != rec.Resp.Status:
+		res.Error = ErrMismatch
+		res.Detail = "recorded " + strconv.Itoa(rec.Resp.Status)
+	case resp.StatusCode >= 500:
+		res.Error = ErrBackend5xx
+	}
+}
+
+// clientEnded says whether the recording's client closed or reset the
+// connection itself.
+func (cl *client) clientEnded() bool {
+	c := cl.c.Close
+	return c != nil && c.By == trace.SideClient && (c.How == trace.CloseRST || c.How == trace.CloseFIN)
+}
+
+// acceptKey is the Sec-WebSocket-Accept a server owes a key (RFC 6455 §4.2.2).
+func acceptKey(key string) string {
+	h := sha1.Sum([]byte(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
+	return base64.StdEncoding.EncodeToString(h[:])
+}
+
+// finish ends the connection the way the recording did, when it did.
+func (cl *client) finish(ctx context.Context) {
+	if cl.nc == nil {
+		return
+	}
+	c := cl.c.Close
+	due := cl.at(cl.c.CloseAt)
+	switch {
+	case c != nil && c.By == trace.SideServer:
+		// The server closed it: wait for that, a little past the moment.
+		_ = cl.nc.SetReadDeadline(due.Add(grace))
+		_, _ = io.Copy(io.Discard, cl.br)
+		cl.drop(false)
+	case c != nil && c.By == trace.SideClient && c.How == trace.CloseRST, cl.abandon:
+		sleepUntil(ctx, due)
+		cl.drop(true)
+	default:
+		// Closed by the client, or still open when the capture ended (or
+		// timed out there): close at that moment.
+		sleepUntil(ctx, due)
+		cl.drop(false)
+	}
+}

@@ -1,0 +1,323 @@
+package replay
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"time"
+
+	"github.com/hubreplay/hubreplay/trace"
+)
+
+// ResultsFormat names results files in their header. They use the trace's
+// framing (trace/FORMAT.md): zstd frames of JSON lines, flushed at least
+// once a second, so a replay killed at any moment keeps all but its last
+// second, and `zstd -dc RESULTS` shows them.
+const ResultsFormat = "hubreplay-results"
+
+// Record types of a results file, after its header: one run record per
+// replaying process (shards merged keep each), then req and ws records in
+// completion order, then an end record per process.
+const (
+	TypeRun     trace.Type = "run"
+	TypeRequest trace.Type = "req"
+	TypeSession trace.Type = "ws"
+	TypeEnd     trace.Type = "end"
+)
+
+// Error classes of a request or session. An empty class is an answer as
+// the trace recorded it.
+const (
+	ErrConnectRefused = "connect_refused" // nothing listened: the proxy was down
+	ErrConnect        = "connect_error"   // the connection could not be made otherwise (timeout, …)
+	ErrReset          = "reset"           // the proxy reset the connection
+	ErrClosed         = "closed"          // the proxy closed the connection before the answer ended
+	ErrTimeout        = "timeout"         // no (whole) answer in time
+	ErrProxy5xx       = "proxy_5xx"       // a 5xx the proxy made itself (the fixtures did not send it)
+	ErrRouteMissing   = "route_missing"   // the proxy sent a user's request to the hub: it had no route
+	ErrMismatch       = "mismatch"        // an answer from the fixtures, but not the recorded status
+	ErrBackend5xx     = "backend_5xx"     // the recorded 5xx, from the fixtures: as recorded, not a failure
+	ErrCancelled      = "cancelled"       // the replay was stopped (--duration, Ctrl-C) first
+)
+
+// Failed says whether a class counts against the proxy.
+func Failed(class string) bool {
+	return class != "" && class != ErrBackend5xx && class != ErrCancelled
+}
+
+// Run says what was replayed, and how: the first record of a results file.
+type Run struct {
+	Trace      string        `json:"trace"`       // the trace's file name
+	TraceStart time.Time     `json:"trace_start"` // its header's start
+	Source     string        `json:"source"`      // its header's source
+	Target     string        `json:"target"`
+	Speed      float64       `json:"speed"` // 0: as fast as possible
+	Users      int           `json:"users"`
+	Jitter     time.Duration `json:"jitter_ns,omitempty"`
+	Seed       uint64        `json:"seed"`
+	From       time.Duration `json:"from_ns"`
+	To         time.Duration `json:"to_ns,omitempty"`
+	Shard      string        `json:"shard"`
+	Length     time.Duration `json:"length_ns"` // trace time covered
+	Conns      int           `json:"conns"`
+	Requests   int           `json:"requests"`
+	Sessions   int           `json:"sessions"`
+	// ClientFrames and ServerFrames are what the plan sends and expects.
+	ClientFrames int `json:"client_frames"`
+	ServerFrames int `json:"server_frames"`
+	Skipped      int `json:"skipped,omitempty"` // WebSocket sessions the window cut
+}
+
+// Request is what happened to one replayed request. Times are wall-clock
+// offsets from the replay's start (the results header's start).
+type Request struct {
+	// TS is when the recording says to send it (its recorded time,
+	// scaled); Held how much longer the previous answer on the same
+	// connection kept it waiting; Sent when it went out. Sent − (TS +
+	// Held) is the replayer's own timing error.
+	TS   time.Duration `json:"ts"`
+	Held time.Duration `json:"held_ns,omitempty"`
+	Sent time.Duration `json:"sent_ns"`
+	// TTFB and TTLB are the latency to the answer's first and last byte,
+	// from Sent.
+	TTFB time.Duration `json:"ttfb_ns,omitempty"`
+	TTLB time.Duration `json:"ttlb_ns,omitempty"`
+
+	Conn   uint64 `json:"conn"`
+	Clone  int    `json:"clone,omitempty"`
+	Record int64  `json:"record"`
+	Method string `json:"method"`
+	Target string `json:"target"`
+	// Status and Bytes are the answer's; Want and WantBytes the
+	// recording's (Want 0: the recording has no answer).
+	Status    int   `json:"status,omitempty"`
+	Want      int   `json:"want,omitempty"`
+	Bytes     int64 `json:"bytes"`
+	WantBytes int64 `json:"want_bytes"`
+	// By is who answered: "user" (an emulated user server), "hub", or ""
+	// (the proxy itself, or nobody).
+	By        string `json:"by,omitempty"`
+	Reconnect bool   `json:"reconnect,omitempty"` // it needed a new connection: the proxy had closed the last one
+	Error     string `json:"error,omitempty"`
+	Detail    string `json:"detail,omitempty"`
+}
+
+// Session is what happened to one replayed WebSocket session.
+type Session struct {
+	TS        time.Duration `json:"ts"`     // when its upgrade was due
+	Length    time.Duration `json:"len_ns"` // from the upgrade's answer to the end
+	Conn      uint64        `json:"conn"`
+	Clone     int           `json:"clone,omitempty"`
+	Record    int64         `json:"record"` // the upgrade's
+	Target    string        `json:"target"`
+	Connected bool          `json:"connected"`
+	// Frames the client sent (of Want), and server frames received (of
+	// WantReceived), Matched those that came in the recorded order with
+	// the recorded opcode and length.
+	Sent         int `json:"sent"`
+	Want         int `json:"want"`
+	Received     int `json:"received"`
+	WantReceived int `json:"want_received"`
+	Matched      int `json:"matched"`
+	// RTT are message round trips (µs): from a client frame's send to the
+	// arrival of the first server frame the recording had after it.
+	RTT []int64 `json:"rtt_us,omitempty"`
+	// MaxLag is the latest a client frame went out after it was due.
+	MaxLag time.Duration `json:"max_lag_ns,omitempty"`
+	// Close is how the session ended, WantClose how the recording's did:
+	// "client_close", "client_reset", "server_close", "server_reset",
+	// "server_eof", "end".
+	Close     string `json:"close"`
+	WantClose string `json:"want_close"`
+	Error     string `json:"error,omitempty"`
+	Detail    string `json:"detail,omitempty"`
+}
+
+// End closes one process's results: how long the replay ran and its tally.
+type End struct {
+	TS        time.Duration `json:"ts"`
+	Cancelled bool          `json:"cancelled,omitempty"`
+	Tally     *Summary      `json:"tally"`
+}
+
+func (*Run) Type() trace.Type     { return TypeRun }
+func (*Request) Type() trace.Type { return TypeRequest }
+func (*Session) Type() trace.Type { return TypeSession }
+func (*End) Type() trace.Type     { return TypeEnd }
+
+func (*Run) Time() time.Duration       { return 0 }
+func (r *Request) Time() time.Duration { return r.TS }
+func (s *Session) Time() time.Duration { return s.TS }
+func (e *End) Time() time.Duration     { return e.TS }
+
+// CreateResults starts a results file.
+func CreateResults(path, note string, overwrite bool) (*trace.Writer, error) {
+	w, err := trace.Create(path, trace.Header{Format: ResultsFormat, Version: trace.Version, Source: "replay", Note: note}, &trace.WriterOptions{Overwrite: overwrite})
+	if err != nil {
+		return nil, fmt.Errorf("results: %w", err)
+	}
+	return w, nil
+}
+
+// Results is one results file, read whole.
+type Results struct {
+	Path     string
+	Header   trace.Header
+	Runs     []*Run
+	Requests []*Request
+	Sessions []*Session
+	Ends     []*End
+	// Other are records of types this package does not know (e.g. proxy
+	// samples that compare adds), kept as they were.
+	Other []*trace.Unknown
+}
+
+// ReadResults reads a results file. A damaged or truncated file returns
+// what it holds before the damage, with the error.
+func ReadResults(ctx context.Context, path string) (*Results, error) {
+	r, err := trace.OpenFormat(path, ResultsFormat)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	return readResults(ctx, r, path)
+}
+
+// NewResultsReader reads results from src.
+func NewResultsReader(ctx context.Context, src io.Reader, name string) (*Results, error) {
+	r, err := trace.NewReaderFormat(src, name, ResultsFormat)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	return readResults(ctx, r, name)
+}
+
+func readResults(ctx context.Context, r *trace.Reader, path string) (*Results, error) {
+	res := &Results{Path: path, Header: *r.Header()}
+	err := r.Each(ctx, nil, func(rec trace.Record) error {
+		u, ok := rec.(*trace.Unknown)
+		if !ok {
+			return nil // the header
+		}
+		var v trace.Record
+		switch trace.Type(u.TypeName) {
+		case TypeRun:
+			v = new(Run)
+		case TypeRequest:
+			v = new(Request)
+		case TypeSession:
+			v = new(Session)
+		case TypeEnd:
+			v = new(End)
+		default:
+			res.Other = append(res.Other, u)
+			return nil
+		}
+		if err := json.Unmarshal(u.Raw, v); err != nil {
+			return fmt.Errorf("%s record: %w", u.TypeName, err)
+		}
+		switch v := v.(type) {
+		case *Run:
+			res.Runs = append(res.Runs, v)
+		case *Request:
+			res.Requests = append(res.Requests, v)
+		case *Session:
+			res.Sessions = append(res.Sessions, v)
+		case *End:
+			res.Ends = append(res.Ends, v)
+		}
+		return nil
+	})
+	if err != nil {
+		return res, fmt.Errorf("read results %s: %w", path, err)
+	}
+	return res, nil
+}
+
+// Tally counts the results afresh from their records.
+func (r *Results) Tally() *Summary {
+	t := NewTally()
+	for _, q := range r.Requests {
+		t.AddRequest(q)
+	}
+	for _, s := range r.Sessions {
+		t.AddSession(s)
+	}
+	var wall time.Duration
+	for _, e := range r.Ends {
+		wall = max(wall, e.TS)
+	}
+	return t.Summary(wall)
+}
+
+// Merge writes the results of several replay processes (shards) as one
+// file: every run record, the requests and sessions in time order, and an
+// end record with the tally of them all.
+func Merge(ctx context.Context, out string, overwrite bool, inputs ...string) (*Summary, error) {
+	if len(inputs) == 0 {
+		return nil, errors.New("merge: no results to merge")
+	}
+	var all []*Results
+	for _, in := range inputs {
+		res, err := ReadResults(ctx, in)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, res)
+	}
+	merged := &Results{Header: all[0].Header}
+	shards := map[string]string{}
+	for i, res := range all {
+		for _, run := range res.Runs {
+			if prev, ok := shards[run.Shard]; ok && run.Shard != "0/1" {
+				return nil, fmt.Errorf("merge: %s and %s are both shard %s", prev, inputs[i], run.Shard)
+			}
+			shards[run.Shard] = inputs[i]
+		}
+		merged.Runs = append(merged.Runs, res.Runs...)
+		merged.Requests = append(merged.Requests, res.Requests...)
+		merged.Sessions = append(merged.Sessions, res.Sessions...)
+		merged.Ends = append(merged.Ends, res.Ends...)
+		merged.Other = append(merged.Other, res.Other...)
+	}
+	slices.SortStableFunc(merged.Requests, func(a, b *Request) int { return cmp.Compare(a.TS, b.TS) })
+	slices.SortStableFunc(merged.Sessions, func(a, b *Session) int { return cmp.Compare(a.TS, b.TS) })
+	sum := merged.Tally()
+	w, err := trace.Create(out, trace.Header{Format: ResultsFormat, Version: trace.Version, Start: merged.Header.Start, Source: "merge", Note: fmt.Sprintf("%d results merged", len(inputs))}, &trace.WriterOptions{Overwrite: overwrite})
+	if err != nil {
+		return nil, fmt.Errorf("merge: %w", err)
+	}
+	var recs []trace.Record
+	for _, r := range merged.Runs {
+		recs = append(recs, r)
+	}
+	for _, r := range merged.Requests {
+		recs = append(recs, r)
+	}
+	for _, r := range merged.Sessions {
+		recs = append(recs, r)
+	}
+	for _, r := range merged.Other {
+		recs = append(recs, r)
+	}
+	cancelled := false
+	for _, e := range merged.Ends {
+		cancelled = cancelled || e.Cancelled
+	}
+	recs = append(recs, &End{TS: sum.Wall, Cancelled: cancelled, Tally: sum})
+	for _, r := range recs {
+		if err := w.Write(r); err != nil {
+			w.Close()
+			return nil, fmt.Errorf("merge into %s: %w", out, err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		return nil, fmt.Errorf("merge into %s: %w", out, err)
+	}
+	return sum, nil
+}
