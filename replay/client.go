@@ -151,6 +151,10 @@ func (cl *client) exchange(ctx context.Context, s *Step, due time.Time) *Request
 				cl.drop(false)
 				continue
 			}
+			if errors.Is(err, errAbandoned) {
+				res.Detail = "no answer before the recorded client gave up, as recorded"
+				return res
+			}
 			cl.fail(ctx, res, err)
 			return res
 		}

@@ -25,7 +25,7 @@ const ResultsFormat = "hubreplay-results"
 const (
 	TypeRun     trace.Type = "run"
 	TypeRequest trace.Type = "req"
-	TypeSession trace.Type = "ws"
+	TypeSession trace.Type = "session"
 	TypeEnd     trace.Type = "end"
 )
 

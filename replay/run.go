@@ -60,7 +60,7 @@ type Runner struct {
 	tally   *Tally
 	started atomic.Int64 // unix ns of replay time 0
 	plan    atomic.Pointer[Plan]
-	errMu   sync.Mutex
+	errMu   sync.Mutex // serializes Results.Write
 	wErr    error
 }
 
@@ -232,14 +232,14 @@ func (r *Runner) write(rec trace.Record) error {
 	if r.Results == nil {
 		return nil
 	}
+	r.errMu.Lock()
+	defer r.errMu.Unlock()
 	err := r.Results.Write(rec)
 	if err != nil {
-		r.errMu.Lock()
 		if r.wErr == nil {
 			r.wErr = fmt.Errorf("write results: %w", err)
 			r.log().Error("results can no longer be written; the replay goes on", "err", err)
 		}
-		r.errMu.Unlock()
 	}
 	return err
 }
