@@ -22,10 +22,12 @@ type RecordWriter interface {
 	Write(trace.Record) error
 }
 
-// RouteDriver applies a plan's route events (the hub stub does): it is
-// started with the wall-clock time of replay time 0 and stopped by
-// cancelling ctx.
+// RouteDriver applies a plan's route events (the hub stub does). Prime
+// puts in the routes the replay starts with (time 0), before any traffic;
+// Run applies the rest, timed from start (the wall-clock time of replay
+// time 0), until ctx is cancelled.
 type RouteDriver interface {
+	Prime(ctx context.Context) error
 	Run(ctx context.Context, start time.Time) error
 }
 
@@ -36,12 +38,8 @@ type Runner struct {
 	// Results receives a Run record, then every Request and Session as it
 	// ends, then an End record. Optional.
 	Results RecordWriter
-	// Routes, if set, drives the plan's route events from RouteLead
-	// before replay time 0, so that a route recorded at the same moment
-	// as its user's first request is in place, as JupyterHub adds a route
-	// before it redirects the user there.
-	Routes    RouteDriver
-	RouteLead time.Duration
+	// Routes, if set, drives the plan's route events.
+	Routes RouteDriver
 	// Timeout is how long an answer may take beyond its recorded (scaled)
 	// time before the request counts as timed out (default 30 s); it
 	// also bounds connecting.
@@ -146,21 +144,21 @@ func (r *Runner) Run(ctx context.Context, p *Plan) (*Summary, error) {
 		runCtx, c = context.WithTimeout(runCtx, r.Duration)
 		defer c()
 	}
-	lead := r.RouteLead
-	if lead <= 0 {
-		lead = 200 * time.Millisecond
+	if r.Routes != nil {
+		if err := r.Routes.Prime(runCtx); err != nil {
+			return nil, fmt.Errorf("replay: %w", err)
+		}
 	}
-	start := time.Now().Add(lead)
+	start := time.Now()
 	var routes sync.WaitGroup
 	routeCtx, stopRoutes := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopRoutes()
 	if r.Routes != nil {
 		routes.Go(func() {
-			if err := r.Routes.Run(routeCtx, start.Add(-lead)); err != nil {
+			if err := r.Routes.Run(routeCtx, start); err != nil {
 				r.log().Warn("route driver", "err", err)
 			}
 		})
-	} else {
-		start = time.Now()
 	}
 	r.started.Store(start.UnixNano())
 

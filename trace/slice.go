@@ -108,6 +108,9 @@ func (s *slicer) step(rec Record) error {
 	}
 	s.last = max(s.last, rec.Time())
 	if !s.win.contains(rec.Time()) {
+		if s.out != nil && rec.Time() < s.win.From {
+			return s.late(rec)
+		}
 		s.before(rec)
 		return nil
 	}
@@ -208,6 +211,45 @@ func (s *slicer) carry(w RecordWriter) error {
 			return err
 		}
 		s.res.Carried++
+	}
+	return nil
+}
+
+// late takes a record from before the window that arrives after the window
+// began: records are in completion order, so a route added just before the
+// window can follow an exchange inside it. What it changes of the state the
+// window starts with is carried at ts 0, like the rest of that state.
+func (s *slicer) late(rec Record) error {
+	switch r := rec.(type) {
+	case *ConnOpen:
+		open := *r
+		open.TS, open.Mid = 0, true
+		s.inWin[r.Conn] = true
+		s.res.Carried++
+		return s.write(s.out, &open)
+	case *ConnClose:
+		if !s.inWin[r.Conn] {
+			return nil
+		}
+		c := *r
+		c.TS = 0
+		delete(s.inWin, r.Conn)
+		return s.write(s.out, &c)
+	case *HTTP:
+		if !(r.Upgrade && r.Resp != nil && r.Resp.Status == 101) || !s.inWin[r.Conn] {
+			return nil
+		}
+		up := *r
+		resp := *r.Resp
+		up.TS, up.Req.End, resp.Start, resp.End = 0, 0, 0, 0
+		up.Resp = &resp
+		s.res.Carried++
+		return s.write(s.out, &up)
+	case *Route:
+		rt := *r
+		rt.TS = 0
+		s.res.Carried++
+		return s.write(s.out, &rt)
 	}
 	return nil
 }

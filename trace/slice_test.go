@@ -217,3 +217,40 @@ func TestSliceWritesAReadableTrace(t *testing.T) {
 	raw, _ := json.Marshal(got[0])
 	assert.Contains(t, string(raw), `"start":"2026-11-03T15:51:00Z"`)
 }
+
+// Records are in completion order: state from before the window can come
+// after the window's first record (a route added just before it, recorded
+// after an exchange that began inside it). It is still carried in at 0.
+func TestSliceCarriesLateState(t *testing.T) {
+	in := []trace.Record{
+		&trace.ConnOpen{TS: 9 * s, Conn: 2},
+		&trace.HTTP{TS: 10 * s, Conn: 2, Req: trace.Request{End: 10 * s, Method: "GET", Target: "/hub/home"},
+			Resp: &trace.Response{Start: 10 * s, End: 10 * s, Status: 200}},
+		&trace.Route{TS: 9*s + 900*time.Millisecond, Op: trace.RouteAdd, Path: "/user/a/", Target: "http://a"},
+		&trace.ConnOpen{TS: 9*s + 950*time.Millisecond, Conn: 3},
+		&trace.HTTP{TS: 11 * s, Conn: 3, User: "a", Req: trace.Request{End: 11 * s, Method: "GET", Target: "/user/a/lab"},
+			Resp: &trace.Response{Start: 11 * s, End: 11 * s, Status: 200}},
+	}
+	b, err := tracetest.Encode(trace.Header{Start: time.Unix(0, 0)}, nil, in)
+	require.NoError(t, err)
+	c, _, err := slice(t, b, trace.Window{From: 10 * s})
+	require.NoError(t, err)
+	require.NoError(t, tracetest.OrderRule(c.recs))
+	var route *trace.Route
+	var open3 *trace.ConnOpen
+	for _, r := range c.recs {
+		switch r := r.(type) {
+		case *trace.Route:
+			route = r
+		case *trace.ConnOpen:
+			if r.Conn == 3 {
+				open3 = r
+			}
+		}
+	}
+	require.NotNil(t, route, "the route added 100 ms before the window is in its table")
+	assert.Zero(t, route.TS)
+	require.NotNil(t, open3, "the connection opened before the window is carried")
+	assert.True(t, open3.Mid)
+	assert.Zero(t, open3.TS)
+}

@@ -155,16 +155,7 @@ names (CONFIGPROXY_AUTH_TOKEN, as CHP itself reads it).`,
 			fmt.Fprintf(out, "answered %d requests from the trace (%d without a record), played %d WebSocket sessions\n",
 				resp.Served.Load(), resp.Unknown.Load(), resp.Sessions.Load())
 			if stub != nil {
-				calls := stub.Calls()
-				failed := 0
-				var slowest time.Duration
-				for _, c := range calls {
-					if c.Err != "" || c.Status >= 400 {
-						failed++
-					}
-					slowest = max(slowest, c.Latency)
-				}
-				fmt.Fprintf(out, "route API: %d calls, %d failed, slowest %s\n", len(calls), failed, slowest.Round(time.Millisecond))
+				fmt.Fprintf(out, "route API: %s\n", apiCallsLine(stub.Calls()))
 			}
 			return nil
 		},

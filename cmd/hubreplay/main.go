@@ -53,7 +53,7 @@ against real traffic before it meets real users: capture records the proxy's
 traffic, anonymized, into a trace; replay runs a trace against a candidate
 proxy in a disposable staging setup; compare runs two candidates on the same
 trace and reports the differences. (This build has capture, verify, generate,
-fixtures, proxy and the trace tools; replay and compare are being built.)
+fixtures, proxy, replay, results and the trace tools; compare is being built.)
 
 Traces are zstd-compressed JSON lines (see trace/FORMAT.md): inspect, slice
 and cat work on them, and 'zstd -dc TRACE' shows them to standard tools.`,
@@ -72,7 +72,7 @@ and cat work on them, and 'zstd -dc TRACE' shows them to standard tools.`,
 	root.SetErr(stderr)
 	root.PersistentFlags().BoolVarP(&verbose, "verbose", "v", false, "log what hubreplay is doing to stderr")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newVersionCmd(), newCaptureCmd(), newVerifyCmd(), newGenerateCmd(), newFixturesCmd(), newProxyCmd(), newInspectCmd(), newCatCmd(), newSliceCmd())
+	root.AddCommand(newVersionCmd(), newCaptureCmd(), newVerifyCmd(), newGenerateCmd(), newFixturesCmd(), newProxyCmd(), newReplayCmd(), newResultsCmd(), newInspectCmd(), newCatCmd(), newSliceCmd())
 	return root
 }
 

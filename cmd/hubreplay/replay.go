@@ -1,0 +1,354 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/hubreplay/hubreplay/fixtures"
+	"github.com/hubreplay/hubreplay/replay"
+	"github.com/hubreplay/hubreplay/trace"
+)
+
+func newReplayCmd() *cobra.Command {
+	var (
+		tracePath, target, out, api, tokenEnv, hubListen string
+		speedFlag, shardFlag, from, to, tz               string
+		users                                            int
+		jitter, duration, check, timeout                 time.Duration
+		seed                                             uint64
+		withFixtures, force                              bool
+	)
+	cmd := &cobra.Command{
+		Use:   "replay --trace TRACE --target URL --api URL",
+		Short: "Send a trace's client traffic to a proxy, timed as recorded, and record what happened",
+		Long: `replay sends the recorded client side of TRACE to the proxy at --target: each
+recorded connection opens at its time (divided by --speed) and sends its
+requests in order, each at its recorded moment but never before the previous
+answer on that connection ended; WebSocket sessions send their client frames
+as recorded and read the server's; clients vanish (reset, or just stop) where
+the recording's did. Every request carries its record number, so that the
+fixtures behind the proxy answer as recorded.
+
+By default the fixtures run inside this process: a hub stub on --hub-listen
+(start the proxy with it as --default-target) and one emulated user server
+per recorded route target. The hub stub drives the proxy's REST API (--api,
+token from $CONFIGPROXY_AUTH_TOKEN): the recorded route adds and deletes at
+their times, and JupyterHub's check_routes every --check-routes-interval.
+With --fixtures=false they run elsewhere ('hubreplay fixtures serve'),
+started with the same --speed at the same moment.
+
+What happened to every request and session goes to the results file (-o):
+when each was due and sent, latency to the first and last byte, status and
+size against the recording, who answered, and the error class: connect_refused,
+connect_error, reset, closed, timeout, proxy_5xx (made by the proxy),
+route_missing (the proxy sent a user's request to the hub), mismatch,
+backend_5xx (a recorded 5xx, answered again: not a failure). 'hubreplay
+results FILE' prints its summary; 'zstd -dc FILE' shows the records.
+
+--users 3 plays every user three times: the copies under fresh pseudonyms,
+shifted by up to --jitter (seeded by --seed). --shard i/N plays one of N
+deterministic parts, for N processes; 'hubreplay results merge' joins them.
+A window (--from/--to) leaves out WebSocket sessions opened before it; to
+keep them, cut the window with 'hubreplay slice' and replay the slice.`,
+		Example: `  # CHP on :8000/:8001 with --default-target http://127.0.0.1:8081
+  CONFIGPROXY_AUTH_TOKEN=secret hubreplay replay --trace peak.trace \
+      --target http://127.0.0.1:8000 --api http://127.0.0.1:8001 --speed 4 -o peak.results
+  hubreplay replay --trace peak.trace --target http://127.0.0.1:8000 --api http://127.0.0.1:8001 \
+      --users 3 --jitter 1m --from +2m --to +12m --speed max`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if tracePath == "" || target == "" {
+				return usageError{errors.New("replay needs --trace TRACE and --target URL (the proxy)")}
+			}
+			speed, err := replay.ParseSpeed(speedFlag)
+			if err != nil {
+				return usageError{fmt.Errorf("--speed: %w", err)}
+			}
+			shard, err := replay.ParseShard(shardFlag)
+			if err != nil {
+				return usageError{fmt.Errorf("--shard: %w", err)}
+			}
+			if users < 1 || users > 1000 {
+				return usageError{fmt.Errorf("--users %d: give 1 to 1000 (copies of every user)", users)}
+			}
+			token := os.Getenv(tokenEnv)
+			if withFixtures && api == "" {
+				return usageError{errors.New("give --api URL (the proxy's REST API) so the hub stub can route users to the emulators, or --fixtures=false when 'hubreplay fixtures serve' runs them")}
+			}
+			if api != "" && token == "" {
+				return usageError{fmt.Errorf("--api needs the proxy's token in $%s", tokenEnv)}
+			}
+			loc, err := loadTZ(tz)
+			if err != nil {
+				return usageError{err}
+			}
+			if out == "" {
+				out = fmt.Sprintf("replay-%s.results", time.Now().Format("20060102-150405"))
+			}
+			ctx := cmd.Context()
+			stderr := cmd.ErrOrStderr()
+
+			r, err := openTrace(tracePath, cmd.InOrStdin())
+			if err != nil {
+				return err
+			}
+			opts := replay.Options{Speed: speed, Users: users, Jitter: jitter, Seed: seed, Shard: shard}
+			start := r.Header().Start
+			if from != "" {
+				if opts.Window.From, err = trace.ParseWhen(from, start, loc); err != nil {
+					r.Close()
+					return usageError{fmt.Errorf("--from: %w", err)}
+				}
+			}
+			if to != "" {
+				if opts.Window.To, err = trace.ParseWhen(to, start, loc); err != nil {
+					r.Close()
+					return usageError{fmt.Errorf("--to: %w", err)}
+				}
+			}
+			prog := newProgress(stderr, tracePath, "reading trace")
+			plan, err := replay.BuildPlan(ctx, r, opts, prog.update)
+			prog.done()
+			r.Close()
+			if err != nil {
+				return err
+			}
+			if plan.Requests == 0 {
+				return replay.ErrEmpty
+			}
+
+			run := &replay.Runner{Target: target, Timeout: timeout, Duration: duration, TraceName: tracePath}
+			var resp *fixtures.Responder
+			var stub *fixtures.HubStub
+			if withFixtures {
+				r, err := openTrace(tracePath, nil)
+				if err != nil {
+					return err
+				}
+				ix, err := fixtures.BuildIndex(ctx, r, nil)
+				r.Close()
+				if err != nil {
+					return err
+				}
+				resp = &fixtures.Responder{Index: ix, Speed: stubSpeed(speed)}
+				srv, err := fixtures.ListenHub(resp, ix.Targets, hubListen)
+				if err != nil {
+					return fmt.Errorf("start fixtures: %w", err)
+				}
+				defer srv.Close()
+				fmt.Fprintf(stderr, "fixtures: hub stub at %s (the proxy's --default-target), %d user servers emulated\n", srv.Hub(), srv.Users())
+				stub = &fixtures.HubStub{API: api, Token: token, Routes: plan.Routes, Target: srv.Target, Speed: stubSpeed(speed), CheckInterval: check}
+				run.Routes = stub
+			}
+			w, err := replay.CreateResults(out, fmt.Sprintf("replay of %s at %s", tracePath, target), force)
+			if err != nil {
+				return err
+			}
+			run.Results = w
+			fmt.Fprintf(stderr, "replaying %s: %d connections, %d requests, %d WebSocket sessions over %s of trace time at %s → %s (results: %s)\n",
+				tracePath, len(plan.Conns), plan.Requests, plan.Sessions, plan.Length.Round(time.Second), replay.SpeedString(speed), target, out)
+			if plan.Skipped > 0 {
+				fmt.Fprintf(stderr, "left out %d WebSocket sessions opened before the window (cut it with 'hubreplay slice' to keep them)\n", plan.Skipped)
+			}
+
+			disp := newReplayDisplay(stderr)
+			done := make(chan struct{})
+			go func() {
+				t := time.NewTicker(time.Second)
+				defer t.Stop()
+				for {
+					select {
+					case <-done:
+						return
+					case <-t.C:
+						disp.update(run.Progress())
+					}
+				}
+			}()
+			sum, runErr := run.Run(ctx, plan)
+			close(done)
+			disp.done(run.Progress())
+			if cerr := w.Close(); cerr != nil && runErr == nil {
+				runErr = cerr
+			}
+			if sum != nil {
+				fmt.Fprintln(cmd.OutOrStdout())
+				_ = sum.WriteText(cmd.OutOrStdout())
+			}
+			if resp != nil {
+				fmt.Fprintf(cmd.OutOrStdout(), "fixtures\tanswered %d requests, played %d WebSocket sessions; %d user requests reached the hub (route missing)\n",
+					resp.Served.Load(), resp.Sessions.Load(), resp.Misrouted.Load())
+			}
+			if stub != nil {
+				fmt.Fprintf(cmd.OutOrStdout(), "route API\t%s\n", apiCallsLine(stub.Calls()))
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "results\t%s\n", out)
+			if runErr != nil {
+				return runErr
+			}
+			if ctx.Err() != nil {
+				return fmt.Errorf("replay interrupted; what was replayed is in %s", out)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&tracePath, "trace", "", "the trace to replay (required)")
+	f.StringVar(&target, "target", "", "the proxy's public URL, e.g. http://127.0.0.1:8000 (required)")
+	f.StringVarP(&out, "output", "o", "", "results file (default replay-DATE-TIME.results)")
+	f.BoolVar(&force, "force", false, "replace the results file if it exists")
+	f.StringVar(&speedFlag, "speed", "1", "replay speed: 0.1 to 100 (recorded times are divided by it), or max")
+	f.IntVar(&users, "users", 1, "play every user this many times, the copies under fresh pseudonyms")
+	f.DurationVar(&jitter, "jitter", time.Minute, "shift each copy of a user by up to this much trace time (seeded)")
+	f.Uint64Var(&seed, "seed", 1, "seed for the copies' pseudonyms and jitter")
+	f.StringVar(&from, "from", "", `start of the window: "+10m", "15:55", RFC 3339 (default: the trace's start)`)
+	f.StringVar(&to, "to", "", "end of the window (default: the trace's end)")
+	f.StringVar(&tz, "tz", "", "time zone for clock times in --from/--to (default: this machine's)")
+	f.DurationVar(&duration, "duration", 0, "stop after this much wall-clock time (default: play to the end)")
+	f.StringVar(&shardFlag, "shard", "0/1", "play part i of N (i/N), for N replaying processes")
+	f.DurationVar(&timeout, "timeout", 30*time.Second, "how long an answer may take beyond its recorded time")
+	f.BoolVar(&withFixtures, "fixtures", true, "run the hub stub and user-server emulators in this process")
+	f.StringVar(&hubListen, "hub-listen", "127.0.0.1:8081", "where the hub stub listens (the proxy's --default-target)")
+	f.StringVar(&api, "api", "", "the proxy's REST API URL, e.g. http://127.0.0.1:8001 (routes are driven there)")
+	f.StringVar(&tokenEnv, "token-env", "CONFIGPROXY_AUTH_TOKEN", "environment variable holding the proxy's API token")
+	f.DurationVar(&check, "check-routes-interval", fixtures.DefaultCheckInterval, "JupyterHub's check_routes interval, in trace time")
+	return cmd
+}
+
+// stubSpeed is the fixtures' speed. At max, recorded server times are not
+// waited for (the fixtures take a zero speed for 1×, hence a huge factor).
+func stubSpeed(speed float64) float64 {
+	if speed <= 0 {
+		return 1e6
+	}
+	return speed
+}
+
+func apiCallsLine(calls []fixtures.APICall) string {
+	failed := 0
+	var slowest time.Duration
+	for _, c := range calls {
+		if c.Err != "" || c.Status >= 400 {
+			failed++
+		}
+		slowest = max(slowest, c.Latency)
+	}
+	return fmt.Sprintf("%d calls, %d failed, slowest %s", len(calls), failed, slowest.Round(time.Millisecond))
+}
+
+// replayDisplay shows a replay's progress: a line redrawn every second on
+// a terminal, a line every 10 s elsewhere (CI logs).
+type replayDisplay struct {
+	w     io.Writer
+	tty   bool
+	last  time.Time
+	prev  replay.Progress
+	shown bool
+}
+
+func newReplayDisplay(w io.Writer) *replayDisplay {
+	tty := false
+	if f, ok := w.(*os.File); ok {
+		tty = term.IsTerminal(int(f.Fd()))
+	}
+	return &replayDisplay{w: w, tty: tty, last: time.Now()}
+}
+
+func (d *replayDisplay) line(p replay.Progress) string {
+	rate := 0.0
+	if dt := (p.Elapsed - d.prev.Elapsed).Seconds(); dt > 0 {
+		rate = float64(p.Done-d.prev.Done) / dt
+	}
+	pos := "max speed"
+	if p.Length > 0 && p.Position > 0 {
+		pos = fmt.Sprintf("trace %s / %s", p.Position.Truncate(time.Second), p.Length.Truncate(time.Second))
+	}
+	return fmt.Sprintf("replay %s (%s): %.0f req/s, %d requests, %d failed, %d connections open, %d WebSockets, %d frames",
+		p.Elapsed.Truncate(time.Second), pos, rate, p.Done, p.Failed, p.Open, p.OpenWS, p.Frames)
+}
+
+func (d *replayDisplay) update(p replay.Progress) {
+	switch {
+	case d.tty:
+		fmt.Fprintf(d.w, "\r%s\033[K", d.line(p))
+		d.prev, d.shown = p, true
+	case time.Since(d.last) >= 10*time.Second:
+		fmt.Fprintln(d.w, d.line(p))
+		d.last, d.prev = time.Now(), p
+	}
+}
+
+func (d *replayDisplay) done(p replay.Progress) {
+	if d.shown {
+		fmt.Fprint(d.w, "\r\033[K")
+	}
+}
+
+func newResultsCmd() *cobra.Command {
+	var asJSON, force bool
+	var out string
+	cmd := &cobra.Command{
+		Use:   "results RESULTS...",
+		Short: "Summarize replay results (several files: shards, taken together)",
+		Example: `  hubreplay results peak.results
+  hubreplay results --json shard-*.results | jq .percentiles.latency`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			all := &replay.Results{}
+			for _, path := range args {
+				res, err := replay.ReadResults(cmd.Context(), path)
+				if res != nil {
+					all.Runs = append(all.Runs, res.Runs...)
+					all.Requests = append(all.Requests, res.Requests...)
+					all.Sessions = append(all.Sessions, res.Sessions...)
+					all.Ends = append(all.Ends, res.Ends...)
+				}
+				if err != nil {
+					return err
+				}
+			}
+			sum := all.Tally()
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(sum)
+			}
+			for _, run := range all.Runs {
+				fmt.Fprintf(cmd.OutOrStdout(), "run\t%s at %s → %s, %d× users, shard %s: %d requests, %d sessions planned\n",
+					run.Trace, replay.SpeedString(run.Speed), run.Target, run.Users, run.Shard, run.Requests, run.Sessions)
+			}
+			if len(all.Ends) < len(all.Runs) {
+				fmt.Fprintf(cmd.OutOrStdout(), "note\t%d of %d replays did not finish (killed?): their results end early\n", len(all.Runs)-len(all.Ends), len(all.Runs))
+			}
+			return sum.WriteText(cmd.OutOrStdout())
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print every figure, histograms included, as JSON")
+	merge := &cobra.Command{
+		Use:   "merge -o OUT RESULTS...",
+		Short: "Join the results of replay shards into one file",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if out == "" {
+				return usageError{errors.New("merge needs -o OUT")}
+			}
+			sum, err := replay.Merge(cmd.Context(), out, force, args...)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "merged %d results into %s\n", len(args), out)
+			return sum.WriteText(cmd.OutOrStdout())
+		},
+	}
+	merge.Flags().StringVarP(&out, "output", "o", "", "the merged results file (required)")
+	merge.Flags().BoolVar(&force, "force", false, "replace the output file if it exists")
+	cmd.AddCommand(merge)
+	return cmd
+}
