@@ -40,6 +40,12 @@ type Options struct {
 	Window trace.Window
 	// Shard replays only this process's share of the connections.
 	Shard Shard
+	// RouteLead is how much earlier (wall-clock) route adds are applied,
+	// and how much later deletes, than recorded (default 250 ms). The
+	// hub adds a route before it sends the user there, and deletes it
+	// after the server stopped; in a trace the two are milliseconds apart,
+	// closer than a route API call takes at high speeds.
+	RouteLead time.Duration
 }
 
 // Shard is one of Count deterministic parts of a replay (Index from 0).
@@ -388,10 +394,21 @@ func planRoutes(routes []*trace.Route, win trace.Window, o Options, shiftOf func
 			}
 		}
 	}
+	lead := o.RouteLead
+	if lead <= 0 {
+		lead = 250 * time.Millisecond
+	}
+	lead = time.Duration(float64(lead) * o.Speed) // in trace time
 	for _, r := range in {
 		for k := range o.Users {
 			c := cloneRoute(r, k, o.Seed)
-			c.TS = max(0, r.TS-win.From+shiftOf(r.User, k))
+			c.TS = r.TS - win.From + shiftOf(r.User, k)
+			if r.Op == trace.RouteAdd {
+				c.TS -= lead
+			} else {
+				c.TS += lead
+			}
+			c.TS = max(0, c.TS)
 			out = append(out, c)
 		}
 	}

@@ -182,6 +182,9 @@ func (r *Runner) Run(ctx context.Context, p *Plan) (*Summary, error) {
 		})
 	}
 	conns.Wait()
+	// The trace's last events may be route changes (the culler at the
+	// end): the replay lasts as long as the trace.
+	sleepUntil(runCtx, r.wall(start, p, p.Length))
 	stopRoutes()
 	routes.Wait()
 	wall := time.Since(start)
