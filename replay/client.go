@@ -362,8 +362,9 @@ func (cl *client) finish(ctx context.Context) {
 	c := cl.c.Close
 	due := cl.at(cl.c.CloseAt)
 	switch {
-	case c != nil && c.By == trace.SideServer:
-		// The server closed it: wait for that, a little past the moment.
+	case c != nil && c.By == trace.SideServer && cl.p.Opts.Speed > 0:
+		// The server closed it: wait for that, a little past the moment
+		// (at max speed there is no moment: close now).
 		_ = cl.nc.SetReadDeadline(due.Add(grace))
 		_, _ = io.Copy(io.Discard, cl.br)
 		cl.drop(false)

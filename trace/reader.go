@@ -29,6 +29,8 @@ func (e *NotTraceError) Error() string {
 	kind := e.Kind
 	if kind == "" {
 		kind = "trace"
+	} else if kind != "trace" {
+		kind += " file"
 	}
 	return fmt.Sprintf("%s: not a hubreplay %s: %s", orStdin(e.Path), kind, e.Reason)
 }

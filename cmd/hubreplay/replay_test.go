@@ -1,0 +1,106 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/hubreplay/hubreplay/internal/testenv"
+	"github.com/hubreplay/hubreplay/replay"
+)
+
+// The operator's path: a CHP started by hand with the hub stub's address
+// as its default target; replay runs the fixtures, drives the routes and
+// writes results; 'results' summarizes them.
+func TestReplayCommandThroughCHP(t *testing.T) {
+	bin := testenv.CHP(t, "5.3.0")
+	dir := t.TempDir()
+	tr := filepath.Join(dir, "peak.trace")
+	r := hubreplay(t, nil, "generate", "lecture-peak", "--users", "8", "--duration", "5m", "-o", tr)
+	require.Equal(t, 0, r.code, r.stderr)
+
+	const token = "replay-cli-token-1"
+	hub, public, api := testenv.FreePort(t), testenv.FreePort(t), testenv.FreePort(t)
+	cmd := testenv.Start(t, "node", []string{"CONFIGPROXY_AUTH_TOKEN=" + token}, bin,
+		"--ip", "127.0.0.1", "--port", strconv.Itoa(public), "--api-ip", "127.0.0.1", "--api-port", strconv.Itoa(api),
+		"--default-target", fmt.Sprintf("http://127.0.0.1:%d", hub), "--log-level", "warn")
+	t.Cleanup(func() { _ = cmd.Process.Signal(syscall.SIGKILL) })
+	testenv.WaitListening(t, fmt.Sprintf("127.0.0.1:%d", public), 20e9)
+	testenv.WaitListening(t, fmt.Sprintf("127.0.0.1:%d", api), 20e9)
+
+	t.Setenv("CONFIGPROXY_AUTH_TOKEN", token)
+	out := filepath.Join(dir, "peak.results")
+	r = hubreplay(t, nil, "replay", "--trace", tr, "--target", fmt.Sprintf("http://127.0.0.1:%d", public),
+		"--api", fmt.Sprintf("http://127.0.0.1:%d", api), "--hub-listen", fmt.Sprintf("127.0.0.1:%d", hub),
+		"--speed", "30", "-o", out)
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Contains(t, r.stderr, "replaying "+tr)
+	assert.Contains(t, r.stdout, "0 failed")
+	assert.Contains(t, r.stdout, "results\t"+out)
+
+	r = hubreplay(t, nil, "results", "--json", out)
+	require.Equal(t, 0, r.code, r.stderr)
+	var sum replay.Summary
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &sum))
+	assert.Positive(t, sum.Requests)
+	assert.Equal(t, sum.Requests, sum.OK, "%v", sum.Errors)
+	assert.Equal(t, sum.Sessions, sum.Connected)
+	assert.Equal(t, sum.FramesExpected, sum.FramesMatched)
+	assert.Equal(t, int64(sum.Requests), sum.Percentiles[replay.HistSendError].Count)
+
+	r = hubreplay(t, nil, "results", out)
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Contains(t, r.stdout, "send error")
+
+	r = hubreplay(t, nil, "replay", "--trace", tr, "--target", fmt.Sprintf("http://127.0.0.1:%d", public),
+		"--api", fmt.Sprintf("http://127.0.0.1:%d", api), "-o", out)
+	assert.Equal(t, 1, r.code, "results are not overwritten without --force")
+	assert.Contains(t, r.stderr, "file exists")
+}
+
+func TestReplayCommandUsage(t *testing.T) {
+	t.Setenv("CONFIGPROXY_AUTH_TOKEN", "")
+	tr, _, _ := sampleFile(t)
+	for _, c := range []struct {
+		args []string
+		says string
+	}{
+		{[]string{"replay", "--target", "http://127.0.0.1:1"}, "--trace"},
+		{[]string{"replay", "--trace", tr, "--target", "http://127.0.0.1:1"}, "--api"},
+		{[]string{"replay", "--trace", tr, "--target", "http://127.0.0.1:1", "--api", "http://127.0.0.1:2"}, "CONFIGPROXY_AUTH_TOKEN"},
+		{[]string{"replay", "--trace", tr, "--target", "http://127.0.0.1:1", "--fixtures=false", "--speed", "1000"}, "0.1 to 100"},
+		{[]string{"replay", "--trace", tr, "--target", "http://127.0.0.1:1", "--fixtures=false", "--shard", "3/3"}, "0 ≤ i < N"},
+		{[]string{"replay", "--trace", tr, "--target", "http://127.0.0.1:1", "--fixtures=false", "--from", "yesterday"}, "--from"},
+	} {
+		r := hubreplay(t, nil, c.args...)
+		assert.Equal(t, 2, r.code, "%v: %s", c.args, r.stderr)
+		assert.Contains(t, r.stderr, c.says, "%v", c.args)
+	}
+	r := hubreplay(t, nil, "results", tr)
+	assert.Equal(t, 1, r.code)
+	assert.Contains(t, r.stderr, "not a hubreplay results file")
+}
+
+// Nothing listens at the target: every request is a refused connection,
+// recorded as such, and the replay still ends with its results.
+func TestReplayCommandTargetDown(t *testing.T) {
+	tr, _, _ := sampleFile(t)
+	out := filepath.Join(t.TempDir(), "down.results")
+	port := testenv.FreePort(t)
+	r := hubreplay(t, nil, "replay", "--trace", tr, "--target", fmt.Sprintf("http://127.0.0.1:%d", port), "--fixtures=false",
+		"--speed", "max", "--duration", "20s", "-o", out)
+	require.Equal(t, 0, r.code, r.stderr)
+	r = hubreplay(t, nil, "results", "--json", out)
+	require.Equal(t, 0, r.code, r.stderr)
+	var sum replay.Summary
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &sum))
+	assert.Positive(t, sum.Requests)
+	assert.Equal(t, sum.Requests, sum.Errors[replay.ErrConnectRefused]+sum.Errors[replay.ErrCancelled])
+	assert.Positive(t, sum.Errors[replay.ErrConnectRefused])
+}
