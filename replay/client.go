@@ -85,7 +85,7 @@ func (cl *client) dial(ctx context.Context) error {
 	cl.dials++
 	cl.nc, cl.used = nc, false
 	if cl.br == nil {
-		cl.br = bufio.NewReaderSize(nc, 16<<10)
+		cl.br = bufio.NewReaderSize(nc, 4<<10)
 	} else {
 		cl.br.Reset(nc)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -160,7 +161,8 @@ keep them, cut the window with 'hubreplay slice' and replay the slice.`,
 
 			disp := newReplayDisplay(stderr)
 			done := make(chan struct{})
-			go func() {
+			var shown sync.WaitGroup
+			shown.Go(func() {
 				t := time.NewTicker(time.Second)
 				defer t.Stop()
 				for {
@@ -171,9 +173,10 @@ keep them, cut the window with 'hubreplay slice' and replay the slice.`,
 						disp.update(run.Progress())
 					}
 				}
-			}()
+			})
 			sum, runErr := run.Run(ctx, plan)
 			close(done)
+			shown.Wait()
 			disp.done(run.Progress())
 			if cerr := w.Close(); cerr != nil && runErr == nil {
 				runErr = cerr
