@@ -50,6 +50,10 @@ type Runner struct {
 	MaxOpen int
 	// Duration stops the replay after this much wall-clock time (0: none).
 	Duration time.Duration
+	// StartAt, if set, is the wall-clock time of replay time 0: processes
+	// that replay shards of one trace, and fixtures run elsewhere, agree
+	// on it. Run waits for it.
+	StartAt time.Time
 	// TraceName goes into the Run record.
 	TraceName string
 	Log       *slog.Logger
@@ -150,6 +154,13 @@ func (r *Runner) Run(ctx context.Context, p *Plan) (*Summary, error) {
 		}
 	}
 	start := time.Now()
+	if !r.StartAt.IsZero() {
+		// Shards and fixtures in other processes start together.
+		if !sleepUntil(runCtx, r.StartAt) {
+			return nil, fmt.Errorf("replay: stopped before its start at %s", r.StartAt.Format(time.RFC3339))
+		}
+		start = r.StartAt
+	}
 	var routes sync.WaitGroup
 	routeCtx, stopRoutes := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopRoutes()

@@ -91,9 +91,9 @@ func newFixturesCmd() *cobra.Command {
 		Short: "Run the hub stub and user-server emulators for a trace",
 	}
 	var (
-		tracePath, api, tokenEnv string
-		speed                    float64
-		check                    time.Duration
+		tracePath, api, tokenEnv, hubListen string
+		play                                playFlags
+		check                               time.Duration
 	)
 	serve := &cobra.Command{
 		Use:   "serve --trace TRACE [--api URL]",
@@ -105,24 +105,32 @@ X-Hubreplay-Record header with that record's status, headers, body size and
 server time (divided by --speed), and play recorded WebSocket sessions.
 
 With --api, the hub stub also drives the proxy's REST API as JupyterHub does:
-the recorded route adds and deletes at their (scaled) times from now, and a
-check every --check-routes-interval (scaled too) that puts back routes the
-proxy lost. The token is read from the environment variable --token-env
-names (CONFIGPROXY_AUTH_TOKEN, as CHP itself reads it).`,
-		Example: `  CONFIGPROXY_AUTH_TOKEN=secret hubreplay fixtures serve --trace peak.trace --api http://127.0.0.1:8001 --speed 4`,
+the recorded route adds and deletes at their (scaled) times from now (or
+--start-at), and a check every --check-routes-interval (scaled too) that puts
+back routes the proxy lost. The token is read from the environment variable
+--token-env names (CONFIGPROXY_AUTH_TOKEN, as CHP itself reads it). Give it
+the same --speed, --users, --jitter, --seed, --from/--to and --start-at as
+the replay (or its shards, run with --fixtures=false), so that the routes
+are the ones the replay's users need.`,
+		Example: `  CONFIGPROXY_AUTH_TOKEN=secret hubreplay fixtures serve --trace peak.trace --api http://127.0.0.1:8001 --speed 4 \
+      --start-at 2026-11-25T15:00:00Z
+  hubreplay replay --trace peak.trace --target http://127.0.0.1:8000 --fixtures=false --speed 4 \
+      --start-at 2026-11-25T15:00:00Z --shard 0/2`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if tracePath == "" {
 				return usageError{errors.New("fixtures serve needs --trace TRACE")}
 			}
-			if speed <= 0 {
-				return usageError{fmt.Errorf("--speed %g: give a positive speed", speed)}
-			}
 			token := os.Getenv(tokenEnv)
 			if api != "" && token == "" {
 				return usageError{fmt.Errorf("--api needs the proxy's token in $%s", tokenEnv)}
 			}
-			r, err := openTrace(tracePath, cmd.InOrStdin())
+			plan, err := play.plan(cmd.Context(), tracePath, nil, cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			speed := stubSpeed(plan.Opts.Speed)
+			r, err := openTrace(tracePath, nil)
 			if err != nil {
 				return err
 			}
@@ -132,7 +140,7 @@ names (CONFIGPROXY_AUTH_TOKEN, as CHP itself reads it).`,
 				return err
 			}
 			resp := &fixtures.Responder{Index: ix, Speed: speed}
-			srv, err := fixtures.Listen(resp, ix.Targets)
+			srv, err := fixtures.ListenHub(resp, ix.Targets, hubListen)
 			if err != nil {
 				return err
 			}
@@ -143,9 +151,17 @@ names (CONFIGPROXY_AUTH_TOKEN, as CHP itself reads it).`,
 			ctx := cmd.Context()
 			var stub *fixtures.HubStub
 			if api != "" {
-				stub = &fixtures.HubStub{API: api, Token: token, Routes: ix.Routes, Target: srv.Target, Speed: speed, CheckInterval: check}
-				fmt.Fprintf(out, "driving routes at %s: %d route events over %s\n", api, len(ix.Routes), time.Duration(float64(ix.End)/speed).Round(time.Second))
-				go func() { _ = stub.Run(ctx, time.Now()) }()
+				stub = &fixtures.HubStub{API: api, Token: token, Routes: plan.Routes, Target: srv.Target, Speed: speed, CheckInterval: check}
+				if err := stub.Prime(ctx); err != nil {
+					return err
+				}
+				start := play.start
+				if start.IsZero() {
+					start = time.Now()
+				}
+				fmt.Fprintf(out, "driving routes at %s: %d route events over %s from %s\n", api, len(plan.Routes),
+					time.Duration(float64(plan.Length)/speed).Round(time.Second), start.Format(time.RFC3339))
+				go func() { _ = stub.Run(ctx, start) }()
 			}
 			fmt.Fprintln(out, "serving until interrupted (Ctrl-C)")
 			<-ctx.Done()
@@ -164,7 +180,8 @@ names (CONFIGPROXY_AUTH_TOKEN, as CHP itself reads it).`,
 	f.StringVar(&tracePath, "trace", "", "the trace to serve (required)")
 	f.StringVar(&api, "api", "", "the proxy's REST API URL, e.g. http://127.0.0.1:8001; without it routes are not driven")
 	f.StringVar(&tokenEnv, "token-env", "CONFIGPROXY_AUTH_TOKEN", "environment variable holding the proxy's API token")
-	f.Float64Var(&speed, "speed", 1, "replay speed: recorded times are divided by it")
+	f.StringVar(&hubListen, "hub-listen", "127.0.0.1:8081", "where the hub stub listens (the proxy's --default-target)")
+	play.add(f, false)
 	f.DurationVar(&check, "check-routes-interval", fixtures.DefaultCheckInterval, "JupyterHub's check_routes interval, in trace time")
 	cmd.AddCommand(serve)
 	return cmd

@@ -82,7 +82,7 @@ func TestFixturesServe(t *testing.T) {
 	pr, pw := io.Pipe()
 	done := make(chan int, 1)
 	go func() {
-		code := run(ctx, []string{"fixtures", "serve", "--trace", path, "--speed", "100"}, strings.NewReader(""), pw, io.Discard)
+		code := run(ctx, []string{"fixtures", "serve", "--trace", path, "--speed", "100", "--hub-listen", "127.0.0.1:0"}, strings.NewReader(""), pw, io.Discard)
 		pw.Close()
 		done <- code
 	}()

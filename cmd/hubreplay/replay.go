@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"golang.org/x/term"
 
 	"github.com/hubreplay/hubreplay/fixtures"
@@ -20,10 +22,8 @@ import (
 func newReplayCmd() *cobra.Command {
 	var (
 		tracePath, target, out, api, tokenEnv, hubListen string
-		speedFlag, shardFlag, from, to, tz               string
-		users                                            int
-		jitter, duration, check, timeout                 time.Duration
-		seed                                             uint64
+		play                                             playFlags
+		duration, check, timeout                         time.Duration
 		withFixtures, force                              bool
 	)
 	cmd := &cobra.Command{
@@ -68,27 +68,15 @@ keep them, cut the window with 'hubreplay slice' and replay the slice.`,
 			if tracePath == "" || target == "" {
 				return usageError{errors.New("replay needs --trace TRACE and --target URL (the proxy)")}
 			}
-			speed, err := replay.ParseSpeed(speedFlag)
-			if err != nil {
-				return usageError{fmt.Errorf("--speed: %w", err)}
-			}
-			shard, err := replay.ParseShard(shardFlag)
-			if err != nil {
-				return usageError{fmt.Errorf("--shard: %w", err)}
-			}
-			if users < 1 || users > 1000 {
-				return usageError{fmt.Errorf("--users %d: give 1 to 1000 (copies of every user)", users)}
-			}
 			token := os.Getenv(tokenEnv)
+			if !withFixtures && api != "" {
+				return usageError{errors.New("--api with --fixtures=false: routes are driven by whoever runs the fixtures ('hubreplay fixtures serve --api')")}
+			}
 			if withFixtures && api == "" {
 				return usageError{errors.New("give --api URL (the proxy's REST API) so the hub stub can route users to the emulators, or --fixtures=false when 'hubreplay fixtures serve' runs them")}
 			}
 			if api != "" && token == "" {
 				return usageError{fmt.Errorf("--api needs the proxy's token in $%s", tokenEnv)}
-			}
-			loc, err := loadTZ(tz)
-			if err != nil {
-				return usageError{err}
 			}
 			if out == "" {
 				out = fmt.Sprintf("replay-%s.results", time.Now().Format("20060102-150405"))
@@ -96,36 +84,15 @@ keep them, cut the window with 'hubreplay slice' and replay the slice.`,
 			ctx := cmd.Context()
 			stderr := cmd.ErrOrStderr()
 
-			r, err := openTrace(tracePath, cmd.InOrStdin())
-			if err != nil {
-				return err
-			}
-			opts := replay.Options{Speed: speed, Users: users, Jitter: jitter, Seed: seed, Shard: shard}
-			start := r.Header().Start
-			if from != "" {
-				if opts.Window.From, err = trace.ParseWhen(from, start, loc); err != nil {
-					r.Close()
-					return usageError{fmt.Errorf("--from: %w", err)}
-				}
-			}
-			if to != "" {
-				if opts.Window.To, err = trace.ParseWhen(to, start, loc); err != nil {
-					r.Close()
-					return usageError{fmt.Errorf("--to: %w", err)}
-				}
-			}
-			prog := newProgress(stderr, tracePath, "reading trace")
-			plan, err := replay.BuildPlan(ctx, r, opts, prog.update)
-			prog.done()
-			r.Close()
+			plan, err := play.plan(ctx, tracePath, cmd.InOrStdin(), stderr)
 			if err != nil {
 				return err
 			}
 			if plan.Requests == 0 {
 				return replay.ErrEmpty
 			}
-
-			run := &replay.Runner{Target: target, Timeout: timeout, Duration: duration, TraceName: tracePath}
+			speed := plan.Opts.Speed
+			run := &replay.Runner{Target: target, Timeout: timeout, Duration: duration, TraceName: tracePath, StartAt: play.start}
 			var resp *fixtures.Responder
 			var stub *fixtures.HubStub
 			if withFixtures {
@@ -207,15 +174,8 @@ keep them, cut the window with 'hubreplay slice' and replay the slice.`,
 	f.StringVar(&target, "target", "", "the proxy's public URL, e.g. http://127.0.0.1:8000 (required)")
 	f.StringVarP(&out, "output", "o", "", "results file (default replay-DATE-TIME.results)")
 	f.BoolVar(&force, "force", false, "replace the results file if it exists")
-	f.StringVar(&speedFlag, "speed", "1", "replay speed: 0.1 to 100 (recorded times are divided by it), or max")
-	f.IntVar(&users, "users", 1, "play every user this many times, the copies under fresh pseudonyms")
-	f.DurationVar(&jitter, "jitter", time.Minute, "shift each copy of a user by up to this much trace time (seeded)")
-	f.Uint64Var(&seed, "seed", 1, "seed for the copies' pseudonyms and jitter")
-	f.StringVar(&from, "from", "", `start of the window: "+10m", "15:55", RFC 3339 (default: the trace's start)`)
-	f.StringVar(&to, "to", "", "end of the window (default: the trace's end)")
-	f.StringVar(&tz, "tz", "", "time zone for clock times in --from/--to (default: this machine's)")
+	play.add(f, true)
 	f.DurationVar(&duration, "duration", 0, "stop after this much wall-clock time (default: play to the end)")
-	f.StringVar(&shardFlag, "shard", "0/1", "play part i of N (i/N), for N replaying processes")
 	f.DurationVar(&timeout, "timeout", 30*time.Second, "how long an answer may take beyond its recorded time")
 	f.BoolVar(&withFixtures, "fixtures", true, "run the hub stub and user-server emulators in this process")
 	f.StringVar(&hubListen, "hub-listen", "127.0.0.1:8081", "where the hub stub listens (the proxy's --default-target)")
@@ -223,6 +183,77 @@ keep them, cut the window with 'hubreplay slice' and replay the slice.`,
 	f.StringVar(&tokenEnv, "token-env", "CONFIGPROXY_AUTH_TOKEN", "environment variable holding the proxy's API token")
 	f.DurationVar(&check, "check-routes-interval", fixtures.DefaultCheckInterval, "JupyterHub's check_routes interval, in trace time")
 	return cmd
+}
+
+// playFlags decide what a replay plays. replay and fixtures serve share
+// them: fixtures run elsewhere must drive the same routes (copies of users,
+// window, speed) from the same moment.
+type playFlags struct {
+	speed, shard, from, to, tz, startAt string
+	users                               int
+	jitter                              time.Duration
+	seed                                uint64
+	start                               time.Time // --start-at, parsed by plan
+}
+
+func (p *playFlags) add(f *pflag.FlagSet, shards bool) {
+	f.StringVar(&p.speed, "speed", "1", "replay speed: 0.1 to 100 (recorded times are divided by it), or max")
+	f.IntVar(&p.users, "users", 1, "play every user this many times, the copies under fresh pseudonyms")
+	f.DurationVar(&p.jitter, "jitter", time.Minute, "shift each copy of a user by up to this much trace time (seeded)")
+	f.Uint64Var(&p.seed, "seed", 1, "seed for the copies' pseudonyms and jitter")
+	f.StringVar(&p.from, "from", "", `start of the window: "+10m", "15:55", RFC 3339 (default: the trace's start)`)
+	f.StringVar(&p.to, "to", "", "end of the window (default: the trace's end)")
+	f.StringVar(&p.tz, "tz", "", "time zone for clock times in --from/--to (default: this machine's)")
+	f.StringVar(&p.startAt, "start-at", "", "start at this moment (RFC 3339), together with other shards or 'fixtures serve' (default: now)")
+	if shards {
+		f.StringVar(&p.shard, "shard", "0/1", "play part i of N (i/N), for N replaying processes")
+	}
+}
+
+// plan checks the flags and reads the trace into a plan.
+func (p *playFlags) plan(ctx context.Context, path string, stdin io.Reader, stderr io.Writer) (*replay.Plan, error) {
+	var o replay.Options
+	var err error
+	if o.Speed, err = replay.ParseSpeed(p.speed); err != nil {
+		return nil, usageError{fmt.Errorf("--speed: %w", err)}
+	}
+	if p.shard != "" {
+		if o.Shard, err = replay.ParseShard(p.shard); err != nil {
+			return nil, usageError{fmt.Errorf("--shard: %w", err)}
+		}
+	}
+	if p.users < 1 || p.users > 1000 {
+		return nil, usageError{fmt.Errorf("--users %d: give 1 to 1000 (copies of every user)", p.users)}
+	}
+	o.Users, o.Jitter, o.Seed = p.users, p.jitter, p.seed
+	if p.startAt != "" {
+		if p.start, err = time.Parse(time.RFC3339Nano, p.startAt); err != nil {
+			return nil, usageError{fmt.Errorf("--start-at %q: give an RFC 3339 time, e.g. %s", p.startAt, time.Now().Add(time.Minute).UTC().Format(time.RFC3339))}
+		}
+	}
+	loc, err := loadTZ(p.tz)
+	if err != nil {
+		return nil, usageError{err}
+	}
+	r, err := openTrace(path, stdin)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	start := r.Header().Start
+	if p.from != "" {
+		if o.Window.From, err = trace.ParseWhen(p.from, start, loc); err != nil {
+			return nil, usageError{fmt.Errorf("--from: %w", err)}
+		}
+	}
+	if p.to != "" {
+		if o.Window.To, err = trace.ParseWhen(p.to, start, loc); err != nil {
+			return nil, usageError{fmt.Errorf("--to: %w", err)}
+		}
+	}
+	prog := newProgress(stderr, path, "reading trace")
+	defer prog.done()
+	return replay.BuildPlan(ctx, r, o, prog.update)
 }
 
 // stubSpeed is the fixtures' speed. At max, recorded server times are not

@@ -1,18 +1,24 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"path/filepath"
 	"strconv"
+	"strings"
+	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/hubreplay/hubreplay/internal/testenv"
 	"github.com/hubreplay/hubreplay/replay"
+	"github.com/hubreplay/hubreplay/trace"
 )
 
 // The operator's path: a CHP started by hand with the hub stub's address
@@ -103,4 +109,71 @@ func TestReplayCommandTargetDown(t *testing.T) {
 	assert.Positive(t, sum.Requests)
 	assert.Equal(t, sum.Requests, sum.Errors[replay.ErrConnectRefused]+sum.Errors[replay.ErrCancelled])
 	assert.Positive(t, sum.Errors[replay.ErrConnectRefused])
+}
+
+// The multi-process way (as kind's Job pods do it): 'fixtures serve' drives
+// the routes, two replay shards run with --fixtures=false, all from the
+// same --start-at; the merged results hold every request once, answered as
+// recorded.
+func TestShardedReplayWithSeparateFixtures(t *testing.T) {
+	bin := testenv.CHP(t, "4.5.6")
+	dir := t.TempDir()
+	tr := filepath.Join(dir, "peak.trace")
+	r := hubreplay(t, nil, "generate", "lecture-peak", "--users", "10", "--duration", "5m", "-o", tr)
+	require.Equal(t, 0, r.code, r.stderr)
+
+	const token = "replay-shard-token-1"
+	hub, public, api := testenv.FreePort(t), testenv.FreePort(t), testenv.FreePort(t)
+	cmd := testenv.Start(t, "node", []string{"CONFIGPROXY_AUTH_TOKEN=" + token}, bin,
+		"--ip", "127.0.0.1", "--port", strconv.Itoa(public), "--api-ip", "127.0.0.1", "--api-port", strconv.Itoa(api),
+		"--default-target", fmt.Sprintf("http://127.0.0.1:%d", hub), "--log-level", "warn")
+	t.Cleanup(func() { _ = cmd.Process.Signal(syscall.SIGKILL) })
+	testenv.WaitListening(t, fmt.Sprintf("127.0.0.1:%d", public), 20e9)
+	testenv.WaitListening(t, fmt.Sprintf("127.0.0.1:%d", api), 20e9)
+	t.Setenv("CONFIGPROXY_AUTH_TOKEN", token)
+
+	startAt := time.Now().Add(3 * time.Second).UTC().Format(time.RFC3339Nano)
+	common := []string{"--trace", tr, "--speed", "30", "--users", "2", "--jitter", "30s", "--seed", "7", "--start-at", startAt}
+	ctx, stop := context.WithCancel(context.Background())
+	served := make(chan result, 1)
+	go func() {
+		var out, errb bytes.Buffer
+		code := run(ctx, append([]string{"fixtures", "serve", "--api", fmt.Sprintf("http://127.0.0.1:%d", api), "--hub-listen", fmt.Sprintf("127.0.0.1:%d", hub)}, common...),
+			strings.NewReader(""), &out, &errb)
+		served <- result{code: code, stdout: out.String(), stderr: errb.String()}
+	}()
+	var wg sync.WaitGroup
+	shards := make([]result, 2)
+	files := make([]string, 2)
+	for i := range 2 {
+		files[i] = filepath.Join(dir, fmt.Sprintf("shard%d.results", i))
+		wg.Go(func() {
+			var out, errb bytes.Buffer
+			code := run(context.Background(), append([]string{"replay", "--target", fmt.Sprintf("http://127.0.0.1:%d", public), "--fixtures=false",
+				"--shard", fmt.Sprintf("%d/2", i), "-o", files[i]}, common...), strings.NewReader(""), &out, &errb)
+			shards[i] = result{code: code, stdout: out.String(), stderr: errb.String()}
+		})
+	}
+	wg.Wait()
+	stop()
+	fs := <-served
+	require.Equal(t, 0, fs.code, fs.stderr)
+	for i, s := range shards {
+		require.Equal(t, 0, s.code, "shard %d: %s", i, s.stderr)
+	}
+	assert.Contains(t, fs.stdout, "driving routes")
+
+	merged := filepath.Join(dir, "all.results")
+	r = hubreplay(t, nil, "results", "merge", "-o", merged, files[0], files[1])
+	require.Equal(t, 0, r.code, r.stderr)
+	r = hubreplay(t, nil, "results", "--json", merged)
+	require.Equal(t, 0, r.code, r.stderr)
+	var sum replay.Summary
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &sum))
+	whole := hubreplay(t, nil, "inspect", "--json", tr)
+	var ts trace.Summary
+	require.NoError(t, json.Unmarshal([]byte(whole.stdout), &ts))
+	assert.EqualValues(t, 2*ts.HTTP.Exchanges, sum.Requests, "both shards together: every request of both copies of every user")
+	assert.Equal(t, sum.Requests, sum.OK, "%v", sum.Errors)
+	assert.Equal(t, sum.FramesExpected, sum.FramesMatched)
 }
