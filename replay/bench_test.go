@@ -265,4 +265,3 @@ func rss() int64 {
 	}
 	return 0
 }
-

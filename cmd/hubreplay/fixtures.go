@@ -116,7 +116,7 @@ are the ones the replay's users need.`,
       --start-at 2026-11-25T15:00:00Z
   hubreplay replay --trace peak.trace --target http://127.0.0.1:8000 --fixtures=false --speed 4 \
       --start-at 2026-11-25T15:00:00Z --shard 0/2`,
-		Args:    cobra.NoArgs,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if tracePath == "" {
 				return usageError{errors.New("fixtures serve needs --trace TRACE")}
