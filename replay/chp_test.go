@@ -109,6 +109,7 @@ func checkAsRecorded(t *testing.T, s *stage, res *replay.Results, sum *replay.Su
 	for _, ses := range res.Sessions {
 		assert.True(t, ses.Connected, "session %d", ses.Record)
 		assert.Empty(t, ses.Error, "session %d: %s", ses.Record, ses.Detail)
+		assert.Equal(t, ses.WantClose, ses.Close, "session %d ended as recorded", ses.Record)
 		sent += ses.Sent
 		received += ses.Received
 		matched += ses.Matched

@@ -30,7 +30,24 @@ const (
 // Session error classes beyond the request ones.
 const ErrMissingFrames = "missing_frames" // the server's frames did not all arrive
 
-func wantClose(c *trace.ConnClose) string {
+// wantClose is how the recorded session ended: by a close frame (the
+// first side to send one closed it), else by the TCP connection's end.
+func wantClose(c *trace.ConnClose, sc *Script) string {
+	first := func(fs []*trace.WSFrame) time.Duration {
+		for _, f := range fs {
+			if f.Op == trace.OpClose {
+				return f.TS
+			}
+		}
+		return -1
+	}
+	client, server := first(sc.Client), first(sc.Server)
+	switch {
+	case client >= 0 && (server < 0 || client <= server):
+		return CloseClient
+	case server >= 0:
+		return CloseServer
+	}
 	switch {
 	case c == nil || c.How == trace.CloseTimeout || c.How == trace.CloseCaptureEnd:
 		return CloseEnd
@@ -153,7 +170,7 @@ func (rd *wsReader) waitAll(ctx context.Context, deadline time.Time) {
 func (cl *client) session(ctx context.Context, s *Step, up *Request) *Session {
 	sc := s.WS
 	out := &Session{TS: up.TS, Conn: cl.c.ID, Clone: cl.c.Clone, Record: s.Record, Target: s.Target,
-		Want: len(sc.Client), WantReceived: len(sc.Server), WantClose: wantClose(cl.c.Close)}
+		Want: len(sc.Client), WantReceived: len(sc.Server), WantClose: wantClose(cl.c.Close, sc)}
 	if up.Status != 101 || up.Error != "" || cl.nc == nil {
 		out.Error = up.Error
 		if out.Error == "" {
@@ -212,8 +229,8 @@ func (cl *client) session(ctx context.Context, s *Step, up *Request) *Session {
 
 	// The end, as recorded.
 	closeAt := cl.at(cl.c.CloseAt)
-	switch out.WantClose {
-	case CloseServer, CloseServerReset, CloseClient:
+	switch {
+	case cl.c.Close != nil && cl.c.Close.By == trace.SideServer, sentClose:
 		// The peer is to close (or to answer our close frame): wait for it.
 		rd.waitAll(ctx, closeAt.Add(grace))
 		select {
@@ -237,7 +254,8 @@ func (cl *client) session(ctx context.Context, s *Step, up *Request) *Session {
 		readerEnded = true
 	default:
 	}
-	cl.drop(out.WantClose == CloseClientReset && !readerEnded)
+	clientReset := cl.c.Close != nil && cl.c.Close.By == trace.SideClient && cl.c.Close.How == trace.CloseRST
+	cl.drop(clientReset && !readerEnded)
 	<-rd.done
 
 	rd.mu.Lock()
@@ -253,7 +271,7 @@ func (cl *client) session(ctx context.Context, s *Step, up *Request) *Session {
 		out.Close = CloseServerEOF
 	case readerEnded && classify(rd.err, false) == ErrReset:
 		out.Close = CloseServerReset
-	case out.WantClose == CloseClientReset:
+	case clientReset:
 		out.Close = CloseClientReset
 	case sentClose:
 		out.Close = CloseClient
@@ -265,7 +283,7 @@ func (cl *client) session(ctx context.Context, s *Step, up *Request) *Session {
 		out.Error = ErrCancelled
 	case writeErr != nil:
 		out.Error, out.Detail = classify(writeErr, false), writeErr.Error()
-	case readerEnded && !rd.sawClose && out.WantClose != CloseServerEOF && out.WantClose != CloseServerReset && out.WantClose != CloseServer:
+	case readerEnded && !rd.sawClose && (cl.c.Close == nil || cl.c.Close.By != trace.SideServer):
 		// The proxy ended a session the recording kept open.
 		out.Error, out.Detail = classify(rd.err, false), "the connection ended early: "+errString(rd.err)
 	case rd.received < len(sc.Server):

@@ -177,3 +177,22 @@ func TestShardedReplayWithSeparateFixtures(t *testing.T) {
 	assert.Equal(t, sum.Requests, sum.OK, "%v", sum.Errors)
 	assert.Equal(t, sum.FramesExpected, sum.FramesMatched)
 }
+
+// Ctrl-C mid-replay: exit 1 saying so, and a results file that is whole
+// (end marker, end record) with everything replayed so far.
+func TestReplayCommandInterrupted(t *testing.T) {
+	tr, _, _ := sampleFile(t)
+	out := filepath.Join(t.TempDir(), "cut.results")
+	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	code := run(ctx, []string{"replay", "--trace", tr, "--target", fmt.Sprintf("http://127.0.0.1:%d", testenv.FreePort(t)),
+		"--fixtures=false", "--speed", "50", "-o", out}, strings.NewReader(""), &stdout, &stderr)
+	assert.Equal(t, 1, code)
+	assert.Contains(t, stderr.String(), "replay interrupted; what was replayed is in "+out)
+	res, err := replay.ReadResults(context.Background(), out)
+	require.NoError(t, err, "the results file was closed properly")
+	require.Len(t, res.Ends, 1)
+	assert.True(t, res.Ends[0].Cancelled)
+	assert.NotEmpty(t, res.Requests, "what was sent before the interrupt is kept")
+}
