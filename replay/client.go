@@ -144,7 +144,7 @@ func (cl *client) exchange(ctx context.Context, s *Step, due time.Time) *Request
 			first, err = cl.firstByte(rec, sent)
 		}
 		if err != nil {
-			if reused && attempt == 0 && !errors.Is(err, errTimeout) && ctx.Err() == nil {
+			if reused && attempt == 0 && !errors.Is(err, errTimeout) && !errors.Is(err, errAbandoned) && ctx.Err() == nil {
 				// The target closed an idle keep-alive connection as the
 				// request went out: a browser retries on a new one, so
 				// does replay.

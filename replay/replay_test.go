@@ -26,7 +26,7 @@ const user = "u-1a2b3c4d"
 // session is one user's recorded session (record numbers in comments: the
 // header is 1): the route added; JupyterLab's requests on a keep-alive
 // connection; a kernel WebSocket; a download the client walked away from;
-// a request it gave up on; a laptop that vanished (RST); the route deleted.
+// a request it gave up on (after another on the same connection); a laptop that vanished (RST); the route deleted.
 func session() (trace.Header, []trace.Record) {
 	h := trace.Header{Format: trace.FormatName, Version: trace.Version, Start: time.Date(2026, 11, 3, 15, 50, 0, 0, time.UTC), Source: "test"}
 	u := "/user/" + user
@@ -75,9 +75,10 @@ func session() (trace.Header, []trace.Record) {
 		/* 19 */ &trace.ConnOpen{TS: 1000 * ms, Conn: 4},
 		/* 20 */ download,
 		/* 21 */ &trace.ConnClose{TS: 1200 * ms, Conn: 3, How: trace.CloseRST, By: trace.SideClient},
-		/* 22 */ gaveUp,
-		/* 23 */ &trace.ConnClose{TS: 1300 * ms, Conn: 4, How: trace.CloseFIN, By: trace.SideClient},
-		/* 24 */ &trace.Route{TS: 1500 * ms, Op: trace.RouteDelete, Path: u + "/", User: user},
+		/* 22 */ get(950*ms, 4, u+"/api/status", 200, 10, ms),
+		/* 23 */ gaveUp,
+		/* 24 */ &trace.ConnClose{TS: 1300 * ms, Conn: 4, How: trace.CloseFIN, By: trace.SideClient},
+		/* 25 */ &trace.Route{TS: 1500 * ms, Op: trace.RouteDelete, Path: u + "/", User: user},
 	}
 	return h, recs
 }
@@ -145,7 +146,7 @@ func TestReplayAgainstEmulator(t *testing.T) {
 	path := writeTrace(t, h, recs)
 	_, resp, srv := fixturesFor(t, path, 1)
 	p := plan(t, path, replay.Options{Speed: 1})
-	assert.Equal(t, 6, p.Requests)
+	assert.Equal(t, 7, p.Requests)
 	assert.Equal(t, 1, p.Sessions)
 	assert.Equal(t, 3, p.ClientFrames)
 	assert.Equal(t, 4, p.ServerFrames)
@@ -157,7 +158,7 @@ func TestReplayAgainstEmulator(t *testing.T) {
 	res := out.read(t)
 	require.Len(t, res.Runs, 1)
 	require.Len(t, res.Ends, 1)
-	require.Len(t, res.Requests, 6)
+	require.Len(t, res.Requests, 7)
 	byRecord := map[int64]*replay.Request{}
 	for _, q := range res.Requests {
 		byRecord[q.Record] = q
@@ -166,7 +167,7 @@ func TestReplayAgainstEmulator(t *testing.T) {
 	for num, want := range map[int64]struct {
 		status int
 		bytes  int64
-	}{4: {200, 1234}, 5: {200, 100000}, 6: {404, 30}, 8: {101, 0}, 20: {200, 1 << 20}} {
+	}{4: {200, 1234}, 5: {200, 100000}, 6: {404, 30}, 8: {101, 0}, 20: {200, 1 << 20}, 22: {200, 10}} {
 		q := byRecord[num]
 		require.NotNil(t, q, "record %d", num)
 		assert.Empty(t, q.Error, "record %d: %s", num, q.Detail)
@@ -175,8 +176,8 @@ func TestReplayAgainstEmulator(t *testing.T) {
 		assert.Equal(t, "user", q.By)
 	}
 	assert.GreaterOrEqual(t, byRecord[4].TTFB, 80*ms, "the recorded server time")
-	assert.Zero(t, byRecord[22].Status, "nothing answered the request the client gave up on")
-	assert.Empty(t, byRecord[22].Error, byRecord[22].Detail)
+	assert.Zero(t, byRecord[23].Status, "nothing answered the request the client gave up on")
+	assert.Empty(t, byRecord[23].Error, byRecord[23].Detail)
 
 	require.Len(t, res.Sessions, 1)
 	ses := res.Sessions[0]
@@ -189,9 +190,9 @@ func TestReplayAgainstEmulator(t *testing.T) {
 	assert.Empty(t, ses.Error, "%+v", ses)
 	assert.Len(t, ses.RTT, 3, "a round trip per client frame")
 
-	assert.Equal(t, 6, sum.Requests)
-	assert.Equal(t, 6, sum.OK)
-	assert.EqualValues(t, 5, resp.Served.Load(), "every exchange but the upgrade")
+	assert.Equal(t, 7, sum.Requests)
+	assert.Equal(t, 7, sum.OK)
+	assert.EqualValues(t, 6, resp.Served.Load(), "every exchange but the upgrade, each once")
 	assert.EqualValues(t, 1, resp.Sessions.Load())
 	assert.EqualValues(t, 4, resp.Frames.Load())
 	assert.Equal(t, sum.Requests, res.Tally().Requests, "the tally can be rebuilt from the records")

@@ -21,6 +21,22 @@ import (
 	"github.com/hubreplay/hubreplay/trace"
 )
 
+// startCHP starts CHP on free loopback ports with a hub port (free, for
+// the fixtures to take) as its default target, and puts its token where
+// replay reads it.
+func startCHP(t *testing.T, bin, token string) (hub, public, api int) {
+	t.Helper()
+	hub, public, api = testenv.FreePort(t), testenv.FreePort(t), testenv.FreePort(t)
+	cmd := testenv.Start(t, "node", []string{"CONFIGPROXY_AUTH_TOKEN=" + token}, bin,
+		"--ip", "127.0.0.1", "--port", strconv.Itoa(public), "--api-ip", "127.0.0.1", "--api-port", strconv.Itoa(api),
+		"--default-target", fmt.Sprintf("http://127.0.0.1:%d", hub), "--log-level", "warn")
+	t.Cleanup(func() { _ = cmd.Process.Signal(syscall.SIGKILL) })
+	testenv.WaitListening(t, fmt.Sprintf("127.0.0.1:%d", public), 20*time.Second)
+	testenv.WaitListening(t, fmt.Sprintf("127.0.0.1:%d", api), 20*time.Second)
+	t.Setenv("CONFIGPROXY_AUTH_TOKEN", token)
+	return hub, public, api
+}
+
 // The operator's path: a CHP started by hand with the hub stub's address
 // as its default target; replay runs the fixtures, drives the routes and
 // writes results; 'results' summarizes them.
@@ -31,16 +47,7 @@ func TestReplayCommandThroughCHP(t *testing.T) {
 	r := hubreplay(t, nil, "generate", "lecture-peak", "--users", "8", "--duration", "5m", "-o", tr)
 	require.Equal(t, 0, r.code, r.stderr)
 
-	const token = "replay-cli-token-1"
-	hub, public, api := testenv.FreePort(t), testenv.FreePort(t), testenv.FreePort(t)
-	cmd := testenv.Start(t, "node", []string{"CONFIGPROXY_AUTH_TOKEN=" + token}, bin,
-		"--ip", "127.0.0.1", "--port", strconv.Itoa(public), "--api-ip", "127.0.0.1", "--api-port", strconv.Itoa(api),
-		"--default-target", fmt.Sprintf("http://127.0.0.1:%d", hub), "--log-level", "warn")
-	t.Cleanup(func() { _ = cmd.Process.Signal(syscall.SIGKILL) })
-	testenv.WaitListening(t, fmt.Sprintf("127.0.0.1:%d", public), 20e9)
-	testenv.WaitListening(t, fmt.Sprintf("127.0.0.1:%d", api), 20e9)
-
-	t.Setenv("CONFIGPROXY_AUTH_TOKEN", token)
+	hub, public, api := startCHP(t, bin, "replay-cli-token-1")
 	out := filepath.Join(dir, "peak.results")
 	r = hubreplay(t, nil, "replay", "--trace", tr, "--target", fmt.Sprintf("http://127.0.0.1:%d", public),
 		"--api", fmt.Sprintf("http://127.0.0.1:%d", api), "--hub-listen", fmt.Sprintf("127.0.0.1:%d", hub),
@@ -122,15 +129,7 @@ func TestShardedReplayWithSeparateFixtures(t *testing.T) {
 	r := hubreplay(t, nil, "generate", "lecture-peak", "--users", "10", "--duration", "5m", "-o", tr)
 	require.Equal(t, 0, r.code, r.stderr)
 
-	const token = "replay-shard-token-1"
-	hub, public, api := testenv.FreePort(t), testenv.FreePort(t), testenv.FreePort(t)
-	cmd := testenv.Start(t, "node", []string{"CONFIGPROXY_AUTH_TOKEN=" + token}, bin,
-		"--ip", "127.0.0.1", "--port", strconv.Itoa(public), "--api-ip", "127.0.0.1", "--api-port", strconv.Itoa(api),
-		"--default-target", fmt.Sprintf("http://127.0.0.1:%d", hub), "--log-level", "warn")
-	t.Cleanup(func() { _ = cmd.Process.Signal(syscall.SIGKILL) })
-	testenv.WaitListening(t, fmt.Sprintf("127.0.0.1:%d", public), 20e9)
-	testenv.WaitListening(t, fmt.Sprintf("127.0.0.1:%d", api), 20e9)
-	t.Setenv("CONFIGPROXY_AUTH_TOKEN", token)
+	hub, public, api := startCHP(t, bin, "replay-shard-token-1")
 
 	startAt := time.Now().Add(3 * time.Second).UTC().Format(time.RFC3339Nano)
 	common := []string{"--trace", tr, "--speed", "30", "--users", "2", "--jitter", "30s", "--seed", "7", "--start-at", startAt}
