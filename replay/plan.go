@@ -40,12 +40,14 @@ type Options struct {
 	Window trace.Window
 	// Shard replays only this process's share of the connections.
 	Shard Shard
-	// RouteLead is how much earlier (wall-clock) route adds are applied,
-	// and how much later deletes, than recorded (default 250 ms). The
-	// hub adds a route before it sends the user there, and deletes it
-	// after the server stopped; in a trace the two are milliseconds apart,
-	// closer than a route API call takes at high speeds.
-	RouteLead time.Duration
+	// RouteLead is how much earlier (wall-clock) route adds are applied
+	// than recorded (default 250 ms), RouteLag how much later deletes
+	// (default 2 s). The hub adds a route before it sends the user there,
+	// and deletes it after the user's last request; in a trace the two
+	// are milliseconds apart, closer than a route API call takes at high
+	// speeds, or than a replayer on a loaded machine keeps its schedule.
+	// A late delete changes no answer: the fixtures answer by record.
+	RouteLead, RouteLag time.Duration
 }
 
 // Shard is one of Count deterministic parts of a replay (Index from 0).
@@ -394,11 +396,15 @@ func planRoutes(routes []*trace.Route, win trace.Window, o Options, shiftOf func
 			}
 		}
 	}
-	lead := o.RouteLead
+	lead, lag := o.RouteLead, o.RouteLag
 	if lead <= 0 {
 		lead = 250 * time.Millisecond
 	}
+	if lag <= 0 {
+		lag = 2 * time.Second
+	}
 	lead = time.Duration(float64(lead) * o.Speed) // in trace time
+	lag = time.Duration(float64(lag) * o.Speed)
 	for _, r := range in {
 		for k := range o.Users {
 			c := cloneRoute(r, k, o.Seed)
@@ -406,7 +412,7 @@ func planRoutes(routes []*trace.Route, win trace.Window, o Options, shiftOf func
 			if r.Op == trace.RouteAdd {
 				c.TS -= lead
 			} else {
-				c.TS += lead
+				c.TS += lag
 			}
 			c.TS = max(0, c.TS)
 			out = append(out, c)

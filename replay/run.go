@@ -194,8 +194,12 @@ func (r *Runner) Run(ctx context.Context, p *Plan) (*Summary, error) {
 	}
 	conns.Wait()
 	// The trace's last events may be route changes (the culler at the
-	// end): the replay lasts as long as the trace.
-	sleepUntil(runCtx, r.wall(start, p, p.Length))
+	// end): the replay lasts as long as the trace, and its routes.
+	end := p.Length
+	if r.Routes != nil && len(p.Routes) > 0 {
+		end = max(end, p.Routes[len(p.Routes)-1].TS)
+	}
+	sleepUntil(runCtx, r.wall(start, p, end))
 	stopRoutes()
 	routes.Wait()
 	wall := time.Since(start)
