@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -170,6 +171,10 @@ func BenchmarkSendError(b *testing.B) {
 // open keep-alive connection costs the replayer.
 func BenchmarkScale(b *testing.B) {
 	const sessions, conns = 10000, 5000
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil || lim.Cur < sessions+conns+512 {
+		b.Skipf("needs %d open files per process (ulimit -n); this one may have %d", sessions+conns+512, lim.Cur)
+	}
 	// Sessions open over the first 4 s, connections over 6–8 s; all stay
 	// open to 12 s. Memory is read at 5 s and at 10 s.
 	path := benchScaleTrace(b, sessions, conns)
