@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -196,4 +197,30 @@ func TestReplayAgainstEmulator(t *testing.T) {
 	assert.EqualValues(t, 1, resp.Sessions.Load())
 	assert.EqualValues(t, 4, resp.Frames.Load())
 	assert.Equal(t, sum.Requests, res.Tally().Requests, "the tally can be rebuilt from the records")
+}
+
+// fullDisk takes a few records, then fails as a full disk does.
+type fullDisk struct{ left int }
+
+func (f *fullDisk) Write(trace.Record) error {
+	if f.left == 0 {
+		return errors.New("write peak.results: no space left on device")
+	}
+	f.left--
+	return nil
+}
+
+// Results that can no longer be written do not stop the replay (the proxy
+// still gets the whole trace); the run says what failed.
+func TestResultsWriteFailure(t *testing.T) {
+	h, recs := session()
+	path := writeTrace(t, h, recs)
+	_, resp, srv := fixturesFor(t, path, 1e6)
+	p := plan(t, path, replay.Options{Speed: 0})
+	run := &replay.Runner{Target: srv.Target("http://h-0000aaaa:8888"), Results: &fullDisk{left: 3}, Timeout: 5 * time.Second}
+	sum, err := run.Run(context.Background(), p)
+	require.ErrorContains(t, err, "write results: write peak.results: no space left on device")
+	require.NotNil(t, sum)
+	assert.Equal(t, p.Requests, sum.Requests, "every request was still replayed")
+	assert.EqualValues(t, p.Requests-p.Sessions, resp.Served.Load())
 }

@@ -138,7 +138,7 @@ func (r *Runner) Run(ctx context.Context, p *Plan) (*Summary, error) {
 		From: p.Opts.Window.From, To: p.Opts.Window.To, Shard: p.Opts.Shard.String(), Length: p.Length,
 		Conns: len(p.Conns), Requests: p.Requests, Sessions: p.Sessions, ClientFrames: p.ClientFrames, ServerFrames: p.ServerFrames, Skipped: p.Skipped,
 	}); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("write results: %w", err)
 	}
 
 	runCtx, cancel := context.WithCancel(ctx)
@@ -205,9 +205,7 @@ func (r *Runner) Run(ctx context.Context, p *Plan) (*Summary, error) {
 	wall := time.Since(start)
 	cancelled := runCtx.Err() != nil
 	sum := r.tally.Summary(wall)
-	if err := r.write(&End{TS: wall, Cancelled: cancelled, Tally: sum}); err != nil {
-		return sum, err
-	}
+	_ = r.write(&End{TS: wall, Cancelled: cancelled, Tally: sum}) // its error is kept in wErr
 	r.errMu.Lock()
 	defer r.errMu.Unlock()
 	return sum, r.wErr
