@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -335,7 +336,10 @@ func newResultsCmd() *cobra.Command {
   hubreplay results --json shard-*.results | jq .percentiles.latency`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			// A damaged file (a replay killed mid-run) still shows what it
+			// holds; the damage is reported after, with exit status 1.
 			all := &replay.Results{}
+			var damage error
 			for _, path := range args {
 				res, err := replay.ReadResults(cmd.Context(), path)
 				if res != nil {
@@ -344,15 +348,19 @@ func newResultsCmd() *cobra.Command {
 					all.Sessions = append(all.Sessions, res.Sessions...)
 					all.Ends = append(all.Ends, res.Ends...)
 				}
-				if err != nil {
+				if err != nil && res == nil {
 					return err
 				}
+				damage = cmp.Or(damage, err)
 			}
 			sum := all.Tally()
 			if asJSON {
 				enc := json.NewEncoder(cmd.OutOrStdout())
 				enc.SetIndent("", "  ")
-				return enc.Encode(sum)
+				if err := enc.Encode(sum); err != nil {
+					return err
+				}
+				return damage
 			}
 			for _, run := range all.Runs {
 				fmt.Fprintf(cmd.OutOrStdout(), "run\t%s at %s → %s, %d× users, shard %s: %d requests, %d sessions planned\n",
@@ -361,7 +369,10 @@ func newResultsCmd() *cobra.Command {
 			if len(all.Ends) < len(all.Runs) {
 				fmt.Fprintf(cmd.OutOrStdout(), "note\t%d of %d replays did not finish (killed?): their results end early\n", len(all.Runs)-len(all.Ends), len(all.Runs))
 			}
-			return sum.WriteText(cmd.OutOrStdout())
+			if err := sum.WriteText(cmd.OutOrStdout()); err != nil {
+				return err
+			}
+			return damage
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print every figure, histograms included, as JSON")

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -202,4 +203,23 @@ func TestReplayCommandInterrupted(t *testing.T) {
 	require.Len(t, res.Ends, 1)
 	assert.True(t, res.Ends[0].Cancelled)
 	assert.NotEmpty(t, res.Requests, "what was sent before the interrupt is kept")
+}
+
+// A results file cut short still shows what it holds, then says where it
+// breaks, with exit status 1.
+func TestResultsCommandDamaged(t *testing.T) {
+	tr, _, _ := sampleFile(t)
+	out := filepath.Join(t.TempDir(), "r.results")
+	r := hubreplay(t, nil, "replay", "--trace", tr, "--target", fmt.Sprintf("http://127.0.0.1:%d", testenv.FreePort(t)), "--fixtures=false",
+		"--speed", "max", "--duration", "3s", "-o", out)
+	require.Equal(t, 0, r.code, r.stderr)
+	b, err := os.ReadFile(out)
+	require.NoError(t, err)
+	cut := filepath.Join(t.TempDir(), "cut.results")
+	require.NoError(t, os.WriteFile(cut, b[:len(b)-40], 0o644))
+	r = hubreplay(t, nil, "results", cut)
+	assert.Equal(t, 1, r.code)
+	assert.Contains(t, r.stdout, "requests")
+	assert.Contains(t, r.stderr, "truncated")
+	assert.Contains(t, r.stderr, cut)
 }
