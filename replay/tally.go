@@ -146,12 +146,3 @@ func (t *Tally) Summary(wall time.Duration) *Summary {
 	}
 	return &out
 }
-
-// Histogram rebuilds one of a summary's histograms (nil if absent).
-func (s *Summary) Histogram(name string) *hdrhistogram.Histogram {
-	snap := s.Histograms[name]
-	if snap == nil {
-		return nil
-	}
-	return hdrhistogram.Import(snap)
-}
