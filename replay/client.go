@@ -305,15 +305,18 @@ func (cl *client) read(ctx context.Context, s *Step, res *Request, sent time.Tim
 		return
 	}
 	vanished := rec.Resp != nil && rec.Resp.Incomplete && cl.clientEnded()
-	var n int64
+	limit := int64(-1)
 	if vanished {
 		// The recording's client left mid-download: read as much as it
 		// did, then vanish at its recorded moment.
-		n, err = io.CopyN(io.Discard, resp.Body, rec.Resp.BodySize)
+		limit = rec.Resp.BodySize
 		cl.abandon = true
-	} else {
-		n, err = io.Copy(io.Discard, resp.Body)
 	}
+	var transfer time.Duration
+	if rec.Resp != nil {
+		transfer = cl.scaled(rec.Resp.End - rec.Resp.Start)
+	}
+	n, err := readBody(ctx, resp.Body, limit, rec.Resp, transfer)
 	res.Bytes = n
 	res.TTLB = time.Since(sent)
 	if err != nil {
@@ -338,6 +341,37 @@ func (cl *client) read(ctx context.Context, s *Step, res *Request, sent time.Tim
 		res.Detail = "recorded " + strconv.Itoa(rec.Resp.Status)
 	case resp.StatusCode >= 500:
 		res.Error = ErrBackend5xx
+	}
+}
+
+// readBody reads an answer's body (at most limit bytes, if limit ≥ 0).
+// A big body the recording's client took long to download is read at that
+// pace: a slow reader (a student on campus Wi-Fi) is what makes a proxy
+// buffer, and what it does then is part of what is measured.
+func readBody(ctx context.Context, body io.Reader, limit int64, recorded *trace.Response, transfer time.Duration) (int64, error) {
+	if limit >= 0 {
+		body = io.LimitReader(body, limit)
+	}
+	const chunk = 16 << 10
+	if recorded == nil || transfer < 20*time.Millisecond || recorded.BodySize < 4*chunk {
+		return io.Copy(io.Discard, body)
+	}
+	var buf [chunk]byte
+	start := time.Now()
+	var n int64
+	for {
+		k, err := body.Read(buf[:])
+		n += int64(k)
+		if err == io.EOF {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+		due := start.Add(time.Duration(float64(transfer) * float64(min(n, recorded.BodySize)) / float64(recorded.BodySize)))
+		if !sleepUntil(ctx, due) {
+			return n, ctx.Err()
+		}
 	}
 }
 

@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -223,4 +225,31 @@ func TestResultsWriteFailure(t *testing.T) {
 	require.NotNil(t, sum)
 	assert.Equal(t, p.Requests, sum.Requests, "every request was still replayed")
 	assert.EqualValues(t, p.Requests-p.Sessions, resp.Served.Load())
+}
+
+// A download the recording's client took half a second over is read at
+// that pace even from a server that sends it all at once: a slow reader,
+// as a student on Wi-Fi is to the proxy.
+func TestSlowReaderKeepsRecordedPace(t *testing.T) {
+	const size = 1 << 20
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set(trace.RecordHeader, r.Header.Get(trace.RecordHeader))
+		w.Header().Set("Content-Length", strconv.Itoa(size))
+		_, _ = w.Write(make([]byte, size))
+	}))
+	defer srv.Close()
+	h := trace.Header{Format: trace.FormatName, Version: trace.Version, Start: time.Unix(0, 0).UTC()}
+	recs := []trace.Record{
+		&trace.ConnOpen{TS: 0, Conn: 1},
+		&trace.HTTP{TS: 0, Conn: 1, Req: trace.Request{Method: "GET", Target: "/hub/static/big.js"},
+			Resp: &trace.Response{Start: 10 * ms, End: 510 * ms, Status: 200, BodySize: size}},
+		&trace.ConnClose{TS: 600 * ms, Conn: 1, How: trace.CloseFIN, By: trace.SideClient},
+	}
+	out := &memResults{}
+	sum, err := (&replay.Runner{Target: srv.URL, Results: out}).Run(context.Background(), plan(t, writeTrace(t, h, recs), replay.Options{Speed: 1}))
+	require.NoError(t, err)
+	require.Equal(t, 1, sum.OK, "%v", sum.Errors)
+	q := out.read(t).Requests[0]
+	assert.EqualValues(t, size, q.Bytes)
+	assert.GreaterOrEqual(t, q.TTLB, 480*ms, "read over the recorded half second")
 }
