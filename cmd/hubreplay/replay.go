@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -191,7 +193,7 @@ keep them, cut the window with 'hubreplay slice' and replay the slice.`,
 // window, speed) from the same moment.
 type playFlags struct {
 	speed, shard, from, to, tz, startAt string
-	users                               int
+	users                               string
 	jitter                              time.Duration
 	seed                                uint64
 	start                               time.Time // --start-at, parsed by plan
@@ -199,7 +201,7 @@ type playFlags struct {
 
 func (p *playFlags) add(f *pflag.FlagSet, shards bool) {
 	f.StringVar(&p.speed, "speed", "1", "replay speed: 0.1 to 100 (recorded times are divided by it), or max")
-	f.IntVar(&p.users, "users", 1, "play every user this many times, the copies under fresh pseudonyms")
+	f.StringVar(&p.users, "users", "1", "play every user this many times (3 or 3x), the copies under fresh pseudonyms")
 	f.DurationVar(&p.jitter, "jitter", time.Minute, "shift each copy of a user by up to this much trace time (seeded)")
 	f.Uint64Var(&p.seed, "seed", 1, "seed for the copies' pseudonyms and jitter")
 	f.StringVar(&p.from, "from", "", `start of the window: "+10m", "15:55", RFC 3339 (default: the trace's start)`)
@@ -223,10 +225,11 @@ func (p *playFlags) plan(ctx context.Context, path string, stdin io.Reader, stde
 			return nil, usageError{fmt.Errorf("--shard: %w", err)}
 		}
 	}
-	if p.users < 1 || p.users > 1000 {
-		return nil, usageError{fmt.Errorf("--users %d: give 1 to 1000 (copies of every user)", p.users)}
+	users, err := strconv.Atoi(strings.TrimRight(p.users, "x×"))
+	if err != nil || users < 1 || users > 1000 {
+		return nil, usageError{fmt.Errorf("--users %q: give 1 to 1000 copies of every user, e.g. 3 or 3x", p.users)}
 	}
-	o.Users, o.Jitter, o.Seed = p.users, p.jitter, p.seed
+	o.Users, o.Jitter, o.Seed = users, p.jitter, p.seed
 	if p.startAt != "" {
 		if p.start, err = time.Parse(time.RFC3339Nano, p.startAt); err != nil {
 			return nil, usageError{fmt.Errorf("--start-at %q: give an RFC 3339 time, e.g. %s", p.startAt, time.Now().Add(time.Minute).UTC().Format(time.RFC3339))}

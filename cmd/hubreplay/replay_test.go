@@ -90,6 +90,8 @@ func TestReplayCommandUsage(t *testing.T) {
 		{[]string{"replay", "--trace", tr, "--target", "http://127.0.0.1:1", "--api", "http://127.0.0.1:2"}, "CONFIGPROXY_AUTH_TOKEN"},
 		{[]string{"replay", "--trace", tr, "--target", "http://127.0.0.1:1", "--fixtures=false", "--speed", "1000"}, "0.1 to 100"},
 		{[]string{"replay", "--trace", tr, "--target", "http://127.0.0.1:1", "--fixtures=false", "--shard", "3/3"}, "0 ≤ i < N"},
+		{[]string{"replay", "--trace", tr, "--target", "http://127.0.0.1:1", "--fixtures=false", "--users", "0"}, "1 to 1000"},
+		{[]string{"replay", "--trace", tr, "--target", "http://127.0.0.1:1", "--fixtures=false", "--users", "many"}, "1 to 1000"},
 		{[]string{"replay", "--trace", tr, "--target", "http://127.0.0.1:1", "--fixtures=false", "--from", "yesterday"}, "--from"},
 	} {
 		r := hubreplay(t, nil, c.args...)
@@ -133,7 +135,7 @@ func TestShardedReplayWithSeparateFixtures(t *testing.T) {
 	hub, public, api := startCHP(t, bin, "replay-shard-token-1")
 
 	startAt := time.Now().Add(3 * time.Second).UTC().Format(time.RFC3339Nano)
-	common := []string{"--trace", tr, "--speed", "20", "--users", "2", "--jitter", "30s", "--seed", "7", "--start-at", startAt}
+	common := []string{"--trace", tr, "--speed", "20", "--users", "2x", "--jitter", "30s", "--seed", "7", "--start-at", startAt}
 	ctx, stop := context.WithCancel(context.Background())
 	served := make(chan result, 1)
 	go func() {
