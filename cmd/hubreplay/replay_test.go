@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -224,4 +225,67 @@ func TestResultsCommandDamaged(t *testing.T) {
 	assert.Contains(t, r.stdout, "requests")
 	assert.Contains(t, r.stderr, "truncated")
 	assert.Contains(t, r.stderr, cut)
+}
+
+// The whole path: a JupyterHub-like session through CHP 4.5.6 recorded by
+// tcpdump, captured (anonymized) into a trace, and replayed through CHP
+// 5.3.0 with the fixtures: every captured request and frame is answered
+// as recorded.
+func TestCaptureThenReplay(t *testing.T) {
+	old, next := testenv.CHP(t, "4.5.6"), testenv.CHP(t, "5.3.0")
+	backend, _ := testenv.Serve(t)
+	public, api := testenv.FreePort(t), testenv.FreePort(t)
+	const token = "capture-then-replay-1"
+	proc := testenv.Start(t, "node", []string{"CONFIGPROXY_AUTH_TOKEN=" + token}, old,
+		"--ip", "127.0.0.1", "--port", strconv.Itoa(public), "--api-ip", "127.0.0.1", "--api-port", strconv.Itoa(api),
+		"--default-target", "http://"+backend, "--log-level", "warn")
+	t.Cleanup(func() { _ = proc.Process.Signal(syscall.SIGKILL) })
+	testenv.WaitListening(t, fmt.Sprintf("127.0.0.1:%d", api), 20*time.Second)
+	testenv.WaitListening(t, fmt.Sprintf("127.0.0.1:%d", public), 20*time.Second)
+
+	dir := t.TempDir()
+	dump := testenv.Tcpdump(t, filepath.Join(dir, "lecture.pcap"), fmt.Sprintf("tcp port %d or tcp port %d", public, api))
+	routes := func(method, body string) {
+		req, err := http.NewRequest(method, fmt.Sprintf("http://127.0.0.1:%d/api/routes/user/%s", api, testenv.User), strings.NewReader(body))
+		require.NoError(t, err)
+		req.Header.Set("Authorization", "token "+token)
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+		require.Less(t, resp.StatusCode, 300)
+	}
+	routes("POST", fmt.Sprintf(`{"target":"http://%s","user":%q,"server_name":""}`, backend, testenv.User))
+	testenv.Drive(t, fmt.Sprintf("127.0.0.1:%d", public), false)
+	routes("DELETE", "")
+	dump.Stop(t)
+
+	tr := filepath.Join(dir, "lecture.trace")
+	r := hubreplay(t, nil, "capture", "--pcap", dump.Path, "--port", strconv.Itoa(public), "--api-port", strconv.Itoa(api), "-o", tr)
+	require.Equal(t, 0, r.code, r.stderr)
+	r = hubreplay(t, nil, "inspect", "--json", tr)
+	require.Equal(t, 0, r.code, r.stderr)
+	var ts trace.Summary
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &ts))
+	require.Positive(t, ts.HTTP.Exchanges)
+
+	hub, public2, api2 := startCHP(t, next, "capture-then-replay-2")
+	out := filepath.Join(dir, "lecture.results")
+	r = hubreplay(t, nil, "replay", "--trace", tr, "--target", fmt.Sprintf("http://127.0.0.1:%d", public2),
+		"--api", fmt.Sprintf("http://127.0.0.1:%d", api2), "--hub-listen", fmt.Sprintf("127.0.0.1:%d", hub), "-o", out)
+	require.Equal(t, 0, r.code, r.stderr)
+	res, err := replay.ReadResults(context.Background(), out)
+	require.NoError(t, err)
+	assert.EqualValues(t, ts.HTTP.Exchanges, len(res.Requests), "every captured request was replayed")
+	for _, q := range res.Requests {
+		assert.Empty(t, q.Error, "%s %s: %s", q.Method, q.Target, q.Detail)
+		assert.Equal(t, q.Want, q.Status, "%s %s", q.Method, q.Target)
+	}
+	require.Len(t, res.Sessions, 1, "the kernel WebSocket")
+	ses := res.Sessions[0]
+	t.Logf("captured %d exchanges, replayed %d requests; session: %+v", ts.HTTP.Exchanges, len(res.Requests), *ses)
+	assert.True(t, ses.Connected)
+	assert.Empty(t, ses.Error, ses.Detail)
+	assert.Equal(t, ses.Want, ses.Sent)
+	assert.Equal(t, ses.WantReceived, ses.Matched, "the server's frames, in order, as captured")
+	assert.Equal(t, ses.WantClose, ses.Close)
 }
