@@ -289,3 +289,21 @@ func TestCaptureThenReplay(t *testing.T) {
 	assert.Equal(t, ses.WantReceived, ses.Matched, "the server's frames, in order, as captured")
 	assert.Equal(t, ses.WantClose, ses.Close)
 }
+
+// Off a terminal (CI logs), progress is a plain line every 10 s saying
+// where in the trace the replay is, its rate, failures and open connections.
+func TestReplayProgressLines(t *testing.T) {
+	var buf bytes.Buffer
+	d := newReplayDisplay(&buf)
+	p := replay.Progress{Elapsed: 30 * time.Second, Position: 2 * time.Minute, Length: 10 * time.Minute, Done: 3000, Failed: 12, Open: 40, OpenWS: 25, Frames: 900}
+	d.update(p)
+	assert.Empty(t, buf.String(), "not before 10 s")
+	d.last = time.Now().Add(-11 * time.Second)
+	d.update(p)
+	line := buf.String()
+	assert.Equal(t, 1, strings.Count(line, "\n"), "one plain line, no terminal codes: %q", line)
+	assert.NotContains(t, line, "\r")
+	for _, want := range []string{"trace 2m0s / 10m0s", "req/s", "3000 requests", "12 failed", "40 connections open", "25 WebSockets"} {
+		assert.Contains(t, line, want)
+	}
+}
