@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/hubreplay/hubreplay/fixtures"
+	"github.com/hubreplay/hubreplay/fixtures/lecturepeak"
 	"github.com/hubreplay/hubreplay/replay"
 	"github.com/hubreplay/hubreplay/trace"
 )
@@ -269,4 +270,27 @@ func rss() int64 {
 		}
 	}
 	return 0
+}
+
+// BenchmarkBuildPlan: reading a lecture peak (300 students, 30 minutes)
+// into a plan; prints records/s and the plan's memory per trace record
+// (a plan is held in memory while it plays).
+func BenchmarkBuildPlan(b *testing.B) {
+	h, recs := lecturepeak.Generate(lecturepeak.Options{Users: 300, Duration: 30 * time.Minute, Seed: 1})
+	path := writeTrace(b, h, recs)
+	var before, after runtime.MemStats
+	b.ResetTimer()
+	var p *replay.Plan
+	for range b.N {
+		p = nil
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		p = plan(b, path, replay.Options{Speed: 1})
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+	}
+	b.ReportMetric(float64(len(recs)*b.N)/b.Elapsed().Seconds(), "records/s")
+	b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/float64(len(recs)), "B/record")
+	b.ReportMetric(0, "ns/op")
+	runtime.KeepAlive(p)
 }
