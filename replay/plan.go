@@ -150,10 +150,8 @@ type Script struct {
 type recordedConn struct {
 	open  *trace.ConnOpen
 	steps []*Step
-	ws    map[trace.ConnID]bool
 	close *trace.ConnClose
 	user  string
-	first time.Duration // earliest record
 }
 
 // BuildPlan reads a trace (positioned at its start) into a plan.
@@ -171,17 +169,18 @@ func BuildPlan(ctx context.Context, r *trace.Reader, o Options, progress func(in
 	p := &Plan{Opts: o}
 	conns := map[trace.ConnID]*recordedConn{}
 	var order []trace.ConnID
+	var maxConn trace.ConnID // copies' ids start above it
 	frames := map[trace.ConnID][]*trace.WSFrame{}
 	var routes []*trace.Route
 	var end time.Duration
-	get := func(id trace.ConnID, ts time.Duration) *recordedConn {
+	get := func(id trace.ConnID) *recordedConn {
 		c := conns[id]
 		if c == nil {
-			c = &recordedConn{first: ts}
+			c = &recordedConn{}
 			conns[id] = c
 			order = append(order, id)
+			maxConn = max(maxConn, id)
 		}
-		c.first = min(c.first, ts)
 		return c
 	}
 	var n int64
@@ -192,12 +191,12 @@ func BuildPlan(ctx context.Context, r *trace.Reader, o Options, progress func(in
 		case *trace.Header:
 			p.Header = *rec
 		case *trace.ConnOpen:
-			get(rec.Conn, rec.TS).open = rec
+			get(rec.Conn).open = rec
 		case *trace.ConnClose:
-			get(rec.Conn, rec.TS).close = rec
+			get(rec.Conn).close = rec
 		case *trace.HTTP:
 			end = max(end, rec.End())
-			c := get(rec.Conn, rec.TS)
+			c := get(rec.Conn)
 			if c.user == "" {
 				c.user = rec.User
 			}
@@ -212,16 +211,11 @@ func BuildPlan(ctx context.Context, r *trace.Reader, o Options, progress func(in
 	if err != nil {
 		return nil, fmt.Errorf("read trace for replay: %w", err)
 	}
-	if win.To > end {
-		win.To = end + 1
-	}
+	win.To = min(win.To, end+1) // the trace's last records are inside
 	if win.From >= win.To {
 		return nil, fmt.Errorf("the window [%s, %s) holds nothing: the trace ends at %s", win.From, win.To, end)
 	}
-	p.Length = win.To - win.From
-	if win.To == end+1 {
-		p.Length = end - win.From
-	}
+	p.Length = min(win.To, end) - win.From
 
 	jitter := rand.New(rand.NewPCG(o.Seed, 0x6875627265706c61)) // "hubrepla"
 	shifts := make([]time.Duration, o.Users)
@@ -252,10 +246,6 @@ func BuildPlan(ctx context.Context, r *trace.Reader, o Options, progress func(in
 		return s[k]
 	}
 
-	var maxConn trace.ConnID
-	for _, id := range order {
-		maxConn = max(maxConn, id)
-	}
 	for _, id := range order {
 		rc := conns[id]
 		slices.SortStableFunc(rc.steps, func(a, b *Step) int { return cmp.Compare(a.HTTP.TS, b.HTTP.TS) })

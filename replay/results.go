@@ -204,32 +204,21 @@ func readResults(ctx context.Context, r *trace.Reader, path string) (*Results, e
 		if !ok {
 			return nil // the header
 		}
-		var v trace.Record
+		var err error
 		switch trace.Type(u.TypeName) {
 		case TypeRun:
-			v = new(Run)
+			err = decodeInto(&res.Runs, u)
 		case TypeRequest:
-			v = new(Request)
+			err = decodeInto(&res.Requests, u)
 		case TypeSession:
-			v = new(Session)
+			err = decodeInto(&res.Sessions, u)
 		case TypeEnd:
-			v = new(End)
+			err = decodeInto(&res.Ends, u)
 		default:
 			res.Other = append(res.Other, u)
-			return nil
 		}
-		if err := json.Unmarshal(u.Raw, v); err != nil {
-			return fmt.Errorf("%s record: %w", u.TypeName, err)
-		}
-		switch v := v.(type) {
-		case *Run:
-			res.Runs = append(res.Runs, v)
-		case *Request:
-			res.Requests = append(res.Requests, v)
-		case *Session:
-			res.Sessions = append(res.Sessions, v)
-		case *End:
-			res.Ends = append(res.Ends, v)
+		if err != nil {
+			return err
 		}
 		return nil
 	})
@@ -237,6 +226,25 @@ func readResults(ctx context.Context, r *trace.Reader, path string) (*Results, e
 		return res, fmt.Errorf("read results %s: %w", path, err)
 	}
 	return res, nil
+}
+
+// decodeInto decodes a record of a type this package knows onto its list.
+func decodeInto[T any](list *[]*T, u *trace.Unknown) error {
+	v := new(T)
+	if err := json.Unmarshal(u.Raw, v); err != nil {
+		return fmt.Errorf("%s record: %w", u.TypeName, err)
+	}
+	*list = append(*list, v)
+	return nil
+}
+
+// Append adds another file's records (another shard's, say) to r.
+func (r *Results) Append(o *Results) {
+	r.Runs = append(r.Runs, o.Runs...)
+	r.Requests = append(r.Requests, o.Requests...)
+	r.Sessions = append(r.Sessions, o.Sessions...)
+	r.Ends = append(r.Ends, o.Ends...)
+	r.Other = append(r.Other, o.Other...)
 }
 
 // Tally counts the results afresh from their records.
@@ -279,11 +287,7 @@ func Merge(ctx context.Context, out string, overwrite bool, inputs ...string) (*
 			}
 			shards[run.Shard] = inputs[i]
 		}
-		merged.Runs = append(merged.Runs, res.Runs...)
-		merged.Requests = append(merged.Requests, res.Requests...)
-		merged.Sessions = append(merged.Sessions, res.Sessions...)
-		merged.Ends = append(merged.Ends, res.Ends...)
-		merged.Other = append(merged.Other, res.Other...)
+		merged.Append(res)
 	}
 	slices.SortStableFunc(merged.Requests, func(a, b *Request) int { return cmp.Compare(a.TS, b.TS) })
 	slices.SortStableFunc(merged.Sessions, func(a, b *Session) int { return cmp.Compare(a.TS, b.TS) })

@@ -134,7 +134,7 @@ func (r *Runner) Run(ctx context.Context, p *Plan) (*Summary, error) {
 	r.plan.Store(p)
 	if err := r.write(&Run{
 		Trace: filepath.Base(r.TraceName), TraceStart: p.Header.Start, Source: p.Header.Source, Target: r.Target,
-		Speed: p.Opts.Speed, Users: max(1, p.Opts.Users), Jitter: p.Opts.Jitter, Seed: p.Opts.Seed,
+		Speed: p.Opts.Speed, Users: p.Opts.Users, Jitter: p.Opts.Jitter, Seed: p.Opts.Seed,
 		From: p.Opts.Window.From, To: p.Opts.Window.To, Shard: p.Opts.Shard.String(), Length: p.Length,
 		Conns: len(p.Conns), Requests: p.Requests, Sessions: p.Sessions, ClientFrames: p.ClientFrames, ServerFrames: p.ServerFrames, Skipped: p.Skipped,
 	}); err != nil {
