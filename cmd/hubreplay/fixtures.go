@@ -130,17 +130,7 @@ are the ones the replay's users need.`,
 				return err
 			}
 			speed := stubSpeed(plan.Opts.Speed)
-			r, err := openTrace(tracePath, nil)
-			if err != nil {
-				return err
-			}
-			ix, err := fixtures.BuildIndex(cmd.Context(), r, nil)
-			r.Close()
-			if err != nil {
-				return err
-			}
-			resp := &fixtures.Responder{Index: ix, Speed: speed}
-			srv, err := fixtures.ListenHub(resp, ix.Targets, hubListen)
+			ix, resp, srv, err := startFixtures(cmd.Context(), tracePath, speed, hubListen)
 			if err != nil {
 				return err
 			}

@@ -99,19 +99,9 @@ keep them, cut the window with 'hubreplay slice' and replay the slice.`,
 			var resp *fixtures.Responder
 			var stub *fixtures.HubStub
 			if withFixtures {
-				r, err := openTrace(tracePath, nil)
-				if err != nil {
+				var srv *fixtures.Servers
+				if _, resp, srv, err = startFixtures(ctx, tracePath, stubSpeed(speed), hubListen); err != nil {
 					return err
-				}
-				ix, err := fixtures.BuildIndex(ctx, r, nil)
-				r.Close()
-				if err != nil {
-					return err
-				}
-				resp = &fixtures.Responder{Index: ix, Speed: stubSpeed(speed)}
-				srv, err := fixtures.ListenHub(resp, ix.Targets, hubListen)
-				if err != nil {
-					return fmt.Errorf("start fixtures: %w", err)
 				}
 				defer srv.Close()
 				fmt.Fprintf(stderr, "fixtures: hub stub at %s (the proxy's --default-target), %d user servers emulated\n", srv.Hub(), srv.Users())
@@ -237,27 +227,55 @@ func (p *playFlags) plan(ctx context.Context, path string, stdin io.Reader, stde
 	}
 	loc, err := loadTZ(p.tz)
 	if err != nil {
-		return nil, usageError{err}
+		return nil, err
 	}
 	r, err := openTrace(path, stdin)
 	if err != nil {
 		return nil, err
 	}
 	defer r.Close()
-	start := r.Header().Start
-	if p.from != "" {
-		if o.Window.From, err = trace.ParseWhen(p.from, start, loc); err != nil {
-			return nil, usageError{fmt.Errorf("--from: %w", err)}
-		}
-	}
-	if p.to != "" {
-		if o.Window.To, err = trace.ParseWhen(p.to, start, loc); err != nil {
-			return nil, usageError{fmt.Errorf("--to: %w", err)}
-		}
+	if o.Window, err = parseWindow(p.from, p.to, r.Header().Start, loc); err != nil {
+		return nil, err
 	}
 	prog := newProgress(stderr, path, "reading trace")
 	defer prog.done()
 	return replay.BuildPlan(ctx, r, o, prog.update)
+}
+
+// parseWindow reads --from and --to against a trace's start.
+func parseWindow(from, to string, start time.Time, loc *time.Location) (trace.Window, error) {
+	var win trace.Window
+	var err error
+	if from != "" {
+		if win.From, err = trace.ParseWhen(from, start, loc); err != nil {
+			return win, usageError{fmt.Errorf("--from: %w", err)}
+		}
+	}
+	if to != "" {
+		if win.To, err = trace.ParseWhen(to, start, loc); err != nil {
+			return win, usageError{fmt.Errorf("--to: %w", err)}
+		}
+	}
+	return win, nil
+}
+
+// startFixtures starts the hub stub and user-server emulators for a trace.
+func startFixtures(ctx context.Context, tracePath string, speed float64, hubListen string) (*fixtures.Index, *fixtures.Responder, *fixtures.Servers, error) {
+	r, err := openTrace(tracePath, nil)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ix, err := fixtures.BuildIndex(ctx, r, nil)
+	r.Close()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	resp := &fixtures.Responder{Index: ix, Speed: speed}
+	srv, err := fixtures.ListenHub(resp, ix.Targets, hubListen)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("start fixtures: %w", err)
+	}
+	return ix, resp, srv, nil
 }
 
 // stubSpeed is the fixtures' speed. At max, recorded server times are not
@@ -346,10 +364,7 @@ func newResultsCmd() *cobra.Command {
 			for _, path := range args {
 				res, err := replay.ReadResults(cmd.Context(), path)
 				if res != nil {
-					all.Runs = append(all.Runs, res.Runs...)
-					all.Requests = append(all.Requests, res.Requests...)
-					all.Sessions = append(all.Sessions, res.Sessions...)
-					all.Ends = append(all.Ends, res.Ends...)
+					all.Append(res)
 				}
 				if err != nil && res == nil {
 					return err

@@ -50,20 +50,13 @@ exist unless --force is given.`,
 				return err
 			}
 			defer r.Close()
-			var win trace.Window
 			start := r.Header().Start
-			if from != "" {
-				if win.From, err = trace.ParseWhen(from, start, loc); err != nil {
-					return usageError{fmt.Errorf("--from: %w", err)}
-				}
+			win, err := parseWindow(from, to, start, loc)
+			if err != nil {
+				return err
 			}
-			if to != "" {
-				if win.To, err = trace.ParseWhen(to, start, loc); err != nil {
-					return usageError{fmt.Errorf("--to: %w", err)}
-				}
-				if win.To <= win.From {
-					return usageError{fmt.Errorf("--to %s (+%s) is not after --from (+%s)", to, win.To, win.From)}
-				}
+			if to != "" && win.To <= win.From {
+				return usageError{fmt.Errorf("--to %s (+%s) is not after --from (+%s)", to, win.To, win.From)}
 			}
 			var w *trace.Writer
 			p := newProgress(cmd.ErrOrStderr(), args[0], "slicing "+args[0])
