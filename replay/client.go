@@ -62,13 +62,11 @@ func (cl *client) run(ctx context.Context) {
 			return
 		}
 		res := cl.exchange(ctx, s, due)
+		cl.r.write(res)
 		if s.WS != nil {
-			cl.r.write(res)
-			ses := cl.session(ctx, s, res)
-			cl.r.write(ses)
+			cl.r.write(cl.session(ctx, s, res))
 			return // nothing follows a WebSocket on its connection
 		}
-		cl.r.write(res)
 		if cl.abandon || ctx.Err() != nil {
 			break
 		}

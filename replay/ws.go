@@ -164,6 +164,17 @@ func (rd *wsReader) waitAll(ctx context.Context, deadline time.Time) {
 	}
 }
 
+// waitEnd waits until the server ends the connection, or the deadline.
+func (rd *wsReader) waitEnd(ctx context.Context, deadline time.Time) {
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	select {
+	case <-rd.done:
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
 // session plays a WebSocket session after its upgrade: the client's frames
 // at their recorded offsets, the server's read and matched, and the end as
 // recorded.
@@ -229,24 +240,13 @@ func (cl *client) session(ctx context.Context, s *Step, up *Request) *Session {
 
 	// The end, as recorded.
 	closeAt := cl.at(cl.c.CloseAt)
-	switch {
-	case cl.c.Close != nil && cl.c.Close.By == trace.SideServer, sentClose:
+	if cl.c.Close != nil && cl.c.Close.By == trace.SideServer || sentClose {
 		// The peer is to close (or to answer our close frame): wait for it.
 		rd.waitAll(ctx, closeAt.Add(grace))
-		select {
-		case <-rd.done:
-		case <-time.After(time.Until(closeAt.Add(grace))):
-		case <-ctx.Done():
-		}
-	default:
-		select {
-		case <-rd.done:
-		case <-time.After(time.Until(closeAt)):
-		case <-ctx.Done():
-		}
-		if !rd.all() {
-			rd.waitAll(ctx, time.Now().Add(grace))
-		}
+		rd.waitEnd(ctx, closeAt.Add(grace))
+	} else {
+		rd.waitEnd(ctx, closeAt)
+		rd.waitAll(ctx, time.Now().Add(grace))
 	}
 	readerEnded := false
 	select {
