@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -190,7 +191,7 @@ func portList(ps []uint16) string {
 	return strings.Join(s, ",")
 }
 
-// parseSize reads sizes like 500MB, 2GiB, 1048576.
+// parseSize reads sizes like 500MB, 2GiB, 1Gi (as Kubernetes writes them), 1048576.
 func parseSize(s string) (int64, error) {
 	if s == "" {
 		return 0, nil
@@ -198,7 +199,7 @@ func parseSize(s string) (int64, error) {
 	units := []struct {
 		suffix string
 		mult   int64
-	}{{"KIB", 1 << 10}, {"MIB", 1 << 20}, {"GIB", 1 << 30}, {"TIB", 1 << 40}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12}, {"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"B", 1}}
+	}{{"KIB", 1 << 10}, {"MIB", 1 << 20}, {"GIB", 1 << 30}, {"TIB", 1 << 40}, {"KI", 1 << 10}, {"MI", 1 << 20}, {"GI", 1 << 30}, {"TI", 1 << 40}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12}, {"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"B", 1}}
 	u := strings.ToUpper(strings.TrimSpace(s))
 	mult := int64(1)
 	for _, x := range units {
@@ -207,8 +208,8 @@ func parseSize(s string) (int64, error) {
 			break
 		}
 	}
-	var n float64
-	if _, err := fmt.Sscanf(u, "%g", &n); err != nil || n <= 0 {
+	n, err := strconv.ParseFloat(u, 64)
+	if err != nil || n <= 0 {
 		return 0, fmt.Errorf("%q is not a size like 500MB or 2GiB", s)
 	}
 	return int64(n * float64(mult)), nil

@@ -205,12 +205,13 @@ func TestLiveCaptureStops(t *testing.T) {
 }
 
 func TestParseSize(t *testing.T) {
-	for in, want := range map[string]int64{"": 0, "1048576": 1 << 20, "500MB": 500e6, "2GiB": 2 << 30, "1.5G": 3 << 29, "64k": 64 << 10} {
+	for in, want := range map[string]int64{"": 0, "1048576": 1 << 20, "500MB": 500e6, "2GiB": 2 << 30, "1.5G": 3 << 29, "64k": 64 << 10,
+		"1Gi": 1 << 30, "512Mi": 512 << 20} { // Kubernetes' spelling, as z2jh's values use it
 		got, err := parseSize(in)
 		require.NoError(t, err, in)
 		assert.Equal(t, want, got, in)
 	}
-	for _, bad := range []string{"lots", "-5MB", "MB"} {
+	for _, bad := range []string{"lots", "-5MB", "MB", "64Mx", "1 Gig"} {
 		_, err := parseSize(bad)
 		assert.Error(t, err, bad)
 	}
