@@ -100,6 +100,15 @@ func (r *Runner) Progress() Progress {
 	return p
 }
 
+// Started is the wall-clock time of replay time 0 (zero before Run gets
+// there): what the proxy's samples are placed against.
+func (r *Runner) Started() time.Time {
+	if ns := r.started.Load(); ns != 0 {
+		return time.Unix(0, ns)
+	}
+	return time.Time{}
+}
+
 func (r *Runner) log() *slog.Logger {
 	if r.Log == nil {
 		return slog.Default()

@@ -171,7 +171,7 @@ are the ones the replay's users need.`,
 	f.StringVar(&api, "api", "", "the proxy's REST API URL, e.g. http://127.0.0.1:8001; without it routes are not driven")
 	f.StringVar(&tokenEnv, "token-env", "CONFIGPROXY_AUTH_TOKEN", "environment variable holding the proxy's API token")
 	f.StringVar(&hubListen, "hub-listen", "127.0.0.1:8081", "where the hub stub listens (the proxy's --default-target)")
-	play.add(f, false)
+	play.add(f, false, true)
 	f.DurationVar(&check, "check-routes-interval", fixtures.DefaultCheckInterval, "JupyterHub's check_routes interval, in trace time")
 	cmd.AddCommand(serve)
 	return cmd

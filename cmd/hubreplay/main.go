@@ -40,8 +40,21 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if errors.As(err, &ue) {
 		return 2
 	}
+	var ee exitError
+	if errors.As(err, &ee) {
+		return ee.code
+	}
 	return 1
 }
+
+// exitError carries an exit status of its own (compare's: 1 for a
+// regression, 2 when the comparison itself failed).
+type exitError struct {
+	code int
+	error
+}
+
+func (e exitError) Unwrap() error { return e.error }
 
 func newRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	var verbose bool
@@ -52,8 +65,7 @@ func newRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 against real traffic before it meets real users: capture records the proxy's
 traffic, anonymized, into a trace; replay runs a trace against a candidate
 proxy in a disposable staging setup; compare runs two candidates on the same
-trace and reports the differences. (This build has capture, verify, generate,
-fixtures, proxy, replay, results and the trace tools; compare is being built.)
+trace and reports the differences; report renders a comparison again.
 
 Traces are zstd-compressed JSON lines (see trace/FORMAT.md): inspect, slice
 and cat work on them, and 'zstd -dc TRACE' shows them to standard tools.`,
@@ -72,7 +84,7 @@ and cat work on them, and 'zstd -dc TRACE' shows them to standard tools.`,
 	root.SetErr(stderr)
 	root.PersistentFlags().BoolVarP(&verbose, "verbose", "v", false, "log what hubreplay is doing to stderr")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newVersionCmd(), newCaptureCmd(), newVerifyCmd(), newGenerateCmd(), newFixturesCmd(), newProxyCmd(), newReplayCmd(), newResultsCmd(), newInspectCmd(), newCatCmd(), newSliceCmd())
+	root.AddCommand(newVersionCmd(), newCaptureCmd(), newVerifyCmd(), newGenerateCmd(), newFixturesCmd(), newProxyCmd(), newReplayCmd(), newResultsCmd(), newCompareCmd(), newReportCmd(), newInspectCmd(), newCatCmd(), newSliceCmd())
 	return root
 }
 

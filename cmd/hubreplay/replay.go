@@ -167,7 +167,7 @@ keep them, cut the window with 'hubreplay slice' and replay the slice.`,
 	f.StringVar(&target, "target", "", "the proxy's public URL, e.g. http://127.0.0.1:8000 (required)")
 	f.StringVarP(&out, "output", "o", "", "results file (default replay-DATE-TIME.results)")
 	f.BoolVar(&force, "force", false, "replace the results file if it exists")
-	play.add(f, true)
+	play.add(f, true, true)
 	f.DurationVar(&duration, "duration", 0, "stop after this much wall-clock time (default: play to the end)")
 	f.DurationVar(&timeout, "timeout", 30*time.Second, "how long an answer may take beyond its recorded time")
 	f.BoolVar(&withFixtures, "fixtures", true, "run the hub stub and user-server emulators in this process")
@@ -189,7 +189,9 @@ type playFlags struct {
 	start                               time.Time // --start-at, parsed by plan
 }
 
-func (p *playFlags) add(f *pflag.FlagSet, shards bool) {
+// add puts the flags on f: shards adds --shard, together --start-at (for
+// processes that must start at one moment).
+func (p *playFlags) add(f *pflag.FlagSet, shards, together bool) {
 	f.StringVar(&p.speed, "speed", "1", "replay speed: 0.1 to 100 (recorded times are divided by it), or max")
 	f.StringVar(&p.users, "users", "1", "play every user this many times (3 or 3x), the copies under fresh pseudonyms")
 	f.DurationVar(&p.jitter, "jitter", time.Minute, "shift each copy of a user by up to this much trace time (seeded)")
@@ -197,7 +199,9 @@ func (p *playFlags) add(f *pflag.FlagSet, shards bool) {
 	f.StringVar(&p.from, "from", "", `start of the window: "+10m", "15:55", RFC 3339 (default: the trace's start)`)
 	f.StringVar(&p.to, "to", "", "end of the window (default: the trace's end)")
 	f.StringVar(&p.tz, "tz", "", "time zone for clock times in --from/--to (default: this machine's)")
-	f.StringVar(&p.startAt, "start-at", "", "start at this moment (RFC 3339), together with other shards or 'fixtures serve' (default: now)")
+	if together {
+		f.StringVar(&p.startAt, "start-at", "", "start at this moment (RFC 3339), together with other shards or 'fixtures serve' (default: now)")
+	}
 	if shards {
 		f.StringVar(&p.shard, "shard", "0/1", "play part i of N (i/N), for N replaying processes")
 	}
@@ -261,12 +265,7 @@ func parseWindow(from, to string, start time.Time, loc *time.Location) (trace.Wi
 
 // startFixtures starts the hub stub and user-server emulators for a trace.
 func startFixtures(ctx context.Context, tracePath string, speed float64, hubListen string) (*fixtures.Index, *fixtures.Responder, *fixtures.Servers, error) {
-	r, err := openTrace(tracePath, nil)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	ix, err := fixtures.BuildIndex(ctx, r, nil)
-	r.Close()
+	ix, err := readIndex(ctx, tracePath)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -276,6 +275,16 @@ func startFixtures(ctx context.Context, tracePath string, speed float64, hubList
 		return nil, nil, nil, fmt.Errorf("start fixtures: %w", err)
 	}
 	return ix, resp, srv, nil
+}
+
+// readIndex reads a trace into the fixtures' index of it.
+func readIndex(ctx context.Context, tracePath string) (*fixtures.Index, error) {
+	r, err := openTrace(tracePath, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	return fixtures.BuildIndex(ctx, r, nil)
 }
 
 // stubSpeed is the fixtures' speed. At max, recorded server times are not

@@ -1,0 +1,340 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/hubreplay/hubreplay/compare"
+	"github.com/hubreplay/hubreplay/fixtures"
+	"github.com/hubreplay/hubreplay/proxy"
+	"github.com/hubreplay/hubreplay/replay"
+)
+
+const verdictHelp = `Exit status: 0 when B is no worse than A, 1 for a regression (the report
+names why), 2 when the comparison itself failed (a candidate that would not
+start, a damaged trace, a bad command line).
+
+B is worse than A when, beyond the thresholds and beyond the noise between
+A's runs (--noise-runs), its p99 latency is higher (--max-p99-regression,
+at least --min-p99-delta), more of its requests failed (--max-error-rate:
+refused, reset, timed out, the proxy's own 502/503, missing routes), fewer
+WebSocket sessions connected or fewer server frames arrived in order
+(--max-ws-loss), it kept more memory after standing idle (--max-rss-growth)
+or left more file descriptors open (--max-fds-left: the socket leak), or it
+exited during the run (--fail-on-restart).`
+
+// verdictFlags are the thresholds, shared by compare and report.
+type verdictFlags struct {
+	p99, errRate, wsLoss, rssGrowth string
+	minP99                          time.Duration
+	fdsLeft                         int
+	failOnRestart                   bool
+}
+
+func (v *verdictFlags) add(f *pflag.FlagSet) {
+	d := compare.DefaultThresholds()
+	f.StringVar(&v.p99, "max-p99-regression", "10%", "how much higher B's p99 latency may be than A's")
+	f.DurationVar(&v.minP99, "min-p99-delta", d.MinP99Delta, "a p99 difference smaller than this is never a regression")
+	f.StringVar(&v.errRate, "max-error-rate", "0.5%", "how many more of B's requests may fail (percentage points)")
+	f.StringVar(&v.wsLoss, "max-ws-loss", "0.5%", "how many more WebSocket sessions and frames B may lose (percentage points)")
+	f.StringVar(&v.rssGrowth, "max-rss-growth", "64Mi", "how much more memory B may keep after the run and idle")
+	f.IntVar(&v.fdsLeft, "max-fds-left", d.MaxFDsLeft, "how many more file descriptors B may leave open after the run and idle")
+	f.BoolVar(&v.failOnRestart, "fail-on-restart", true, "a B that exits (crash, OOM) more often than A is a regression")
+}
+
+func (v *verdictFlags) thresholds() (compare.Thresholds, error) {
+	th := compare.Thresholds{MinP99Delta: v.minP99, MaxFDsLeft: v.fdsLeft, FailOnRestart: v.failOnRestart}
+	var err error
+	for _, p := range []struct {
+		flag, val string
+		dst       *float64
+	}{{"--max-p99-regression", v.p99, &th.MaxP99Regression}, {"--max-error-rate", v.errRate, &th.MaxErrorRate}, {"--max-ws-loss", v.wsLoss, &th.MaxWSLoss}} {
+		if *p.dst, err = parseShare(p.val); err != nil {
+			return th, usageError{fmt.Errorf("%s: %w", p.flag, err)}
+		}
+	}
+	if th.MaxRSSGrowth, err = parseSize(v.rssGrowth); err != nil {
+		return th, usageError{fmt.Errorf("--max-rss-growth: %w", err)}
+	}
+	return th, nil
+}
+
+// parseShare reads "10%" or "0.1".
+func parseShare(s string) (float64, error) {
+	t := strings.TrimSpace(s)
+	pct := strings.HasSuffix(t, "%")
+	v, err := strconv.ParseFloat(strings.TrimSuffix(t, "%"), 64)
+	if err != nil || v < 0 {
+		return 0, fmt.Errorf("%q: give a share like 10%% or 0.1", s)
+	}
+	if pct {
+		v /= 100
+	}
+	return v, nil
+}
+
+func newCompareCmd() *cobra.Command {
+	var (
+		tracePath, a, b, out, memLimit, limitBy string
+		play                                    playFlags
+		verdict                                 verdictFlags
+		noiseRuns                               int
+		settle, timeout, check, restartDelay    time.Duration
+		force                                   bool
+	)
+	cmd := &cobra.Command{
+		Use:   "compare --trace TRACE --a SPEC --b SPEC",
+		Short: "Replay a trace against two candidate proxies, one after the other, and judge B against A",
+		Long: `compare answers "is B better than A, and is it safe?" on recorded traffic: it
+replays TRACE against candidate A (what runs in production), then against B
+(a fork, a PR build, a new release), each started as z2jh starts the proxy,
+behind fresh fixtures and a fresh hub stub that drives its routes API, with
+the same plan (--speed, --users, --seed). Each candidate is sampled every
+second — memory, CPU, file descriptors, TCP sockets by state, error lines in
+its log, exits — and after its replay it stands idle for --settle, so that
+what it does not give back shows. --noise-runs 1 runs A once more, after B,
+to measure how much two runs of the same proxy differ; the verdict then
+looks only beyond that.
+
+Into the output directory (-o) go each run's results file (A.results,
+B.results, A-noise.results) and the report three ways: report.html (one
+file, plots over trace time, opens without network), report.md (for a pull
+request; also appended to $GITHUB_STEP_SUMMARY when that is set) and
+report.json (every figure). 'hubreplay report' renders them again from the
+results files, with other thresholds if wanted.
+
+` + verdictHelp + `
+
+` + proxy.SpecHelp,
+		Example: `  hubreplay compare --trace peak.trace --a chp@4.5.6 --b chp:../my-fork --speed 10
+  hubreplay compare --trace peak.trace --a chp@4.5.6 --b chp@5.3.0 --noise-runs 1 --users 2x -o out/
+  hubreplay compare --trace peak.trace --a chp@4.5.6 --b chp:. --max-p99-regression 25% --max-rss-growth 128Mi`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if tracePath == "" || a == "" || b == "" {
+				return usageError{errors.New("compare needs --trace TRACE, --a SPEC and --b SPEC")}
+			}
+			specA, err := proxy.ParseSpec(a)
+			if err != nil {
+				return usageError{fmt.Errorf("--a: %w", err)}
+			}
+			specB, err := proxy.ParseSpec(b)
+			if err != nil {
+				return usageError{fmt.Errorf("--b: %w", err)}
+			}
+			th, err := verdict.thresholds()
+			if err != nil {
+				return err
+			}
+			mem, err := parseSize(memLimit)
+			if err != nil {
+				return usageError{fmt.Errorf("--memory-limit: %w", err)}
+			}
+			if noiseRuns < 0 || noiseRuns > 5 {
+				return usageError{fmt.Errorf("--noise-runs %d: 0 to 5", noiseRuns)}
+			}
+			if out == "" {
+				out = "compare-" + time.Now().Format("20060102-150405")
+			}
+			ctx, stderr := cmd.Context(), cmd.ErrOrStderr()
+			plan, err := play.plan(ctx, tracePath, cmd.InOrStdin(), stderr)
+			if err != nil {
+				return exitError{2, err}
+			}
+			if plan.Requests == 0 {
+				return exitError{2, replay.ErrEmpty}
+			}
+			ix, err := readIndex(ctx, tracePath)
+			if err != nil {
+				return exitError{2, err}
+			}
+			runs := 2 + noiseRuns
+			fmt.Fprintf(stderr, "comparing %s (A) with %s (B) on %s: %d requests, %d WebSocket sessions over %s of trace time at %s; %d runs of about %s each, then %s idle\n",
+				specA, specB, tracePath, plan.Requests, plan.Sessions, plan.Length.Round(time.Second), replay.SpeedString(plan.Opts.Speed),
+				runs, wallTime(plan), settle)
+			w := &compareWatch{w: stderr}
+			files, err := compare.Run(ctx, compare.Options{TraceName: tracePath, Plan: plan, Index: ix, A: specA, B: specB, NoiseRuns: noiseRuns,
+				Settle: settle, Timeout: timeout, CheckInterval: check, MemoryLimit: mem, LimitBy: limitBy, RestartDelay: restartDelay,
+				Dir: out, Force: force, Watch: w.watch})
+			w.stop()
+			if err != nil {
+				if len(files) > 0 {
+					err = fmt.Errorf("%w (results so far: %s)", err, strings.Join(files, ", "))
+				}
+				return exitError{2, err}
+			}
+			return writeReports(ctx, cmd.OutOrStdout(), stderr, th, out, files)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&tracePath, "trace", "", "the trace to replay (required)")
+	f.StringVar(&a, "a", "", "candidate A, the reference, e.g. chp@4.5.6 (required)")
+	f.StringVar(&b, "b", "", "candidate B, judged against A, e.g. chp:../my-fork (required)")
+	f.IntVar(&noiseRuns, "noise-runs", 0, "run A this many more times to measure run-to-run noise")
+	f.StringVarP(&out, "output", "o", "", "directory for the results and reports (default compare-DATE-TIME)")
+	f.BoolVar(&force, "force", false, "replace results in the output directory")
+	play.add(f, false, false)
+	f.DurationVar(&settle, "settle", 10*time.Second, "how long each candidate stands idle after its replay before the last sample")
+	f.DurationVar(&timeout, "timeout", 30*time.Second, "how long an answer may take beyond its recorded time")
+	f.DurationVar(&check, "check-routes-interval", fixtures.DefaultCheckInterval, "JupyterHub's check_routes interval, in trace time")
+	f.StringVar(&memLimit, "memory-limit", "", "cap each candidate's memory like a pod limit, e.g. 1Gi")
+	f.StringVar(&limitBy, "limit-by", "", "how to cap memory: cgroup or node (default: cgroup where the machine has one)")
+	f.DurationVar(&restartDelay, "restart-delay", 10*time.Second, "how long a dead candidate stays down before it is restarted")
+	verdict.add(f)
+	return cmd
+}
+
+func wallTime(p *replay.Plan) string {
+	if p.Opts.Speed <= 0 {
+		return "as fast as it goes"
+	}
+	return (time.Duration(float64(p.Length) / p.Opts.Speed)).Round(time.Second).String()
+}
+
+func newReportCmd() *cobra.Command {
+	var (
+		out     string
+		verdict verdictFlags
+	)
+	cmd := &cobra.Command{
+		Use:   "report A.results B.results [A-noise.results...]",
+		Short: "Render a comparison again from its results files (HTML, Markdown, JSON), with its verdict",
+		Long: `report judges B against A from stored results — those 'hubreplay compare'
+wrote, or two plain 'hubreplay replay' results of the same plan (then
+without the proxy's resources) — and writes report.html, report.md and
+report.json into -o (default: the first file's directory).
+
+` + verdictHelp,
+		Example: `  hubreplay report out/A.results out/B.results out/A-noise.results
+  hubreplay report --max-p99-regression 25% -o /tmp/r out/*.results`,
+		Args: cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			th, err := verdict.thresholds()
+			if err != nil {
+				return err
+			}
+			if out == "" {
+				out = filepath.Dir(args[0])
+			}
+			return writeReports(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), th, out, args)
+		},
+	}
+	cmd.Flags().StringVarP(&out, "output", "o", "", "directory for the reports (default: the first results file's)")
+	verdict.add(cmd.Flags())
+	return cmd
+}
+
+// writeReports analyzes results files, writes the three reports, prints
+// the Markdown and the verdict, and returns the exit status as an error.
+func writeReports(ctx context.Context, stdout, stderr io.Writer, th compare.Thresholds, dir string, files []string) error {
+	rep, err := compare.Analyze(ctx, th, files...)
+	if err != nil {
+		return exitError{2, err}
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return exitError{2, fmt.Errorf("reports: %w", err)}
+	}
+	for _, r := range []struct {
+		name  string
+		write func(io.Writer) error
+	}{{"report.html", rep.WriteHTML}, {"report.md", rep.WriteMarkdown}, {"report.json", rep.WriteJSON}} {
+		if err := writeFile(filepath.Join(dir, r.name), r.write); err != nil {
+			return exitError{2, err}
+		}
+	}
+	if err := rep.WriteMarkdown(stdout); err != nil {
+		return exitError{2, err}
+	}
+	if summary := os.Getenv("GITHUB_STEP_SUMMARY"); summary != "" {
+		f, err := os.OpenFile(summary, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+		if err == nil {
+			err = rep.WriteMarkdown(f)
+			err = errors.Join(err, f.Close())
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "hubreplay: $GITHUB_STEP_SUMMARY: %v\n", err)
+		}
+	}
+	html, _ := filepath.Abs(filepath.Join(dir, "report.html"))
+	fmt.Fprintf(stderr, "\n%s\nreport: %s (also report.md, report.json)\n", rep.Headline(), html)
+	if rep.Verdict.Regression {
+		return exitError{1, errors.New("regression: " + strings.Join(rep.Verdict.Reasons, "; "))}
+	}
+	return nil
+}
+
+// writeFile writes a file whole, or not at all.
+func writeFile(path string, write func(io.Writer) error) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	defer os.Remove(tmp.Name())
+	if err := errors.Join(write(tmp), tmp.Close()); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
+
+// compareWatch shows a comparison's progress: a line per stage of each
+// run, and the replay's progress while it replays.
+type compareWatch struct {
+	w       io.Writer
+	mu      sync.Mutex
+	started time.Time
+	done    chan struct{}
+	shown   sync.WaitGroup
+}
+
+func (c *compareWatch) watch(role, spec, stage string, run *replay.Runner) {
+	c.stop()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.started.IsZero() {
+		c.started = time.Now()
+	}
+	fmt.Fprintf(c.w, "[%s] %s (%s): %s\n", time.Since(c.started).Truncate(time.Second), role, spec, stage)
+	if run == nil {
+		return
+	}
+	disp := newReplayDisplay(c.w)
+	done := make(chan struct{})
+	c.done = done
+	c.shown.Go(func() {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				disp.done(run.Progress())
+				return
+			case <-t.C:
+				disp.update(run.Progress())
+			}
+		}
+	})
+}
+
+func (c *compareWatch) stop() {
+	c.mu.Lock()
+	if c.done != nil {
+		close(c.done)
+		c.done = nil
+	}
+	c.mu.Unlock()
+	c.shown.Wait()
+}

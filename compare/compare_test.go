@@ -1,0 +1,304 @@
+package compare_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/hubreplay/hubreplay/compare"
+	"github.com/hubreplay/hubreplay/fixtures"
+	"github.com/hubreplay/hubreplay/fixtures/lecturepeak"
+	"github.com/hubreplay/hubreplay/internal/testenv"
+	"github.com/hubreplay/hubreplay/internal/toyproxy"
+	"github.com/hubreplay/hubreplay/proxy"
+	"github.com/hubreplay/hubreplay/replay"
+	"github.com/hubreplay/hubreplay/trace"
+	"github.com/hubreplay/hubreplay/trace/tracetest"
+)
+
+func TestMain(m *testing.M) {
+	toyproxy.RunIfAsked() // this binary is also the broken candidate
+	os.Exit(m.Run())
+}
+
+// setup is a small lecture peak, planned at speed, and the fixtures' index.
+func setup(t *testing.T, users int, speed float64) (string, *replay.Plan, *fixtures.Index) {
+	t.Helper()
+	h, recs := lecturepeak.Generate(lecturepeak.Options{Users: users, Duration: 5 * time.Minute, Seed: 3})
+	b, err := tracetest.Encode(h, nil, recs)
+	require.NoError(t, err)
+	path := filepath.Join(t.TempDir(), "peak.trace")
+	require.NoError(t, os.WriteFile(path, b, 0o644))
+	r, err := trace.Open(path)
+	require.NoError(t, err)
+	plan, err := replay.BuildPlan(context.Background(), r, replay.Options{Speed: speed, Seed: 1}, nil)
+	r.Close()
+	require.NoError(t, err)
+	r, err = trace.Open(path)
+	require.NoError(t, err)
+	ix, err := fixtures.BuildIndex(context.Background(), r, nil)
+	r.Close()
+	require.NoError(t, err)
+	return path, plan, ix
+}
+
+func spec(t *testing.T, s string) proxy.Spec {
+	t.Helper()
+	sp, err := proxy.ParseSpec(s)
+	require.NoError(t, err)
+	return sp
+}
+
+func toy(t *testing.T, faults ...string) proxy.Spec {
+	t.Helper()
+	s, err := toyproxy.Spec(faults...)
+	require.NoError(t, err)
+	return spec(t, s)
+}
+
+func run(t *testing.T, o compare.Options) []string {
+	t.Helper()
+	if o.Dir == "" {
+		o.Dir = t.TempDir()
+	}
+	o.Settle = 2 * time.Second
+	o.Cache = &proxy.Cache{Dir: testenv.CacheDir(t)}
+	o.Timeout = 10 * time.Second
+	var stages []string
+	o.Watch = func(role, _, stage string, _ *replay.Runner) { stages = append(stages, role+" "+stage) }
+	files, err := compare.Run(context.Background(), o)
+	require.NoError(t, err)
+	// Progress was told through the whole comparison.
+	for _, r := range o.Runs() {
+		for _, s := range []string{"starting", "replaying", "settling", "done"} {
+			assert.Contains(t, stages, r.Role+" "+s)
+		}
+	}
+	return files
+}
+
+// The headline: two real CHP releases from npm on one generated lecture
+// peak. Every figure of the JSON report is checked against the raw
+// records of the results files it came from.
+func TestCompareTwoCHPReleases(t *testing.T) {
+	testenv.Need(t, "node")
+	path, plan, ix := setup(t, 30, 20)
+	dir := t.TempDir()
+	files := run(t, compare.Options{TraceName: path, Plan: plan, Index: ix, A: spec(t, "chp@4.5.6"), B: spec(t, "chp@5.3.0"), Dir: dir})
+	require.Equal(t, []string{filepath.Join(dir, "A.results"), filepath.Join(dir, "B.results")}, files)
+
+	rep, err := compare.Analyze(context.Background(), compare.DefaultThresholds(), files...)
+	require.NoError(t, err)
+	var buf bytes.Buffer
+	require.NoError(t, rep.WriteJSON(&buf))
+	var got struct {
+		Trace string             `json:"trace"`
+		Runs  []*compare.Figures `json:"runs"`
+		Verdict compare.Verdict  `json:"verdict"`
+	}
+	require.NoError(t, json.Unmarshal(buf.Bytes(), &got))
+	assert.Equal(t, "peak.trace", got.Trace)
+	require.Len(t, got.Runs, 2)
+	for i, f := range got.Runs {
+		raw := readRaw(t, files[i])
+		t.Run(f.Role, func(t *testing.T) { checkFigures(t, f, raw, plan) })
+	}
+	assert.Equal(t, "chp@4.5.6", got.Runs[0].Spec)
+	assert.Equal(t, "4.5.6", got.Runs[0].Version)
+	assert.Equal(t, "5.3.0", got.Runs[1].Version)
+	assert.NotEmpty(t, got.Verdict.Checks)
+
+	t.Run("html renders with its plots", func(t *testing.T) { checkHTMLRenders(t, rep) })
+}
+
+// raw is a results file read record by record, without compare.
+type raw struct {
+	res     *replay.Results
+	samples []map[string]any
+	exits   int
+	api     int
+}
+
+func readRaw(t *testing.T, path string) raw {
+	t.Helper()
+	res, err := replay.ReadResults(context.Background(), path)
+	require.NoError(t, err)
+	r := raw{res: res}
+	for _, u := range res.Other {
+		switch u.TypeName {
+		case "proxy_sample":
+			var m map[string]any
+			require.NoError(t, json.Unmarshal(u.Raw, &m))
+			r.samples = append(r.samples, m)
+		case "proxy_exit":
+			r.exits++
+		case "route_api":
+			r.api++
+		}
+	}
+	return r
+}
+
+func checkFigures(t *testing.T, f *compare.Figures, r raw, plan *replay.Plan) {
+	require.Len(t, r.res.Requests, plan.Requests, "every planned request has a result")
+	failed, ok := 0, 0
+	var lat []time.Duration
+	errs := map[string]int{}
+	for _, q := range r.res.Requests {
+		if q.Error != "" {
+			errs[q.Error]++
+		}
+		if replay.Failed(q.Error) {
+			failed++
+		}
+		if q.Error == "" {
+			ok++
+			lat = append(lat, q.TTLB)
+		}
+	}
+	assert.Equal(t, plan.Requests, f.Requests)
+	assert.Equal(t, failed, f.Failed)
+	assert.Equal(t, ok, f.OK)
+	assert.InDelta(t, float64(failed)/float64(plan.Requests), f.ErrorRate, 1e-9)
+	if len(errs) > 0 {
+		assert.Equal(t, errs, f.Errors)
+	}
+	slices.Sort(lat)
+	// HDR histograms keep 3 significant figures: within 0.1% (and 1 µs).
+	near := func(want time.Duration, gotUS int64, what string) {
+		w := float64(want.Microseconds())
+		assert.InDelta(t, w, float64(gotUS), w*0.002+2, what)
+	}
+	// The value at a quantile: the one below which a rounded share of the
+	// count lies, as HDR histograms count it.
+	at := func(q float64) time.Duration { return lat[max(1, int(q*float64(len(lat))+0.5))-1] }
+	near(at(0.5), f.Latency.P50, "p50")
+	near(at(0.99), f.Latency.P99, "p99")
+	near(lat[len(lat)-1], f.Latency.Max, "max")
+
+	sessions, connected, want, matched := 0, 0, 0, 0
+	for _, s := range r.res.Sessions {
+		sessions++
+		if s.Connected {
+			connected++
+		}
+		want += s.WantReceived
+		matched += s.Matched
+	}
+	assert.Equal(t, plan.Sessions, sessions)
+	assert.Equal(t, sessions, f.Sessions)
+	assert.Equal(t, connected, f.Connected)
+	assert.Equal(t, want, f.FramesWant)
+	assert.Equal(t, matched, f.FramesOK)
+	assert.Greater(t, sessions, 20, "a trace with WebSockets")
+
+	require.NotNil(t, f.Proxy)
+	require.Greater(t, len(r.samples), 5, "a sample a second")
+	var peak float64
+	for _, s := range r.samples {
+		if s["up"] == true {
+			peak = max(peak, s["rss_bytes"].(float64))
+		}
+	}
+	first, last := r.samples[0], r.samples[len(r.samples)-1]
+	assert.Equal(t, int64(peak), f.Proxy.RSSPeak)
+	assert.Equal(t, int64(first["rss_bytes"].(float64)), f.Proxy.RSSStart, "the sample before the replay")
+	assert.Equal(t, int64(last["rss_bytes"].(float64)), f.Proxy.RSSEnd, "the sample after idle")
+	assert.Equal(t, f.Proxy.RSSEnd-f.Proxy.RSSStart, f.Proxy.RSSGrowth)
+	assert.InDelta(t, float64(f.Proxy.RSSGrowth)/plan.Length.Minutes(), f.Proxy.RSSPerMinute, 1)
+	assert.Equal(t, int(first["fds"].(float64)), f.Proxy.FDsStart)
+	assert.Equal(t, int(last["fds"].(float64)), f.Proxy.FDsEnd)
+	assert.Greater(t, f.Proxy.FDsPeak, f.Proxy.FDsStart, "connections were open during the replay")
+	assert.Positive(t, f.Proxy.CPUSeconds)
+	assert.Equal(t, r.exits, f.Restarts, "no exit but crashes")
+	assert.Zero(t, f.Restarts)
+	assert.Equal(t, r.api, f.API.Calls)
+	assert.Positive(t, f.API.Calls, "the hub stub drove the routes")
+	assert.Equal(t, len(r.samples), len(f.Series.RSS), "every sample plotted")
+}
+
+// A deliberately broken candidate fails the verdict, and the report says
+// why; the same proxy against itself passes.
+func TestVerdict(t *testing.T) {
+	path, plan, ix := setup(t, 30, 60)
+	base := compare.Options{TraceName: path, Plan: plan, Index: ix, A: toy(t)}
+
+	t.Run("socket leak", func(t *testing.T) {
+		o := base
+		o.B, o.NoiseRuns = toy(t, "--leak-ws"), 1
+		files := run(t, o)
+		require.Len(t, files, 3)
+		rep, err := compare.Analyze(context.Background(), compare.DefaultThresholds(), files...)
+		require.NoError(t, err)
+		b := rep.B()
+		require.NotNil(t, b.Proxy)
+		assert.True(t, rep.Verdict.Regression)
+		assert.Positive(t, b.Proxy.CloseWaitEnd, "the leaked sockets wait in CLOSE_WAIT")
+		assert.GreaterOrEqual(t, b.Proxy.FDsLeft(), b.Connected/2, "about a socket per session left open")
+		require.Len(t, rep.Verdict.Reasons, 1, "%v", rep.Verdict.Reasons)
+		assert.Contains(t, rep.Verdict.Reasons[0], "file descriptors left open")
+		assert.Contains(t, rep.Verdict.Reasons[0], "CLOSE_WAIT")
+		assert.Contains(t, rep.Headline(), "REGRESSION")
+
+		// A against its own second run: no regression.
+		same, err := compare.Analyze(context.Background(), compare.DefaultThresholds(), files[0], files[2])
+		require.NoError(t, err)
+		assert.False(t, same.Verdict.Regression, "%v", same.Verdict.Reasons)
+		assert.Equal(t, "A'", same.B().Role)
+		assert.Empty(t, same.Diff, "A answered as A did")
+		for _, c := range same.Verdict.Checks {
+			assert.True(t, c.Pass, "%s: %s", c.Name, c.Why)
+		}
+	})
+
+	t.Run("503 for one request in twenty", func(t *testing.T) {
+		o := base
+		o.B = toy(t, "--fail-503", "0.05")
+		files := run(t, o)
+		rep, err := compare.Analyze(context.Background(), compare.DefaultThresholds(), files...)
+		require.NoError(t, err)
+		b := rep.B()
+		assert.True(t, rep.Verdict.Regression)
+		assert.InDelta(t, 0.05, b.ErrorRate, 0.01)
+		assert.Equal(t, b.Failed, b.ProxyStatus["503"], "every failure is the proxy's own 503")
+		require.NotEmpty(t, rep.Verdict.Reasons)
+		assert.Contains(t, rep.Verdict.Reasons[0], "of requests failed")
+		assert.Contains(t, rep.Verdict.Reasons[0], "503×")
+		require.NotEmpty(t, rep.Diff, "the endpoints that answered differently")
+		assert.Contains(t, strings.Join(rep.Diff[0].Top, " "), "→ 503 (proxy_5xx)")
+		var md bytes.Buffer
+		require.NoError(t, rep.WriteMarkdown(&md))
+		assert.Contains(t, md.String(), "## ❌")
+		assert.Contains(t, md.String(), "of requests failed")
+	})
+
+	t.Run("crash and restart", func(t *testing.T) {
+		o := base
+		o.B = toy(t, "--exit-after", "600")
+		o.RestartDelay = time.Second
+		o.CheckInterval = time.Minute // 1 s at 60×: the hub stub puts the routes back soon
+		files := run(t, o)
+		rep, err := compare.Analyze(context.Background(), compare.DefaultThresholds(), files...)
+		require.NoError(t, err)
+		b := rep.B()
+		assert.True(t, rep.Verdict.Regression)
+		// Restarted, it counts from zero again: it may crash more than once.
+		require.GreaterOrEqual(t, b.Restarts, 1)
+		e := b.Exits[0]
+		assert.Equal(t, "exited with status 1", e.Cause)
+		assert.True(t, e.Recovered, "requests succeed again once restarted and re-routed")
+		assert.Positive(t, e.Failed, "requests failed while it was down")
+		assert.Greater(t, e.Window, time.Minute, "down for the restart delay at least: a second of wall time, a minute of trace time")
+		assert.Contains(t, strings.Join(rep.Verdict.Reasons, " "), "the candidate exited")
+		assert.Equal(t, e.At.Minutes(), b.Series.Exits[0], "the restart is marked on the plots")
+	})
+}

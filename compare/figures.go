@@ -1,0 +1,378 @@
+package compare
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+
+	"github.com/hubreplay/hubreplay/replay"
+	"github.com/hubreplay/hubreplay/trace"
+)
+
+// Figures are one run's numbers. Latencies are in microseconds, as in
+// replay's percentiles; memory in bytes; times of day are trace time.
+type Figures struct {
+	Role    string `json:"role"`
+	Spec    string `json:"spec"`
+	Version string `json:"version,omitempty"`
+	Results string `json:"results"`
+	Limit   string `json:"memory_limit,omitempty"`
+
+	Speed  float64       `json:"speed"`
+	Length time.Duration `json:"trace_length_ns"` // trace time replayed
+	Wall   time.Duration `json:"wall_ns"`         // how long the replay took
+	// Conns are the trace's client connections (the same for every run,
+	// so that figures per connection compare; a proxy that closes after
+	// each answer makes the replay reconnect more).
+	Conns int `json:"connections"`
+
+	Requests    int                `json:"requests"`
+	OK          int                `json:"ok"`
+	Failed      int                `json:"failed"`
+	ErrorRate   float64            `json:"error_rate"` // Failed / Requests
+	Errors      map[string]int     `json:"errors,omitempty"`
+	ProxyStatus map[string]int     `json:"proxy_status,omitempty"` // statuses the proxy made itself (502, 503 …)
+	Latency     replay.Percentiles `json:"latency_us"`
+	TTFB        replay.Percentiles `json:"ttfb_us"`
+
+	Sessions    int                `json:"ws_sessions"`
+	Connected   int                `json:"ws_connected"`
+	ConnectRate float64            `json:"ws_connect_rate"`
+	FramesWant  int                `json:"ws_frames_expected"`
+	FramesOK    int                `json:"ws_frames_matched"`
+	Delivery    float64            `json:"ws_delivery"` // matched / expected server frames
+	WSRTT       replay.Percentiles `json:"ws_rtt_us"`
+
+	Proxy *Resources `json:"proxy,omitempty"` // nil: the results hold no samples (a plain replay)
+
+	Restarts int              `json:"restarts"`
+	Exits    []ExitFigure     `json:"exits,omitempty"`
+	Logs     map[string]int64 `json:"log_lines,omitempty"` // counts of error lines by kind
+
+	API APIFigures `json:"route_api"`
+
+	Series Series `json:"series"`
+}
+
+// Resources are what the candidate used, from its samples.
+type Resources struct {
+	Samples  int   `json:"samples"`
+	RSSStart int64 `json:"rss_start"` // before the replay
+	RSSPeak  int64 `json:"rss_peak"`
+	RSSEnd   int64 `json:"rss_end"` // after standing idle (Settle)
+	// RSSGrowth is RSSEnd − RSSStart: what the run left behind; per
+	// minute of trace time and per 1,000 of the trace's client
+	// connections, the leak signature.
+	RSSGrowth      int64          `json:"rss_growth"`
+	RSSPerMinute   float64        `json:"rss_growth_per_minute"`
+	RSSPer1kConns  float64        `json:"rss_growth_per_1k_connections"`
+	HeapPeak       int64          `json:"heap_used_peak,omitempty"`
+	FDsStart       int            `json:"fds_start"`
+	FDsPeak        int            `json:"fds_peak"`
+	FDsEnd         int            `json:"fds_end"`
+	CloseWaitStart int            `json:"close_wait_start"`
+	CloseWaitPeak  int            `json:"close_wait_peak"`
+	CloseWaitEnd   int            `json:"close_wait_end"`
+	SocketsEnd     map[string]int `json:"sockets_end,omitempty"`
+	CPUSeconds     float64        `json:"cpu_seconds"`
+	Settle         time.Duration  `json:"settle_ns"`
+}
+
+// FDsLeft is what the run left open.
+func (r *Resources) FDsLeft() int { return r.FDsEnd - r.FDsStart }
+
+// ExitFigure is one exit of the candidate during the run, and the window
+// of failures after it.
+type ExitFigure struct {
+	At    time.Duration `json:"at_ns"` // trace time
+	Cause string        `json:"cause"`
+	// Window is the trace time from the exit until requests succeeded
+	// again (ten in a row); Recovered false if they never did.
+	Window    time.Duration `json:"window_ns"`
+	Recovered bool          `json:"recovered"`
+	Failed    int           `json:"failed"` // requests failed in the window
+}
+
+// APIFigures are the hub stub's calls to the routes API.
+type APIFigures struct {
+	Calls   int                `json:"calls"`
+	Failed  int                `json:"failed"`
+	Latency replay.Percentiles `json:"latency_us"`
+}
+
+// Series are a run's figures over trace time, for plots.
+type Series struct {
+	Bucket  time.Duration `json:"bucket_ns"` // width of a bucket, trace time
+	T       []float64     `json:"t_min"`     // bucket starts, minutes of trace time
+	ReqRate []float64     `json:"req_per_s"` // requests sent per second of trace time
+	ErrRate []float64     `json:"failed_per_s"`
+	P50     []float64     `json:"p50_ms"` // latency of the requests sent in the bucket
+	P99     []float64     `json:"p99_ms"`
+	// Samples, at their own times.
+	ST        []float64 `json:"sample_t_min"`
+	RSS       []float64 `json:"rss_mb"`
+	FDs       []float64 `json:"fds"`
+	Estab     []float64 `json:"established"`
+	CloseWait []float64 `json:"close_wait"`
+	TimeWait  []float64 `json:"time_wait"`
+	// Exits, in minutes of trace time.
+	Exits []float64 `json:"exits_min,omitempty"`
+}
+
+// run is one results file, read.
+type run struct {
+	res     *replay.Results
+	cand    *Candidate
+	samples []*Sample
+	exits   []*Exit
+	api     []*APICall
+}
+
+func readRun(ctx context.Context, path string) (*run, error) {
+	res, err := replay.ReadResults(ctx, path)
+	if err != nil {
+		return nil, err
+	}
+	if len(res.Runs) == 0 {
+		return nil, fmt.Errorf("%s: no run record (not replay results, or cut off at its start)", path)
+	}
+	r := &run{res: res}
+	for _, u := range res.Other {
+		switch trace.Type(u.TypeName) {
+		case TypeCandidate:
+			r.cand = new(Candidate)
+			err = json.Unmarshal(u.Raw, r.cand)
+		case TypeSample:
+			err = decodeOnto(&r.samples, u)
+		case TypeExit:
+			err = decodeOnto(&r.exits, u)
+		case TypeAPICall:
+			err = decodeOnto(&r.api, u)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %s record: %w", path, u.TypeName, err)
+		}
+	}
+	slices.SortFunc(r.samples, func(a, b *Sample) int { return cmp.Compare(a.TS, b.TS) })
+	return r, nil
+}
+
+func decodeOnto[T any](list *[]*T, u *trace.Unknown) error {
+	v := new(T)
+	if err := json.Unmarshal(u.Raw, v); err != nil {
+		return err
+	}
+	*list = append(*list, v)
+	return nil
+}
+
+// figures works out a run's numbers from its records.
+func (r *run) figures(role string) *Figures {
+	res := r.res
+	first := res.Runs[0]
+	sum := res.Tally()
+	f := &Figures{Role: role, Spec: first.Target, Results: filepath.Base(res.Path), Speed: first.Speed, Length: first.Length,
+		Wall: sum.Wall, Conns: first.Conns,
+		Requests: sum.Requests, OK: sum.OK, Failed: sum.Failed, Errors: sum.Errors,
+		Latency: sum.Percentiles[replay.HistLatency], TTFB: sum.Percentiles[replay.HistTTFB],
+		Sessions: sum.Sessions, Connected: sum.Connected, FramesWant: sum.FramesExpected, FramesOK: sum.FramesMatched,
+		WSRTT: sum.Percentiles[replay.HistWSRTT]}
+	if c := r.cand; c != nil {
+		f.Role, f.Spec, f.Version, f.Limit = cmp.Or(c.Role, role), c.Spec, c.Version, c.Limit
+	}
+	f.ErrorRate = ratio(f.Failed, f.Requests)
+	f.ConnectRate = ratio(f.Connected, f.Sessions)
+	f.Delivery = ratio(f.FramesOK, f.FramesWant)
+	if f.Sessions == 0 {
+		f.ConnectRate = 1
+	}
+	if f.FramesWant == 0 {
+		f.Delivery = 1
+	}
+	f.ProxyStatus = map[string]int{}
+	for _, q := range res.Requests {
+		if q.Error == replay.ErrProxy5xx {
+			f.ProxyStatus[strconv.Itoa(q.Status)]++
+		}
+	}
+	f.Proxy = r.resources(f)
+	f.exits(r)
+	f.API = r.apiFigures()
+	f.Series = r.series(f)
+	return f
+}
+
+func ratio(a, b int) float64 {
+	if b == 0 {
+		return 0
+	}
+	return float64(a) / float64(b)
+}
+
+// resources reads the samples: before the replay (the first), at its
+// peak, and after standing idle (the last).
+func (r *run) resources(f *Figures) *Resources {
+	var up []*Sample
+	for _, s := range r.samples {
+		if s.Up {
+			up = append(up, s)
+		}
+	}
+	if len(up) == 0 {
+		return nil
+	}
+	first, last := up[0], r.samples[len(r.samples)-1]
+	x := &Resources{Samples: len(r.samples), RSSStart: first.RSS, RSSEnd: last.RSS, FDsStart: first.FDs, FDsEnd: last.FDs,
+		CloseWaitStart: first.Sockets["CLOSE_WAIT"], CloseWaitEnd: last.Sockets["CLOSE_WAIT"], SocketsEnd: last.Sockets}
+	if r.cand != nil {
+		x.Settle = r.cand.Settle
+	}
+	cpu := map[int]time.Duration{} // per process: CPU is counted per life
+	for _, s := range up {
+		x.RSSPeak = max(x.RSSPeak, s.RSS)
+		x.FDsPeak = max(x.FDsPeak, s.FDs)
+		x.CloseWaitPeak = max(x.CloseWaitPeak, s.Sockets["CLOSE_WAIT"])
+		x.HeapPeak = max(x.HeapPeak, s.HeapUsed)
+		cpu[s.PID] = max(cpu[s.PID], s.CPU)
+	}
+	for _, c := range cpu {
+		x.CPUSeconds += c.Seconds()
+	}
+	x.RSSGrowth = x.RSSEnd - x.RSSStart
+	if m := f.Length.Minutes(); m > 0 {
+		x.RSSPerMinute = float64(x.RSSGrowth) / m
+	}
+	if f.Conns > 0 {
+		x.RSSPer1kConns = float64(x.RSSGrowth) / float64(f.Conns) * 1000
+	}
+	if len(up) > 0 && last.Logs != nil {
+		f.Logs = last.Logs
+	}
+	return x
+}
+
+// recoveredAfter is how many requests in a row must succeed after an exit
+// for its failure window to be over.
+const recoveredAfter = 10
+
+// exits lists the candidate's exits during the replay and the window of
+// failed requests after each.
+func (f *Figures) exits(r *run) {
+	speed := f.Speed
+	if speed <= 0 {
+		speed = 1
+	}
+	bySent := slices.Clone(r.res.Requests)
+	slices.SortFunc(bySent, func(a, b *replay.Request) int { return cmp.Compare(a.Sent, b.Sent) })
+	for _, e := range r.exits {
+		if e.Stopped {
+			continue
+		}
+		f.Restarts++
+		x := ExitFigure{At: time.Duration(float64(e.TS) * speed), Cause: e.Cause}
+		i, _ := slices.BinarySearchFunc(bySent, e.TS, func(q *replay.Request, t time.Duration) int { return cmp.Compare(q.Sent, t) })
+		ok, end := 0, e.TS
+		for _, q := range bySent[i:] {
+			if replay.Failed(q.Error) {
+				x.Failed++
+				ok, end = 0, q.Sent
+				continue
+			}
+			if ok++; ok == recoveredAfter {
+				x.Recovered = true
+				break
+			}
+		}
+		if !x.Recovered && len(bySent) > i {
+			end = bySent[len(bySent)-1].Sent
+		}
+		x.Window = time.Duration(float64(end-e.TS) * speed)
+		f.Exits = append(f.Exits, x)
+	}
+}
+
+func (r *run) apiFigures() APIFigures {
+	h := hdrhistogram.New(1, int64(time.Hour/time.Microsecond), 3)
+	a := APIFigures{Calls: len(r.api)}
+	for _, c := range r.api {
+		if c.Err != "" || c.Status >= 400 {
+			a.Failed++
+		}
+		_ = h.RecordValue(max(1, c.Latency.Microseconds()))
+	}
+	a.Latency = percentiles(h)
+	return a
+}
+
+func percentiles(h *hdrhistogram.Histogram) replay.Percentiles {
+	return replay.Percentiles{Count: h.TotalCount(), P50: h.ValueAtQuantile(50), P90: h.ValueAtQuantile(90), P99: h.ValueAtQuantile(99), Max: h.Max()}
+}
+
+// plotPoints is about how many buckets a plot gets.
+const plotPoints = 120
+
+// series buckets the run over trace time.
+func (r *run) series(f *Figures) Series {
+	speed := f.Speed
+	if speed <= 0 {
+		speed = 1 // at max speed, "trace time" is wall time
+	}
+	length := f.Length
+	if speed == 1 && f.Speed <= 0 {
+		length = f.Wall
+	}
+	bucket := max(time.Second, (length / plotPoints).Round(time.Second))
+	n := int(length/bucket) + 1
+	s := Series{Bucket: bucket, T: make([]float64, n), ReqRate: make([]float64, n), ErrRate: make([]float64, n), P50: make([]float64, n), P99: make([]float64, n)}
+	hists := make([]*hdrhistogram.Histogram, n)
+	for i := range n {
+		s.T[i] = (time.Duration(i) * bucket).Minutes()
+	}
+	for _, q := range r.res.Requests {
+		if q.Sent <= 0 {
+			continue
+		}
+		i := min(n-1, int(time.Duration(float64(q.Sent)*speed)/bucket))
+		s.ReqRate[i]++
+		if replay.Failed(q.Error) {
+			s.ErrRate[i]++
+		}
+		if q.Error == "" && q.TTLB > 0 {
+			if hists[i] == nil {
+				hists[i] = hdrhistogram.New(1, int64(time.Hour/time.Microsecond), 3)
+			}
+			_ = hists[i].RecordValue(max(1, q.TTLB.Microseconds()))
+		}
+	}
+	for i := range n {
+		s.ReqRate[i] /= bucket.Seconds()
+		s.ErrRate[i] /= bucket.Seconds()
+		if h := hists[i]; h != nil {
+			s.P50[i] = float64(h.ValueAtQuantile(50)) / 1000
+			s.P99[i] = float64(h.ValueAtQuantile(99)) / 1000
+		}
+	}
+	for _, x := range r.samples {
+		s.ST = append(s.ST, max(0, time.Duration(float64(x.TS)*speed).Minutes())) // the baseline is taken just before
+		s.RSS = append(s.RSS, float64(x.RSS)/(1<<20))
+		s.FDs = append(s.FDs, float64(x.FDs))
+		s.Estab = append(s.Estab, float64(x.Sockets["ESTABLISHED"]))
+		s.CloseWait = append(s.CloseWait, float64(x.Sockets["CLOSE_WAIT"]))
+		s.TimeWait = append(s.TimeWait, float64(x.Sockets["TIME_WAIT"]))
+	}
+	for _, e := range f.Exits {
+		s.Exits = append(s.Exits, e.At.Minutes())
+	}
+	return s
+}
+
+// sortedKeys is for stable output of count maps.
+func sortedKeys[V any](m map[string]V) []string { return slices.Sorted(maps.Keys(m)) }

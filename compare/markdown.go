@@ -1,0 +1,90 @@
+package compare
+
+import (
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/hubreplay/hubreplay/replay"
+)
+
+// WriteMarkdown writes the report for a pull request comment or
+// $GITHUB_STEP_SUMMARY: the verdict, the summary table, the endpoint
+// classes that answered differently.
+func (r *Report) WriteMarkdown(w io.Writer) error {
+	var b strings.Builder
+	icon := "✅"
+	if r.Verdict.Regression {
+		icon = "❌"
+	}
+	fmt.Fprintf(&b, "## %s hubreplay compare: %s vs %s\n\n", icon, mdEscape(r.A().Spec), mdEscape(r.B().Spec))
+	fmt.Fprintf(&b, "Trace `%s` at %s, %d× users, seed %d.\n\n", r.Trace, replay.SpeedString(r.Speed), r.Users, r.Seed)
+	if r.Verdict.Regression {
+		b.WriteString("**Regression** — B is worse than A:\n\n")
+		for _, why := range r.Verdict.Reasons {
+			fmt.Fprintf(&b, "- %s\n", mdEscape(why))
+		}
+	} else {
+		b.WriteString("**No regression**: B is no worse than A within the thresholds")
+		if len(r.Noise()) > 0 {
+			b.WriteString(" and the noise between A's runs")
+		}
+		b.WriteString(".\n")
+	}
+	b.WriteString("\n|   |")
+	for _, f := range r.Runs {
+		fmt.Fprintf(&b, " %s |", mdEscape(runTitle(f)))
+	}
+	b.WriteString("\n|---|")
+	for range r.Runs {
+		b.WriteString("---|")
+	}
+	b.WriteString("\n")
+	for _, rw := range r.rows() {
+		if rw.Section != "" {
+			fmt.Fprintf(&b, "| **%s** |%s\n", rw.Section, strings.Repeat(" |", len(r.Runs)))
+		}
+		fmt.Fprintf(&b, "| %s |", rw.Label)
+		for i, c := range rw.Cells {
+			if i == 1 && rw.Worse {
+				c = "❌ **" + c + "**"
+			}
+			fmt.Fprintf(&b, " %s |", mdEscape(c))
+		}
+		b.WriteString("\n")
+	}
+	if len(r.Diff) > 0 {
+		b.WriteString("\n### Where A and B answered differently\n\n| endpoint | requests | differ | noise (A vs A') | most often |\n|---|---|---|---|---|\n")
+		for _, d := range r.Diff[:min(15, len(r.Diff))] {
+			noise := "–"
+			if d.Noise >= 0 {
+				noise = fmt.Sprint(d.Noise)
+			}
+			fmt.Fprintf(&b, "| `%s` | %d | %d | %s | %s |\n", d.Class, d.Requests, d.Differ, noise, mdEscape(strings.Join(d.Top, "; ")))
+		}
+		if len(r.Diff) > 15 {
+			fmt.Fprintf(&b, "\n%d more endpoint classes in the JSON report.\n", len(r.Diff)-15)
+		}
+	}
+	if len(r.Notes) > 0 {
+		b.WriteString("\n### Worth a look\n\n")
+		for _, n := range r.Notes {
+			fmt.Fprintf(&b, "- %s\n", mdEscape(n))
+		}
+	}
+	fmt.Fprintf(&b, "\n<sub>%s · results: %s</sub>\n", r.Tool, resultsList(r))
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func resultsList(r *Report) string {
+	var s []string
+	for _, f := range r.Runs {
+		s = append(s, "`"+f.Results+"`")
+	}
+	return strings.Join(s, ", ")
+}
+
+func mdEscape(s string) string {
+	return strings.NewReplacer("|", `\|`, "<", "&lt;", ">", "&gt;").Replace(s)
+}

@@ -1,0 +1,278 @@
+// Package compare runs two candidate proxies on the same trace, one after
+// the other on the same machine, each behind fresh fixtures and a fresh hub
+// stub, and judges B against A: latency, errors, WebSocket delivery, what a
+// leak leaves behind (memory, file descriptors, sockets by state),
+// restarts and the 503 window after each. Each run's results file holds
+// everything the report needs, so a report can be rendered again from the
+// files (Analyze).
+package compare
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/hubreplay/hubreplay/fixtures"
+	"github.com/hubreplay/hubreplay/proxy"
+	"github.com/hubreplay/hubreplay/replay"
+	"github.com/hubreplay/hubreplay/trace"
+)
+
+// Options say what to compare, and how.
+type Options struct {
+	// TraceName is the trace's path, for the results files.
+	TraceName string
+	// Plan is the replay, built once from the trace; Index the fixtures'
+	// view of the same trace.
+	Plan  *replay.Plan
+	Index *fixtures.Index
+	// A is the reference (what runs in production), B the candidate.
+	A, B proxy.Spec
+	// NoiseRuns runs A this many more times, after B, to measure how much
+	// two runs of the same proxy differ.
+	NoiseRuns int
+	// Settle is how long each candidate stands idle after its replay
+	// before its last sample (default 10 s): Node's keep-alive timeout
+	// is 5 s, so what a healthy proxy holds after it is what it keeps.
+	Settle time.Duration
+	// Timeout, CheckInterval: as replay's and the hub stub's.
+	Timeout       time.Duration
+	CheckInterval time.Duration
+	// MemoryLimit, LimitBy, RestartDelay: as proxy.Options.
+	MemoryLimit  int64
+	LimitBy      string
+	RestartDelay time.Duration
+	// Dir receives one results file per run (A.results, B.results,
+	// A'1.results …); Force replaces existing ones.
+	Dir   string
+	Force bool
+	Cache *proxy.Cache
+	Log   *slog.Logger
+	// Watch, if set, hears what the comparison is doing: a stage of a run
+	// ("obtaining", "starting", "replaying", "settling", "done"), and,
+	// while replaying, the runner (for its Progress).
+	Watch func(role, spec, stage string, run *replay.Runner)
+}
+
+func (o *Options) settle() time.Duration {
+	if o.Settle <= 0 {
+		return 10 * time.Second
+	}
+	return o.Settle
+}
+
+func (o *Options) log() *slog.Logger {
+	if o.Log == nil {
+		return slog.Default()
+	}
+	return o.Log
+}
+
+func (o *Options) watch(role, spec, stage string, run *replay.Runner) {
+	if o.Watch != nil {
+		o.Watch(role, spec, stage, run)
+	}
+}
+
+// RunSpec is one run of a comparison.
+type RunSpec struct {
+	Role    string
+	Spec    proxy.Spec
+	Results string // its results file
+}
+
+// Runs lists the runs Options ask for, in the order they run: A, B, then
+// A again for noise (after B, so that A's runs bracket B's).
+func (o *Options) Runs() []RunSpec {
+	runs := []RunSpec{
+		{Role: RoleA, Spec: o.A, Results: filepath.Join(o.Dir, "A.results")},
+		{Role: RoleB, Spec: o.B, Results: filepath.Join(o.Dir, "B.results")},
+	}
+	for i := range o.NoiseRuns {
+		role, name := RoleNoise, "A-noise"
+		if i > 0 {
+			role, name = fmt.Sprintf("%s%d", RoleNoise, i+1), fmt.Sprintf("A-noise%d", i+1)
+		}
+		runs = append(runs, RunSpec{Role: role, Spec: o.A, Results: filepath.Join(o.Dir, name+".results")})
+	}
+	return runs
+}
+
+// Run runs every candidate on the plan, one after the other, and returns
+// their results files. An error means the comparison could not be made
+// (a candidate that cannot be obtained or started, results that cannot be
+// written); what a candidate does wrong while running is a result.
+func Run(ctx context.Context, o Options) ([]string, error) {
+	if o.Plan == nil || o.Index == nil {
+		return nil, errors.New("compare: no plan or fixtures index")
+	}
+	runs := o.Runs()
+	if !o.Force {
+		for _, r := range runs {
+			if _, err := os.Stat(r.Results); err == nil {
+				return nil, fmt.Errorf("compare: %s exists (give --force to replace it, or another output directory)", r.Results)
+			}
+		}
+	}
+	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("compare: %w", err)
+	}
+	// Obtain both first: a misspelt B must not cost an A run.
+	progs := map[string]*proxy.Program{}
+	for _, r := range runs {
+		if progs[r.Spec.Raw] != nil {
+			continue
+		}
+		o.watch(r.Role, r.Spec.Raw, "obtaining", nil)
+		p, err := proxy.Obtain(ctx, r.Spec, o.Cache)
+		if err != nil {
+			return nil, fmt.Errorf("compare: obtain %s (%s): %w", r.Role, r.Spec, err)
+		}
+		progs[r.Spec.Raw] = p
+	}
+	var files []string
+	for _, r := range runs {
+		if err := runOne(ctx, &o, r, progs[r.Spec.Raw]); err != nil {
+			return files, fmt.Errorf("compare: run %s (%s): %w", r.Role, r.Spec, err)
+		}
+		files = append(files, r.Results)
+		if ctx.Err() != nil {
+			return files, fmt.Errorf("compare: interrupted after %s: %w", r.Role, ctx.Err())
+		}
+	}
+	return files, nil
+}
+
+// runOne replays the plan against one candidate behind fresh fixtures,
+// samples it throughout and for Settle after, and writes everything to
+// its results file.
+func runOne(ctx context.Context, o *Options, r RunSpec, prog *proxy.Program) error {
+	plan := o.Plan
+	speed := plan.Opts.Speed
+	fixSpeed := speed
+	if fixSpeed <= 0 {
+		fixSpeed = 1e6 // as fast as possible: recorded server times are not waited for
+	}
+	o.watch(r.Role, r.Spec.Raw, "starting", nil)
+	resp := &fixtures.Responder{Index: o.Index, Speed: fixSpeed, Log: o.log()}
+	srv, err := fixtures.Listen(resp, o.Index.Targets)
+	if err != nil {
+		return fmt.Errorf("start fixtures: %w", err)
+	}
+	defer srv.Close()
+	cand, err := proxy.Start(ctx, prog, proxy.Options{DefaultTarget: srv.Hub(), MemoryLimit: o.MemoryLimit, LimitBy: o.LimitBy,
+		RestartDelay: o.RestartDelay, Log: o.log()})
+	if err != nil {
+		return err
+	}
+	stopped := false
+	stop := func() {
+		if !stopped {
+			stopped = true
+			_ = cand.Stop()
+		}
+	}
+	defer stop()
+	w, err := replay.CreateResults(r.Results, fmt.Sprintf("compare %s: %s on %s", r.Role, r.Spec, filepath.Base(o.TraceName)), o.Force)
+	if err != nil {
+		return err
+	}
+	defer w.Close()
+	baseline := cand.Sample(ctx)
+
+	stub := &fixtures.HubStub{API: cand.APIURL(), Token: cand.Token(), Routes: plan.Routes, Target: srv.Target, Speed: fixSpeed,
+		CheckInterval: o.CheckInterval, Log: o.log()}
+	run := &replay.Runner{Target: cand.URL(), Results: w, Routes: stub, Timeout: o.Timeout, TraceName: o.TraceName, Log: o.log()}
+
+	// Samples go to the file as they come, so a comparison stopped half-way
+	// keeps them; their times are known once the replay has started.
+	rec := &recorder{w: w, cand: cand}
+	sampling, stopSampling := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	wg.Go(func() { rec.follow(sampling, run, baseline) })
+
+	o.watch(r.Role, r.Spec.Raw, "replaying", run)
+	_, runErr := run.Run(ctx, plan)
+	// The users and their servers are gone now: whatever the candidate
+	// still holds after the idle time is its own doing (a healthy proxy
+	// closes a socket whose peer has closed).
+	_ = srv.Close()
+	if runErr == nil && ctx.Err() == nil {
+		o.watch(r.Role, r.Spec.Raw, "settling", nil)
+		t := time.NewTimer(o.settle())
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+		}
+	}
+	final := cand.Sample(context.WithoutCancel(ctx))
+	stopSampling()
+	wg.Wait()
+	start := run.Started()
+	if start.IsZero() {
+		start = time.Now()
+	}
+	rec.flush(start)
+	rec.write(&Sample{TS: final.At.Sub(start), Sample: final})
+	exits := cand.Exits() // before the stop: the stop is not an exit of the run
+	stop()
+	for _, e := range exits {
+		rec.write(&Exit{TS: e.At.Sub(start), Exit: e})
+	}
+	for _, c := range stub.Calls() {
+		rec.write(apiCall(c, start))
+	}
+	rec.write(&Candidate{Role: r.Role, Spec: r.Spec.Raw, Version: prog.Version, Backend: "local", Limit: cand.Limit(), Started: start, Settle: o.settle()})
+	o.watch(r.Role, r.Spec.Raw, "done", nil)
+	return errors.Join(runErr, rec.err, w.Close())
+}
+
+// recorder writes a candidate's samples to its results file.
+type recorder struct {
+	w    replay.RecordWriter
+	cand *proxy.Candidate
+	seen int
+	base *proxy.Sample
+	err  error
+}
+
+// follow writes new samples every second once the replay has started.
+func (r *recorder) follow(ctx context.Context, run *replay.Runner, baseline proxy.Sample) {
+	r.base = &baseline
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if start := run.Started(); !start.IsZero() {
+			r.flush(start)
+		}
+	}
+}
+
+func (r *recorder) flush(start time.Time) {
+	if r.base != nil {
+		r.write(&Sample{TS: r.base.At.Sub(start), Sample: *r.base})
+		r.base = nil
+	}
+	samples := r.cand.Samples()
+	for _, s := range samples[r.seen:] {
+		r.write(&Sample{TS: s.At.Sub(start), Sample: s})
+	}
+	r.seen = len(samples)
+}
+
+func (r *recorder) write(rec trace.Record) {
+	if err := r.w.Write(rec); err != nil && r.err == nil {
+		r.err = fmt.Errorf("write results: %w", err)
+	}
+}

@@ -1,0 +1,117 @@
+package compare
+
+import (
+	"fmt"
+	"strings"
+	"time"
+)
+
+// row is one line of the summary table: a figure for each run.
+type row struct {
+	Section string
+	Label   string
+	Cells   []string // one per run: A, B, noise runs
+	Worse   bool     // B's cell is a failed check
+}
+
+// rows are the summary table, for the HTML and Markdown reports.
+func (r *Report) rows() []row {
+	failed := map[string]bool{}
+	for _, c := range r.Verdict.Checks {
+		if !c.Pass {
+			failed[c.Name] = true
+		}
+	}
+	var out []row
+	section := ""
+	add := func(label, check string, cell func(f *Figures) string) {
+		rw := row{Section: section, Label: label, Worse: check != "" && failed[check]}
+		for _, f := range r.Runs {
+			rw.Cells = append(rw.Cells, cell(f))
+		}
+		out = append(out, rw)
+		section = ""
+	}
+	ms := func(us int64) string { return fmt.Sprintf("%.1f ms", float64(us)/1000) }
+	mib := func(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
+	res := func(get func(x *Resources) string) func(f *Figures) string {
+		return func(f *Figures) string {
+			if f.Proxy == nil {
+				return "–"
+			}
+			return get(f.Proxy)
+		}
+	}
+
+	section = "Requests"
+	add("requests replayed", "", func(f *Figures) string { return fmt.Sprint(f.Requests) })
+	add("failed", "failed requests", func(f *Figures) string { return fmt.Sprintf("%d (%.2f%%)", f.Failed, f.ErrorRate*100) })
+	add("errors by class", "", func(f *Figures) string { return countsLine(f.Errors) })
+	add("proxy's own 5xx", "", func(f *Figures) string { return countsLine(f.ProxyStatus) })
+	add("latency p50 / p90", "", func(f *Figures) string { return ms(f.Latency.P50) + " / " + ms(f.Latency.P90) })
+	add("latency p99", "latency p99", func(f *Figures) string { return ms(f.Latency.P99) })
+	add("latency max", "", func(f *Figures) string { return ms(f.Latency.Max) })
+	section = "WebSockets"
+	add("sessions connected", "WebSocket connects failed", func(f *Figures) string {
+		return fmt.Sprintf("%d of %d (%.2f%%)", f.Connected, f.Sessions, f.ConnectRate*100)
+	})
+	add("server frames delivered", "WebSocket frames lost", func(f *Figures) string {
+		return fmt.Sprintf("%d of %d (%.2f%%)", f.FramesOK, f.FramesWant, f.Delivery*100)
+	})
+	add("message round trip p50 / p99", "", func(f *Figures) string { return ms(f.WSRTT.P50) + " / " + ms(f.WSRTT.P99) })
+	section = "Proxy resources"
+	add("resident memory: start / peak", "", res(func(x *Resources) string { return mib(x.RSSStart) + " / " + mib(x.RSSPeak) }))
+	add("resident memory after idle", "memory kept after idle", res(func(x *Resources) string {
+		return fmt.Sprintf("%s (%+.1f MiB)", mib(x.RSSEnd), float64(x.RSSGrowth)/(1<<20))
+	}))
+	add("memory growth per trace minute", "", res(func(x *Resources) string { return fmt.Sprintf("%+.2f MiB", x.RSSPerMinute/(1<<20)) }))
+	add("memory growth per 1,000 connections", "", res(func(x *Resources) string { return fmt.Sprintf("%+.2f MiB", x.RSSPer1kConns/(1<<20)) }))
+	add("file descriptors: start / peak / after idle", "file descriptors left", res(func(x *Resources) string {
+		return fmt.Sprintf("%d / %d / %d", x.FDsStart, x.FDsPeak, x.FDsEnd)
+	}))
+	add("CLOSE_WAIT sockets: start / peak / after idle", "", res(func(x *Resources) string {
+		return fmt.Sprintf("%d / %d / %d", x.CloseWaitStart, x.CloseWaitPeak, x.CloseWaitEnd)
+	}))
+	add("CPU seconds", "", res(func(x *Resources) string { return fmt.Sprintf("%.1f", x.CPUSeconds) }))
+	section = "Crashes and logs"
+	add("restarts", "restarts", func(f *Figures) string {
+		if f.Restarts == 0 {
+			return "0"
+		}
+		var ws []string
+		for _, e := range f.Exits {
+			w := "no recovery"
+			if e.Recovered {
+				w = "failures for " + e.Window.Round(time.Second).String()
+			}
+			ws = append(ws, fmt.Sprintf("%s at %s: %s", e.Cause, clock(e.At), w))
+		}
+		return fmt.Sprintf("%d (%s)", f.Restarts, strings.Join(ws, "; "))
+	})
+	add("log lines: EPIPE / ECONNRESET / uncaught", "", func(f *Figures) string {
+		return fmt.Sprintf("%d / %d / %d", f.Logs["epipe"], f.Logs["econnreset"], f.Logs["uncaught"])
+	})
+	add("route API: calls, failed, p99", "", func(f *Figures) string {
+		return fmt.Sprintf("%d, %d, %s", f.API.Calls, f.API.Failed, ms(f.API.Latency.P99))
+	})
+	return out
+}
+
+func countsLine[V int | int64](m map[string]V) string {
+	if len(m) == 0 {
+		return "–"
+	}
+	var parts []string
+	for _, k := range sortedKeys(m) {
+		parts = append(parts, fmt.Sprintf("%s %d", k, m[k]))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// runTitle names a run in a table header.
+func runTitle(f *Figures) string {
+	if f.Version != "" && f.Version != "command" && !strings.Contains(f.Spec, f.Version) {
+		return fmt.Sprintf("%s: %s (%s)", f.Role, f.Spec, f.Version)
+	}
+	return fmt.Sprintf("%s: %s", f.Role, f.Spec)
+}

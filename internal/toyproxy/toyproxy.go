@@ -1,0 +1,247 @@
+// Package toyproxy is a small proxy with configurable-http-proxy's outside
+// (its flags, the routes REST API, the token in CONFIGPROXY_AUTH_TOKEN)
+// and faults to order. Tests run it as a cmd: candidate that is broken on
+// purpose, to show that a comparison fails where it must — and, without
+// faults, passes where it must.
+package toyproxy
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Faults are what the proxy does wrong.
+type Faults struct {
+	// Fail503 is the share of proxied requests it answers with its own 503
+	// (evenly spread: with 0.05, one in twenty).
+	Fail503 float64
+	// LeakWS keeps the client's side of every WebSocket open after the
+	// session ended: one socket left in CLOSE_WAIT per session, as the
+	// leaking CHP versions did.
+	LeakWS bool
+	// ExitAfter makes the process exit (status 1, as a crash) on the
+	// ExitAfter-th proxied request; restarted, it starts with no routes,
+	// as CHP does.
+	ExitAfter int64
+}
+
+// Proxy routes requests by longest path prefix, like CHP.
+type Proxy struct {
+	Default string // the default target (the hub)
+	Token   string
+	Faults  Faults
+
+	mu     sync.Mutex
+	routes map[string]map[string]any // path prefix → route data, "target" included
+	n      int64                     // proxied requests, for Fail503
+	leaked []net.Conn
+}
+
+// Public is the handler for the proxy's public port.
+func (p *Proxy) Public() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/_chp_healthz" {
+			w.WriteHeader(http.StatusOK)
+			return
+		}
+		target := p.target(r.URL.Path)
+		if target == nil {
+			http.Error(w, "no route", http.StatusNotFound)
+			return
+		}
+		if p.count() {
+			http.Error(w, "toyproxy: 503 on purpose", http.StatusServiceUnavailable)
+			return
+		}
+		if strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+			p.tunnel(w, r, target)
+			return
+		}
+		rp := &httputil.ReverseProxy{Rewrite: func(pr *httputil.ProxyRequest) { pr.SetURL(target); pr.Out.Host = pr.In.Host }}
+		rp.ServeHTTP(w, r)
+	})
+}
+
+// count counts a proxied request and says whether to fail it.
+func (p *Proxy) count() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.n++
+	if p.n == p.Faults.ExitAfter {
+		slog.Error("toyproxy: exiting on purpose", "requests", p.n)
+		os.Exit(1)
+	}
+	return int64(float64(p.n)*p.Faults.Fail503) != int64(float64(p.n-1)*p.Faults.Fail503)
+}
+
+func (p *Proxy) target(path string) *url.URL {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	best, target := -1, p.Default
+	for prefix, data := range p.routes {
+		pre := strings.TrimSuffix(prefix, "/")
+		if (path == pre || strings.HasPrefix(path, pre+"/")) && len(pre) > best {
+			best, target = len(pre), fmt.Sprint(data["target"])
+		}
+	}
+	u, err := url.Parse(target)
+	if err != nil || target == "" {
+		return nil
+	}
+	return u
+}
+
+// tunnel passes a WebSocket upgrade through to the target, then copies
+// bytes both ways until either side ends.
+func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, target *url.URL) {
+	back, err := net.DialTimeout("tcp", target.Host, 5*time.Second)
+	if err != nil {
+		http.Error(w, "toyproxy: "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	client, rw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		back.Close()
+		return
+	}
+	if err := r.Write(back); err != nil {
+		back.Close()
+		client.Close()
+		return
+	}
+	done := make(chan struct{}, 2)
+	go func() { _, _ = io.Copy(back, rw); done <- struct{}{} }()
+	go func() { _, _ = io.Copy(client, bufio.NewReader(back)); done <- struct{}{} }()
+	<-done
+	back.Close()
+	if p.Faults.LeakWS {
+		p.mu.Lock()
+		p.leaked = append(p.leaked, client)
+		p.mu.Unlock()
+		return
+	}
+	client.Close()
+}
+
+// API is the handler for the routes REST API.
+func (p *Proxy) API() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "token "+p.Token {
+			http.Error(w, "forbidden", http.StatusForbidden)
+			return
+		}
+		path, ok := strings.CutPrefix(r.URL.Path, "/api/routes")
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		switch r.Method {
+		case http.MethodGet:
+			w.Header().Set("Content-Type", "application/json")
+			_ = json.NewEncoder(w).Encode(p.routes)
+		case http.MethodPost:
+			data := map[string]any{}
+			if err := json.NewDecoder(r.Body).Decode(&data); err != nil || data["target"] == nil {
+				http.Error(w, "a route needs a target", http.StatusBadRequest)
+				return
+			}
+			p.routes[path] = data
+			w.WriteHeader(http.StatusCreated)
+		case http.MethodDelete:
+			delete(p.routes, path)
+			w.WriteHeader(http.StatusNoContent)
+		default:
+			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		}
+	})
+}
+
+// Main runs the proxy with CHP's flags (those JupyterHub passes) and the
+// faults', until SIGTERM or SIGINT; it returns the exit status.
+func Main(args []string) int {
+	fs := flag.NewFlagSet("toyproxy", flag.ContinueOnError)
+	ip := fs.String("ip", "127.0.0.1", "public IP")
+	port := fs.Int("port", 8000, "public port")
+	apiIP := fs.String("api-ip", "127.0.0.1", "API IP")
+	apiPort := fs.Int("api-port", 8001, "API port")
+	def := fs.String("default-target", "", "default target")
+	fs.String("error-target", "", "ignored")
+	fs.String("log-level", "info", "ignored")
+	p := &Proxy{Token: os.Getenv("CONFIGPROXY_AUTH_TOKEN"), routes: map[string]map[string]any{}}
+	fs.Float64Var(&p.Faults.Fail503, "fail-503", 0, "share of requests answered 503")
+	fs.BoolVar(&p.Faults.LeakWS, "leak-ws", false, "leave every WebSocket's client socket open")
+	fs.Int64Var(&p.Faults.ExitAfter, "exit-after", 0, "exit (status 1) on this proxied request")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	p.Default = *def
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	// Both ports listen before either serves: whoever waits for the public
+	// port may use the API at once.
+	errs := make(chan error, 2)
+	for _, s := range []struct {
+		addr string
+		h    http.Handler
+	}{{net.JoinHostPort(*ip, fmt.Sprint(*port)), p.Public()}, {net.JoinHostPort(*apiIP, fmt.Sprint(*apiPort)), p.API()}} {
+		l, err := net.Listen("tcp", s.addr)
+		if err != nil {
+			slog.Error("toyproxy", "err", err)
+			return 1
+		}
+		srv := &http.Server{Handler: s.h, ReadHeaderTimeout: 10 * time.Second}
+		defer srv.Close()
+		go func() { errs <- srv.Serve(l) }()
+	}
+	slog.Info("toyproxy listening", "port", *port, "api_port", *apiPort, "faults", fmt.Sprintf("%+v", p.Faults))
+	select {
+	case <-ctx.Done():
+	case err := <-errs:
+		if !errors.Is(err, http.ErrServerClosed) {
+			slog.Error("toyproxy", "err", err)
+			return 1
+		}
+	}
+	return 0
+}
+
+// Env, set in a test binary's environment, makes RunIfAsked run the proxy
+// instead of the tests.
+const Env = "HUBREPLAY_TOYPROXY"
+
+// RunIfAsked runs the proxy and exits when the process was started as one
+// (by Spec's command); call it first in TestMain.
+func RunIfAsked() {
+	if os.Getenv(Env) != "" {
+		os.Exit(Main(os.Args[1:]))
+	}
+}
+
+// Spec is a cmd: candidate that runs this test binary as the proxy with the
+// given fault flags (e.g. "--fail-503", "0.05").
+func Spec(faults ...string) (string, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return "", fmt.Errorf("toyproxy: %w", err)
+	}
+	return fmt.Sprintf("cmd:%s=1 exec %s --port {port} --api-port {api_port} --default-target {default_target} %s",
+		Env, exe, strings.Join(faults, " ")), nil
+}
