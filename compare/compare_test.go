@@ -101,9 +101,9 @@ func TestCompareTwoCHPReleases(t *testing.T) {
 	var buf bytes.Buffer
 	require.NoError(t, rep.WriteJSON(&buf))
 	var got struct {
-		Trace string             `json:"trace"`
-		Runs  []*compare.Figures `json:"runs"`
-		Verdict compare.Verdict  `json:"verdict"`
+		Trace   string             `json:"trace"`
+		Runs    []*compare.Figures `json:"runs"`
+		Verdict compare.Verdict    `json:"verdict"`
 	}
 	require.NoError(t, json.Unmarshal(buf.Bytes(), &got))
 	assert.Equal(t, "peak.trace", got.Trace)

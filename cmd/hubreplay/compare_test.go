@@ -1,0 +1,82 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/hubreplay/hubreplay/compare"
+	"github.com/hubreplay/hubreplay/internal/toyproxy"
+)
+
+func TestMain(m *testing.M) {
+	toyproxy.RunIfAsked() // this binary is also the candidates of the compare tests
+	os.Exit(m.Run())
+}
+
+// The exit status CI acts on: 1 for a regression, with the report naming
+// why; 0 for A against itself; 2 when the comparison cannot be made.
+func TestCompareExitStatus(t *testing.T) {
+	dir := t.TempDir()
+	peak := filepath.Join(dir, "peak.trace")
+	r := hubreplay(t, nil, "generate", "lecture-peak", "--users", "25", "--duration", "5m", "-o", peak)
+	require.Equal(t, 0, r.code, r.stderr)
+	good, err := toyproxy.Spec()
+	require.NoError(t, err)
+	broken, err := toyproxy.Spec("--fail-503", "0.05")
+	require.NoError(t, err)
+	out := filepath.Join(dir, "out")
+	summary := filepath.Join(dir, "step-summary.md")
+	t.Setenv("GITHUB_STEP_SUMMARY", summary)
+
+	r = hubreplay(t, nil, "compare", "--trace", peak, "--a", good, "--b", broken, "--noise-runs", "1", "--speed", "60", "--settle", "1s", "-o", out)
+	require.Equal(t, 1, r.code, "a regression: %s", r.stderr)
+	assert.Contains(t, r.stderr, "A (cmd:", "progress names each run")
+	assert.Contains(t, r.stderr, "replaying")
+	assert.Contains(t, r.stderr, "REGRESSION")
+	assert.Contains(t, r.stdout, "of requests failed", "the Markdown report on stdout names why")
+	for _, f := range []string{"A.results", "B.results", "A-noise.results", "report.html", "report.md", "report.json"} {
+		assert.FileExists(t, filepath.Join(out, f))
+	}
+	md, err := os.ReadFile(summary)
+	require.NoError(t, err)
+	assert.Contains(t, string(md), "## ❌ hubreplay compare", "the report went to the GitHub step summary")
+	var rep compare.Report
+	b, err := os.ReadFile(filepath.Join(out, "report.json"))
+	require.NoError(t, err)
+	require.NoError(t, json.Unmarshal(b, &rep))
+	require.Len(t, rep.Runs, 3)
+	assert.True(t, rep.Verdict.Regression)
+	assert.Positive(t, rep.Runs[1].ProxyStatus["503"])
+
+	// A against its own second run, from the stored results: no regression.
+	r = hubreplay(t, nil, "report", filepath.Join(out, "A.results"), filepath.Join(out, "A-noise.results"), "-o", filepath.Join(dir, "same"))
+	assert.Equal(t, 0, r.code, r.stderr)
+	assert.Contains(t, r.stderr, "OK: ")
+	assert.FileExists(t, filepath.Join(dir, "same", "report.html"))
+
+	// The same regression, judged again with a looser threshold, passes.
+	r = hubreplay(t, nil, "report", filepath.Join(out, "A.results"), filepath.Join(out, "B.results"), "--max-error-rate", "10%", "--max-ws-loss", "10%", "-o", filepath.Join(dir, "loose"))
+	assert.Equal(t, 0, r.code, r.stderr)
+
+	// A comparison that cannot be made: exit status 2, with the reason.
+	dead := "cmd:echo gone; exit 3 # {port}"
+	start := time.Now()
+	r = hubreplay(t, nil, "compare", "--trace", peak, "--a", dead, "--b", good, "--speed", "60", "-o", filepath.Join(dir, "dead"))
+	assert.Equal(t, 2, r.code, r.stderr)
+	assert.Contains(t, r.stderr, "run A (cmd:echo gone")
+	assert.Contains(t, r.stderr, "exited before it was ready")
+	assert.Less(t, time.Since(start), time.Minute, "B is not run after A failed")
+	r = hubreplay(t, nil, "compare", "--trace", filepath.Join(dir, "missing.trace"), "--a", good, "--b", good)
+	assert.Equal(t, 2, r.code, r.stderr)
+	r = hubreplay(t, nil, "report", filepath.Join(out, "A.results"), peak)
+	assert.Equal(t, 2, r.code, "a trace is not results: %s", r.stderr)
+	r = hubreplay(t, nil, "compare", "--trace", peak, "--a", "chp@4.5.6")
+	assert.Equal(t, 2, r.code, r.stderr)
+	assert.Contains(t, r.stderr, "--b SPEC")
+}
