@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 )
@@ -85,13 +86,12 @@ func (c *Cache) npm(ctx context.Context, s Spec) (*Program, error) {
 		return nil, err
 	}
 	version := s.Version
-	if version == "latest" || version == "next" {
-		// Resolve the tag once, so the cache holds a real version.
-		out, err := run(ctx, "", "npm", "view", "configurable-http-proxy@"+version, "version")
-		if err != nil {
-			return nil, fmt.Errorf("candidate %s: ask npm for the %s version: %w", s, version, err)
+	if !exactVersionRE.MatchString(version) {
+		// A tag (latest) or a range (5, 5.2): resolve it now, so the cache
+		// holds a real version and the report names it.
+		if version, err = resolveVersion(ctx, version); err != nil {
+			return nil, fmt.Errorf("candidate %s: %w", s, err)
 		}
-		version = strings.TrimSpace(out)
 	}
 	dir := filepath.Join(c.Dir, "chp@"+version)
 	pkg := filepath.Join(dir, "node_modules", "configurable-http-proxy")
@@ -108,6 +108,31 @@ func (c *Cache) npm(ctx context.Context, s Spec) (*Program, error) {
 		}
 	}
 	return program(s, nodeBin, pkg)
+}
+
+var exactVersionRE = regexp.MustCompile(`^\d+\.\d+\.\d+([-+][0-9A-Za-z.-]+)?$`)
+
+// resolveVersion asks npm which release a tag or range stands for (the
+// newest, for a range).
+func resolveVersion(ctx context.Context, want string) (string, error) {
+	noSuch := fmt.Errorf("npm has no configurable-http-proxy %s (see npm view configurable-http-proxy versions)", want)
+	out, err := run(ctx, "", "npm", "view", "configurable-http-proxy@"+want, "version", "--json")
+	if err != nil && strings.Contains(out, "E404") {
+		return "", noSuch
+	}
+	if err != nil {
+		return "", fmt.Errorf("ask npm for configurable-http-proxy@%s: %w", want, err)
+	}
+	out = strings.TrimSpace(out)
+	var one string
+	var many []string
+	switch {
+	case json.Unmarshal([]byte(out), &one) == nil && one != "":
+		return one, nil
+	case json.Unmarshal([]byte(out), &many) == nil && len(many) > 0:
+		return many[len(many)-1], nil // npm lists them oldest first
+	}
+	return "", noSuch
 }
 
 // checkout prepares a fork or PR checkout: it must be configurable-http-

@@ -267,3 +267,16 @@ func TestMissingNode(t *testing.T) {
 		assert.ErrorIs(t, err, ErrNoNode, spec)
 	}
 }
+
+// A range names the newest release in it, as npm resolves it; the cache
+// and the report hold the real version.
+func TestObtainResolvesRanges(t *testing.T) {
+	p := obtain(t, "chp@4.5")
+	assert.Equal(t, "4.5.6", p.Version)
+	assert.Contains(t, p.Args[0], "chp@4.5.6", "cached under the real version")
+	s, err := ParseSpec("chp@9")
+	require.NoError(t, err)
+	_, err = Obtain(context.Background(), s, &Cache{Dir: t.TempDir()})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "npm has no configurable-http-proxy 9")
+}
