@@ -25,11 +25,6 @@ import (
 	"github.com/hubreplay/hubreplay/trace/tracetest"
 )
 
-func TestMain(m *testing.M) {
-	toyproxy.RunIfAsked() // this binary is also the broken candidate
-	os.Exit(m.Run())
-}
-
 // setup is a small lecture peak, planned at speed, and the fixtures' index.
 func setup(t *testing.T, users int, speed float64) (string, *replay.Plan, *fixtures.Index) {
 	t.Helper()
@@ -58,11 +53,13 @@ func spec(t *testing.T, s string) proxy.Spec {
 	return sp
 }
 
-func toy(t *testing.T, faults ...string) proxy.Spec {
+// toy builds the toy proxy and returns candidates of it with faults.
+func toy(t *testing.T) func(faults ...string) proxy.Spec {
 	t.Helper()
-	s, err := toyproxy.Spec(faults...)
+	testenv.Need(t, "go")
+	bin, err := toyproxy.Build(context.Background(), t.TempDir())
 	require.NoError(t, err)
-	return spec(t, s)
+	return func(faults ...string) proxy.Spec { return spec(t, toyproxy.Spec(bin, faults...)) }
 }
 
 func run(t *testing.T, o compare.Options) []string {
@@ -230,11 +227,12 @@ func checkFigures(t *testing.T, f *compare.Figures, r raw, plan *replay.Plan) {
 // why; the same proxy against itself passes.
 func TestVerdict(t *testing.T) {
 	path, plan, ix := setup(t, 30, 60)
-	base := compare.Options{TraceName: path, Plan: plan, Index: ix, A: toy(t)}
+	toy := toy(t)
+	base := compare.Options{TraceName: path, Plan: plan, Index: ix, A: toy()}
 
 	t.Run("socket leak", func(t *testing.T) {
 		o := base
-		o.B, o.NoiseRuns = toy(t, "--leak-ws"), 1
+		o.B, o.NoiseRuns = toy("--leak-ws"), 1
 		files := run(t, o)
 		require.Len(t, files, 3)
 		rep, err := compare.Analyze(context.Background(), compare.DefaultThresholds(), files...)
@@ -243,14 +241,19 @@ func TestVerdict(t *testing.T) {
 		require.NotNil(t, b.Proxy)
 		assert.True(t, rep.Verdict.Regression)
 		assert.Positive(t, b.Proxy.CloseWaitEnd, "the leaked sockets wait in CLOSE_WAIT")
-		assert.GreaterOrEqual(t, b.Proxy.FDsLeft(), b.Connected/2, "about a socket per session left open")
-		require.Len(t, rep.Verdict.Reasons, 1, "%v", rep.Verdict.Reasons)
-		assert.Contains(t, rep.Verdict.Reasons[0], "file descriptors left open")
-		assert.Contains(t, rep.Verdict.Reasons[0], "CLOSE_WAIT")
+		assert.GreaterOrEqual(t, b.Proxy.SocketsLeft(), b.Connected/2, "about a socket per session left open")
+		reasons := strings.Join(rep.Verdict.Reasons, "\n")
+		assert.Contains(t, reasons, "sockets left open after the run and idle")
+		assert.Contains(t, reasons, "in CLOSE_WAIT")
 		assert.Contains(t, rep.Headline(), "REGRESSION")
 
-		// A against its own second run: no regression.
-		same, err := compare.Analyze(context.Background(), compare.DefaultThresholds(), files[0], files[2])
+		// A against its own second run: no regression. Latency is left out
+		// of this judgement: under the race detector, with other packages'
+		// tests on the same two cores, two runs' p99 differ by tens of
+		// milliseconds; every other check stands at its default.
+		th := compare.DefaultThresholds()
+		th.MinP99Delta = time.Second
+		same, err := compare.Analyze(context.Background(), th, files[0], files[2])
 		require.NoError(t, err)
 		assert.False(t, same.Verdict.Regression, "%v", same.Verdict.Reasons)
 		assert.Equal(t, "A'", same.B().Role)
@@ -262,7 +265,7 @@ func TestVerdict(t *testing.T) {
 
 	t.Run("503 for one request in twenty", func(t *testing.T) {
 		o := base
-		o.B = toy(t, "--fail-503", "0.05")
+		o.B = toy("--fail-503", "0.05")
 		files := run(t, o)
 		rep, err := compare.Analyze(context.Background(), compare.DefaultThresholds(), files...)
 		require.NoError(t, err)
@@ -270,9 +273,9 @@ func TestVerdict(t *testing.T) {
 		assert.True(t, rep.Verdict.Regression)
 		assert.InDelta(t, 0.05, b.ErrorRate, 0.01)
 		assert.Equal(t, b.Failed, b.ProxyStatus["503"], "every failure is the proxy's own 503")
-		require.NotEmpty(t, rep.Verdict.Reasons)
-		assert.Contains(t, rep.Verdict.Reasons[0], "of requests failed")
-		assert.Contains(t, rep.Verdict.Reasons[0], "503×")
+		reasons := strings.Join(rep.Verdict.Reasons, "\n")
+		assert.Contains(t, reasons, "of requests failed")
+		assert.Contains(t, reasons, "503×")
 		require.NotEmpty(t, rep.Diff, "the endpoints that answered differently")
 		assert.Contains(t, strings.Join(rep.Diff[0].Top, " "), "→ 503 (proxy_5xx)")
 		var md bytes.Buffer
@@ -281,9 +284,25 @@ func TestVerdict(t *testing.T) {
 		assert.Contains(t, md.String(), "of requests failed")
 	})
 
+	t.Run("slow and leaking memory", func(t *testing.T) {
+		o := base
+		o.B = toy("--delay", "60ms", "--leak-bytes", "65536")
+		files := run(t, o)
+		rep, err := compare.Analyze(context.Background(), compare.DefaultThresholds(), files...)
+		require.NoError(t, err)
+		a, b := rep.A(), rep.B()
+		assert.True(t, rep.Verdict.Regression)
+		assert.Greater(t, b.Latency.P50-a.Latency.P50, int64(55_000), "60 ms more for every request")
+		require.NotNil(t, b.Proxy)
+		assert.Greater(t, b.Proxy.RSSGrowth, int64(plan.Requests)*60_000, "64 KiB kept per request")
+		reasons := strings.Join(rep.Verdict.Reasons, "\n")
+		assert.Contains(t, reasons, "p99 latency")
+		assert.Contains(t, reasons, "resident memory grew by")
+	})
+
 	t.Run("crash and restart", func(t *testing.T) {
 		o := base
-		o.B = toy(t, "--exit-after", "600")
+		o.B = toy("--exit-after", "600")
 		o.RestartDelay = time.Second
 		o.CheckInterval = time.Minute // 1 s at 60×: the hub stub puts the routes back soon
 		files := run(t, o)

@@ -71,23 +71,28 @@ type Resources struct {
 	// RSSGrowth is RSSEnd − RSSStart: what the run left behind; per
 	// minute of trace time and per 1,000 of the trace's client
 	// connections, the leak signature.
-	RSSGrowth      int64          `json:"rss_growth"`
-	RSSPerMinute   float64        `json:"rss_growth_per_minute"`
-	RSSPer1kConns  float64        `json:"rss_growth_per_1k_connections"`
-	HeapPeak       int64          `json:"heap_used_peak,omitempty"`
-	FDsStart       int            `json:"fds_start"`
-	FDsPeak        int            `json:"fds_peak"`
-	FDsEnd         int            `json:"fds_end"`
+	RSSGrowth     int64   `json:"rss_growth"`
+	RSSPerMinute  float64 `json:"rss_growth_per_minute"`
+	RSSPer1kConns float64 `json:"rss_growth_per_1k_connections"`
+	HeapPeak      int64   `json:"heap_used_peak,omitempty"`
+	FDsStart      int     `json:"fds_start"`
+	FDsPeak       int     `json:"fds_peak"`
+	FDsEnd        int     `json:"fds_end"`
+	// Sockets are the descriptors that are sockets, in any state (a
+	// leaked one may be reset and gone from the TCP table, yet open).
+	SocketsStart   int            `json:"sockets_start"`
+	SocketsPeak    int            `json:"sockets_peak"`
+	SocketsEnd     int            `json:"sockets_end"`
 	CloseWaitStart int            `json:"close_wait_start"`
 	CloseWaitPeak  int            `json:"close_wait_peak"`
 	CloseWaitEnd   int            `json:"close_wait_end"`
-	SocketsEnd     map[string]int `json:"sockets_end,omitempty"`
+	StatesEnd      map[string]int `json:"socket_states_end,omitempty"`
 	CPUSeconds     float64        `json:"cpu_seconds"`
 	Settle         time.Duration  `json:"settle_ns"`
 }
 
-// FDsLeft is what the run left open.
-func (r *Resources) FDsLeft() int { return r.FDsEnd - r.FDsStart }
+// SocketsLeft is how many sockets the run left open.
+func (r *Resources) SocketsLeft() int { return r.SocketsEnd - r.SocketsStart }
 
 // ExitFigure is one exit of the candidate during the run, and the window
 // of failures after it.
@@ -231,7 +236,8 @@ func (r *run) resources(f *Figures) *Resources {
 	}
 	first, last := up[0], r.samples[len(r.samples)-1]
 	x := &Resources{Samples: len(r.samples), RSSStart: first.RSS, RSSEnd: last.RSS, FDsStart: first.FDs, FDsEnd: last.FDs,
-		CloseWaitStart: first.Sockets["CLOSE_WAIT"], CloseWaitEnd: last.Sockets["CLOSE_WAIT"], SocketsEnd: last.Sockets}
+		SocketsStart: first.SocketFDs, SocketsEnd: last.SocketFDs,
+		CloseWaitStart: first.Sockets["CLOSE_WAIT"], CloseWaitEnd: last.Sockets["CLOSE_WAIT"], StatesEnd: last.Sockets}
 	if r.cand != nil {
 		x.Settle = r.cand.Settle
 	}
@@ -239,6 +245,7 @@ func (r *run) resources(f *Figures) *Resources {
 	for _, s := range up {
 		x.RSSPeak = max(x.RSSPeak, s.RSS)
 		x.FDsPeak = max(x.FDsPeak, s.FDs)
+		x.SocketsPeak = max(x.SocketsPeak, s.SocketFDs)
 		x.CloseWaitPeak = max(x.CloseWaitPeak, s.Sockets["CLOSE_WAIT"])
 		x.HeapPeak = max(x.HeapPeak, s.HeapUsed)
 		cpu[s.PID] = max(cpu[s.PID], s.CPU)

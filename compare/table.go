@@ -66,7 +66,10 @@ func (r *Report) rows() []row {
 	}))
 	add("memory growth per trace minute", "", res(func(x *Resources) string { return fmt.Sprintf("%+.2f MiB", x.RSSPerMinute/(1<<20)) }))
 	add("memory growth per 1,000 connections", "", res(func(x *Resources) string { return fmt.Sprintf("%+.2f MiB", x.RSSPer1kConns/(1<<20)) }))
-	add("file descriptors: start / peak / after idle", "file descriptors left", res(func(x *Resources) string {
+	add("sockets open: start / peak / after idle", "sockets left open", res(func(x *Resources) string {
+		return fmt.Sprintf("%d / %d / %d", x.SocketsStart, x.SocketsPeak, x.SocketsEnd)
+	}))
+	add("file descriptors: start / peak / after idle", "", res(func(x *Resources) string {
 		return fmt.Sprintf("%d / %d / %d", x.FDsStart, x.FDsPeak, x.FDsEnd)
 	}))
 	add("CLOSE_WAIT sockets: start / peak / after idle", "", res(func(x *Resources) string {

@@ -23,9 +23,9 @@ type Thresholds struct {
 	// MaxRSSGrowth: memory B keeps after standing idle may exceed what A
 	// keeps by this many bytes.
 	MaxRSSGrowth int64
-	// MaxFDsLeft: file descriptors (sockets) B leaves open after standing
-	// idle may exceed A's by this many.
-	MaxFDsLeft int
+	// MaxSocketsLeft: sockets B leaves open after standing idle, its
+	// users and their servers gone, may exceed A's by this many.
+	MaxSocketsLeft int
 	// FailOnRestart: B may not exit (crash, OOM) more often than A.
 	FailOnRestart bool
 }
@@ -33,7 +33,7 @@ type Thresholds struct {
 // DefaultThresholds are the verdict's defaults.
 func DefaultThresholds() Thresholds {
 	return Thresholds{MaxP99Regression: 0.10, MinP99Delta: 5 * time.Millisecond, MaxErrorRate: 0.005, MaxWSLoss: 0.005,
-		MaxRSSGrowth: 64 << 20, MaxFDsLeft: 20, FailOnRestart: true}
+		MaxRSSGrowth: 64 << 20, MaxSocketsLeft: 20, FailOnRestart: true}
 }
 
 // Check is one comparison of B with A.
@@ -123,17 +123,17 @@ func judge(a, b *Figures, noise []*Figures, th Thresholds) Verdict {
 	}, func(c Check) string {
 		return fmt.Sprintf("resident memory grew by %.1f MiB over the run and did not come back after idle, against A's %.1f MiB (allowed: +%.1f MiB%s)", c.B, c.A, c.Limit, noiseNote(c))
 	})
-	add("file descriptors left", "", float64(th.MaxFDsLeft), func(f *Figures) (float64, bool) {
+	add("sockets left open", "", float64(th.MaxSocketsLeft), func(f *Figures) (float64, bool) {
 		if f.Proxy == nil {
 			return 0, false
 		}
-		return float64(f.Proxy.FDsLeft()), true
+		return float64(f.Proxy.SocketsLeft()), true
 	}, func(c Check) string {
 		cw := ""
 		if b.Proxy != nil && b.Proxy.CloseWaitEnd > 0 {
-			cw = fmt.Sprintf(", %d sockets in CLOSE_WAIT", b.Proxy.CloseWaitEnd)
+			cw = fmt.Sprintf(", %d of them in CLOSE_WAIT", b.Proxy.CloseWaitEnd)
 		}
-		return fmt.Sprintf("%.0f file descriptors left open after the run and idle%s, against A's %.0f (allowed: +%.0f%s): a socket leak", c.B, cw, c.A, c.Limit, noiseNote(c))
+		return fmt.Sprintf("%.0f sockets left open after the run and idle%s, against A's %.0f (allowed: +%.0f%s): a socket leak", c.B, cw, c.A, c.Limit, noiseNote(c))
 	})
 	if th.FailOnRestart {
 		add("restarts", "", 0, func(f *Figures) (float64, bool) { return float64(f.Restarts), true }, func(c Check) string {

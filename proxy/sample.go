@@ -25,10 +25,14 @@ type Sample struct {
 	// From /proc: resident memory, CPU time of the current process,
 	// open file descriptors, and its TCP sockets by state (TIME_WAIT ones
 	// belong to no process; they are counted by the proxy's ports).
-	RSS     int64          `json:"rss_bytes"`
-	CPU     time.Duration  `json:"cpu_ns"`
-	FDs     int            `json:"fds"`
-	Sockets map[string]int `json:"sockets,omitempty"`
+	RSS int64         `json:"rss_bytes"`
+	CPU time.Duration `json:"cpu_ns"`
+	FDs int           `json:"fds"`
+	// SocketFDs are the descriptors that are sockets, whatever their
+	// state — also those the kernel has already taken out of its TCP
+	// table (reset by the peer) but the process never closed.
+	SocketFDs int            `json:"socket_fds"`
+	Sockets   map[string]int `json:"sockets,omitempty"`
 	// CgroupMemory is the memory cgroup's usage, when the limit is one.
 	CgroupMemory int64 `json:"cgroup_memory_bytes,omitempty"`
 	// From --metrics-port, when the build has it: Node's heap and event loop.
@@ -79,6 +83,7 @@ func procSample(pid int, ports []int, s *Sample) error {
 			}
 		}
 	}
+	s.SocketFDs = len(inodes)
 	s.Sockets = map[string]int{}
 	for _, f := range []string{"tcp", "tcp6"} {
 		countSockets(filepath.Join(dir, "net", f), inodes, ports, s.Sockets)

@@ -31,14 +31,14 @@ at least --min-p99-delta), more of its requests failed (--max-error-rate:
 refused, reset, timed out, the proxy's own 502/503, missing routes), fewer
 WebSocket sessions connected or fewer server frames arrived in order
 (--max-ws-loss), it kept more memory after standing idle (--max-rss-growth)
-or left more file descriptors open (--max-fds-left: the socket leak), or it
+or left more sockets open (--max-sockets-left: the leak), or it
 exited during the run (--fail-on-restart).`
 
 // verdictFlags are the thresholds, shared by compare and report.
 type verdictFlags struct {
 	p99, errRate, wsLoss, rssGrowth string
 	minP99                          time.Duration
-	fdsLeft                         int
+	socketsLeft                     int
 	failOnRestart                   bool
 }
 
@@ -49,12 +49,12 @@ func (v *verdictFlags) add(f *pflag.FlagSet) {
 	f.StringVar(&v.errRate, "max-error-rate", "0.5%", "how many more of B's requests may fail (percentage points)")
 	f.StringVar(&v.wsLoss, "max-ws-loss", "0.5%", "how many more WebSocket sessions and frames B may lose (percentage points)")
 	f.StringVar(&v.rssGrowth, "max-rss-growth", "64Mi", "how much more memory B may keep after the run and idle")
-	f.IntVar(&v.fdsLeft, "max-fds-left", d.MaxFDsLeft, "how many more file descriptors B may leave open after the run and idle")
+	f.IntVar(&v.socketsLeft, "max-sockets-left", d.MaxSocketsLeft, "how many more sockets B may leave open after the run and idle")
 	f.BoolVar(&v.failOnRestart, "fail-on-restart", true, "a B that exits (crash, OOM) more often than A is a regression")
 }
 
 func (v *verdictFlags) thresholds() (compare.Thresholds, error) {
-	th := compare.Thresholds{MinP99Delta: v.minP99, MaxFDsLeft: v.fdsLeft, FailOnRestart: v.failOnRestart}
+	th := compare.Thresholds{MinP99Delta: v.minP99, MaxSocketsLeft: v.socketsLeft, FailOnRestart: v.failOnRestart}
 	var err error
 	for _, p := range []struct {
 		flag, val string

@@ -19,7 +19,9 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"os"
+	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -39,6 +41,11 @@ type Faults struct {
 	// ExitAfter-th proxied request; restarted, it starts with no routes,
 	// as CHP does.
 	ExitAfter int64
+	// Delay holds every proxied request this long before passing it on.
+	Delay time.Duration
+	// LeakBytes keeps this much memory (touched, so resident) per proxied
+	// request, never freed: a heap leak.
+	LeakBytes int
 }
 
 // Proxy routes requests by longest path prefix, like CHP.
@@ -51,6 +58,7 @@ type Proxy struct {
 	routes map[string]map[string]any // path prefix → route data, "target" included
 	n      int64                     // proxied requests, for Fail503
 	leaked []net.Conn
+	heap   [][]byte
 }
 
 // Public is the handler for the proxy's public port.
@@ -69,6 +77,9 @@ func (p *Proxy) Public() http.Handler {
 			http.Error(w, "toyproxy: 503 on purpose", http.StatusServiceUnavailable)
 			return
 		}
+		if p.Faults.Delay > 0 {
+			time.Sleep(p.Faults.Delay)
+		}
 		if strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
 			p.tunnel(w, r, target)
 			return
@@ -83,6 +94,13 @@ func (p *Proxy) count() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.n++
+	if n := p.Faults.LeakBytes; n > 0 {
+		b := make([]byte, n)
+		for i := 0; i < n; i += 512 {
+			b[i] = 1
+		}
+		p.heap = append(p.heap, b)
+	}
 	if p.n == p.Faults.ExitAfter {
 		slog.Error("toyproxy: exiting on purpose", "requests", p.n)
 		os.Exit(1)
@@ -189,6 +207,8 @@ func Main(args []string) int {
 	fs.Float64Var(&p.Faults.Fail503, "fail-503", 0, "share of requests answered 503")
 	fs.BoolVar(&p.Faults.LeakWS, "leak-ws", false, "leave every WebSocket's client socket open")
 	fs.Int64Var(&p.Faults.ExitAfter, "exit-after", 0, "exit (status 1) on this proxied request")
+	fs.DurationVar(&p.Faults.Delay, "delay", 0, "hold every proxied request this long")
+	fs.IntVar(&p.Faults.LeakBytes, "leak-bytes", 0, "keep this many bytes per proxied request, never freed")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -207,7 +227,8 @@ func Main(args []string) int {
 			slog.Error("toyproxy", "err", err)
 			return 1
 		}
-		srv := &http.Server{Handler: s.h, ReadHeaderTimeout: 10 * time.Second}
+		// Node's keep-alive timeout, as CHP has it.
+		srv := &http.Server{Handler: s.h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 5 * time.Second}
 		defer srv.Close()
 		go func() { errs <- srv.Serve(l) }()
 	}
@@ -223,25 +244,20 @@ func Main(args []string) int {
 	return 0
 }
 
-// Env, set in a test binary's environment, makes RunIfAsked run the proxy
-// instead of the tests.
-const Env = "HUBREPLAY_TOYPROXY"
-
-// RunIfAsked runs the proxy and exits when the process was started as one
-// (by Spec's command); call it first in TestMain.
-func RunIfAsked() {
-	if os.Getenv(Env) != "" {
-		os.Exit(Main(os.Args[1:]))
+// Build compiles the toy proxy into dir (without the race detector, so
+// that its memory and timing are a plain Go program's) and returns the
+// binary's path.
+func Build(ctx context.Context, dir string) (string, error) {
+	bin := filepath.Join(dir, "toyproxy")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/hubreplay/hubreplay/internal/toyproxy/cmd/toyproxy")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build toyproxy: %w: %s", err, out)
 	}
+	return bin, nil
 }
 
-// Spec is a cmd: candidate that runs this test binary as the proxy with the
-// given fault flags (e.g. "--fail-503", "0.05").
-func Spec(faults ...string) (string, error) {
-	exe, err := os.Executable()
-	if err != nil {
-		return "", fmt.Errorf("toyproxy: %w", err)
-	}
-	return fmt.Sprintf("cmd:%s=1 exec %s --port {port} --api-port {api_port} --default-target {default_target} %s",
-		Env, exe, strings.Join(faults, " ")), nil
+// Spec is a cmd: candidate that runs the toy proxy binary with the given
+// fault flags (e.g. "--fail-503", "0.05").
+func Spec(bin string, faults ...string) string {
+	return fmt.Sprintf("cmd:exec %s --port {port} --api-port {api_port} --default-target {default_target} %s", bin, strings.Join(faults, " "))
 }
