@@ -220,6 +220,8 @@ func checkFigures(t *testing.T, f *compare.Figures, r raw, plan *replay.Plan) {
 	assert.Zero(t, f.Restarts)
 	assert.Equal(t, r.api, f.API.Calls)
 	assert.Positive(t, f.API.Calls, "the hub stub drove the routes")
+	assert.Zero(t, f.API.Failed, "every route change answered, the last ones at the trace's end too")
+	assert.Equal(t, f.Proxy.SocketsStart, f.Proxy.SocketsEnd, "a healthy proxy gives its sockets back")
 	assert.Equal(t, len(r.samples), len(f.Series.RSS), "every sample plotted")
 }
 

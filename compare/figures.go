@@ -123,7 +123,7 @@ type Series struct {
 	P99     []float64     `json:"p99_ms"`
 	// Samples, at their own times.
 	ST        []float64 `json:"sample_t_min"`
-	RSS       []float64 `json:"rss_mb"`
+	RSS       []float64 `json:"rss_mib"`
 	FDs       []float64 `json:"fds"`
 	Estab     []float64 `json:"established"`
 	CloseWait []float64 `json:"close_wait"`

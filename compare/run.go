@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
@@ -185,8 +186,10 @@ func runOne(ctx context.Context, o *Options, r RunSpec, prog *proxy.Program) err
 	defer w.Close()
 	baseline := cand.Sample(ctx)
 
+	api := &http.Client{Timeout: 30 * time.Second}
+	defer api.CloseIdleConnections()
 	stub := &fixtures.HubStub{API: cand.APIURL(), Token: cand.Token(), Routes: plan.Routes, Target: srv.Target, Speed: fixSpeed,
-		CheckInterval: o.CheckInterval, Log: o.log()}
+		CheckInterval: o.CheckInterval, Client: api, Log: o.log()}
 	run := &replay.Runner{Target: cand.URL(), Results: w, Routes: stub, Timeout: o.Timeout, TraceName: o.TraceName, Log: o.log()}
 
 	// Samples go to the file as they come, so a comparison stopped half-way
@@ -202,6 +205,7 @@ func runOne(ctx context.Context, o *Options, r RunSpec, prog *proxy.Program) err
 	// still holds after the idle time is its own doing (a healthy proxy
 	// closes a socket whose peer has closed).
 	_ = srv.Close()
+	api.CloseIdleConnections() // the hub stub's, to the API: not the candidate's doing
 	if runErr == nil && ctx.Err() == nil {
 		o.watch(r.Role, r.Spec.Raw, "settling", nil)
 		t := time.NewTimer(o.settle())

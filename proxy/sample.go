@@ -125,6 +125,11 @@ func countSockets(path string, inodes map[string]bool, ports []int, out map[stri
 }
 
 // metricsSample reads Node's figures from the candidate's metrics port.
+// metricsClient opens a connection per scrape: a kept-alive one would be
+// a socket of the candidate's that only the sampler holds open, counted
+// among the sockets the replay leaves behind.
+var metricsClient = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+
 func metricsSample(ctx context.Context, url string, s *Sample) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
@@ -132,7 +137,7 @@ func metricsSample(ctx context.Context, url string, s *Sample) error {
 	if err != nil {
 		return err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := metricsClient.Do(req)
 	if err != nil {
 		return err
 	}
