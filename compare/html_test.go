@@ -60,8 +60,8 @@ func checkHTMLRenders(t *testing.T, rep *compare.Report) {
 	a := countNear(img, color.RGBA{0x1f, 0x77, 0xb4, 0xff})
 	b := countNear(img, color.RGBA{0xff, 0x7f, 0x0e, 0xff})
 	t.Logf("screenshot %s: %d pixels in A's colour, %d in B's", shot, a, b)
-	// Five plots of lines 2.5 px wide across ~850 px: thousands of pixels
-	// each; a legend swatch alone is a few dozen.
+	// Five plots of lines 2.5 px wide across ~850 px make thousands of
+	// pixels; the legends and the swatch alone, about 500.
 	assert.Greater(t, a, 1500, "A's plot lines are visible (B's, drawn after, cover them where they meet)")
 	assert.Greater(t, b, 1500, "B's plot lines are visible")
 }
