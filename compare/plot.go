@@ -57,7 +57,8 @@ func svgPlot(title, unit string, xMax float64, lines []line, marks []mark) templ
 	fmt.Fprintf(&b, `<text x="12" y="%.1f" class="ylabel" transform="rotate(-90 12 %.1f)">%s</text>`, (top+h-bottom)/2, (top+h-bottom)/2, template.HTMLEscapeString(unit))
 	for _, m := range marks {
 		fmt.Fprintf(&b, `<line x1="%.1f" x2="%.1f" y1="%.1f" y2="%.1f" stroke="%s" stroke-width="2" stroke-dasharray="4 3"/>`, px(m.X), px(m.X), top, h-bottom, m.Color)
-		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" class="mark" fill="%s">%s</text>`, px(m.X)+3, top+10, m.Color, template.HTMLEscapeString(m.Label))
+		// Labels at the foot of the line, clear of the legend at the top.
+		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" class="mark" fill="%s">%s</text>`, px(m.X)+3, h-bottom-5, m.Color, template.HTMLEscapeString(m.Label))
 	}
 	for _, l := range lines {
 		if len(l.X) == 0 {

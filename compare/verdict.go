@@ -137,7 +137,7 @@ func judge(a, b *Figures, noise []*Figures, th Thresholds) Verdict {
 	})
 	if th.FailOnRestart {
 		add("restarts", "", 0, func(f *Figures) (float64, bool) { return float64(f.Restarts), true }, func(c Check) string {
-			s := fmt.Sprintf("the candidate exited %.0f times during the run against A's %.0f", c.B, c.A)
+			s := fmt.Sprintf("the candidate exited %s during the run against A's %s", times(c.B), times(c.A))
 			if len(b.Exits) > 0 {
 				s += fmt.Sprintf(" (first: %s at %s of trace time", b.Exits[0].Cause, clock(b.Exits[0].At))
 				if b.Exits[0].Recovered {
@@ -150,6 +150,16 @@ func judge(a, b *Figures, noise []*Figures, th Thresholds) Verdict {
 		})
 	}
 	return v
+}
+
+func times(n float64) string {
+	switch n {
+	case 0:
+		return "never"
+	case 1:
+		return "once"
+	}
+	return fmt.Sprintf("%.0f times", n)
 }
 
 func errorsLine(f *Figures) string {
