@@ -92,6 +92,7 @@ func newFixturesCmd() *cobra.Command {
 	}
 	var (
 		tracePath, api, tokenEnv, hubListen string
+		userIP, advertise                   string
 		play                                playFlags
 		check                               time.Duration
 	)
@@ -130,7 +131,7 @@ are the ones the replay's users need.`,
 				return err
 			}
 			speed := stubSpeed(plan.Opts.Speed)
-			ix, resp, srv, err := startFixtures(cmd.Context(), tracePath, speed, hubListen)
+			ix, resp, srv, err := startFixtures(cmd.Context(), tracePath, speed, fixtures.Addrs{Hub: hubListen, UserIP: userIP, Advertise: advertise})
 			if err != nil {
 				return err
 			}
@@ -171,6 +172,8 @@ are the ones the replay's users need.`,
 	f.StringVar(&api, "api", "", "the proxy's REST API URL, e.g. http://127.0.0.1:8001; without it routes are not driven")
 	f.StringVar(&tokenEnv, "token-env", "CONFIGPROXY_AUTH_TOKEN", "environment variable holding the proxy's API token")
 	f.StringVar(&hubListen, "hub-listen", "127.0.0.1:8081", "where the hub stub listens (the proxy's --default-target)")
+	f.StringVar(&userIP, "user-listen-ip", "127.0.0.1", "the IP the user-server emulators listen on (0.0.0.0 when the proxy runs elsewhere)")
+	f.StringVar(&advertise, "advertise", "", "the host the proxy reaches the emulators at, put in the routes (default: the IP they listen on; in a pod: its IP)")
 	play.add(f, false, true)
 	f.DurationVar(&check, "check-routes-interval", fixtures.DefaultCheckInterval, "JupyterHub's check_routes interval, in trace time")
 	cmd.AddCommand(serve)

@@ -100,7 +100,7 @@ keep them, cut the window with 'hubreplay slice' and replay the slice.`,
 			var stub *fixtures.HubStub
 			if withFixtures {
 				var srv *fixtures.Servers
-				if _, resp, srv, err = startFixtures(ctx, tracePath, stubSpeed(speed), hubListen); err != nil {
+				if _, resp, srv, err = startFixtures(ctx, tracePath, stubSpeed(speed), fixtures.Addrs{Hub: hubListen}); err != nil {
 					return err
 				}
 				defer srv.Close()
@@ -264,13 +264,13 @@ func parseWindow(from, to string, start time.Time, loc *time.Location) (trace.Wi
 }
 
 // startFixtures starts the hub stub and user-server emulators for a trace.
-func startFixtures(ctx context.Context, tracePath string, speed float64, hubListen string) (*fixtures.Index, *fixtures.Responder, *fixtures.Servers, error) {
+func startFixtures(ctx context.Context, tracePath string, speed float64, addrs fixtures.Addrs) (*fixtures.Index, *fixtures.Responder, *fixtures.Servers, error) {
 	ix, err := readIndex(ctx, tracePath)
 	if err != nil {
 		return nil, nil, nil, err
 	}
 	resp := &fixtures.Responder{Index: ix, Speed: speed}
-	srv, err := fixtures.ListenHub(resp, ix.Targets, hubListen)
+	srv, err := fixtures.ListenAt(resp, ix.Targets, addrs)
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("start fixtures: %w", err)
 	}
