@@ -1,0 +1,187 @@
+package kindcluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+
+	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/hubreplay/hubreplay/replay"
+)
+
+// Apply creates the objects in order; one that exists is replaced (a Job's
+// spec cannot change, so it is deleted and made again).
+func Apply(ctx context.Context, cs kubernetes.Interface, o *Objects) error {
+	ns := o.Namespace.Name
+	steps := []struct {
+		what   string
+		create func() error
+		update func() error
+	}{
+		{"namespace " + ns, func() error { _, err := cs.CoreV1().Namespaces().Create(ctx, o.Namespace, metav1.CreateOptions{}); return err },
+			func() error { return nil }},
+		{"secret " + o.Secret.Name, func() error { _, err := cs.CoreV1().Secrets(ns).Create(ctx, o.Secret, metav1.CreateOptions{}); return err },
+			func() error { _, err := cs.CoreV1().Secrets(ns).Update(ctx, o.Secret, metav1.UpdateOptions{}); return err }},
+		deploymentStep(ctx, cs, o.Proxy),
+		serviceStep(ctx, cs, o.Public),
+		serviceStep(ctx, cs, o.API),
+		serviceStep(ctx, cs, o.Hub),
+		deploymentStep(ctx, cs, o.Fixtures),
+		{"job " + o.Replay.Name, func() error { _, err := cs.BatchV1().Jobs(ns).Create(ctx, o.Replay, metav1.CreateOptions{}); return err },
+			func() error {
+				bg := metav1.DeletePropagationBackground
+				if err := cs.BatchV1().Jobs(ns).Delete(ctx, o.Replay.Name, metav1.DeleteOptions{PropagationPolicy: &bg}); err != nil {
+					return err
+				}
+				_, err := cs.BatchV1().Jobs(ns).Create(ctx, o.Replay, metav1.CreateOptions{})
+				return err
+			}},
+	}
+	for _, s := range steps {
+		err := s.create()
+		if apierrors.IsAlreadyExists(err) {
+			err = s.update()
+		}
+		if err != nil {
+			return fmt.Errorf("deploy %s: %w", s.what, err)
+		}
+	}
+	return nil
+}
+
+type step = struct {
+	what   string
+	create func() error
+	update func() error
+}
+
+func deploymentStep(ctx context.Context, cs kubernetes.Interface, d *appsv1.Deployment) step {
+	api := cs.AppsV1().Deployments(d.Namespace)
+	return step{"deployment " + d.Name,
+		func() error { _, err := api.Create(ctx, d, metav1.CreateOptions{}); return err },
+		func() error { _, err := api.Update(ctx, d, metav1.UpdateOptions{}); return err }}
+}
+
+func serviceStep(ctx context.Context, cs kubernetes.Interface, s *corev1.Service) step {
+	api := cs.CoreV1().Services(s.Namespace)
+	return step{"service " + s.Name,
+		func() error { _, err := api.Create(ctx, s, metav1.CreateOptions{}); return err },
+		func() error {
+			old, err := api.Get(ctx, s.Name, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			s.ResourceVersion, s.Spec.ClusterIP = old.ResourceVersion, old.Spec.ClusterIP // both are the server's
+			_, err = api.Update(ctx, s, metav1.UpdateOptions{})
+			return err
+		}}
+}
+
+// Teardown deletes the namespace and everything in it.
+func Teardown(ctx context.Context, cs kubernetes.Interface, namespace string) error {
+	bg := metav1.DeletePropagationBackground
+	err := cs.CoreV1().Namespaces().Delete(ctx, namespace, metav1.DeleteOptions{PropagationPolicy: &bg})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("tear down namespace %s: %w", namespace, err)
+	}
+	return nil
+}
+
+// Restart is one restart of a container, as the kubelet reports it.
+type Restart struct {
+	Pod, Container string
+	Count          int32
+	Reason         string // "OOMKilled", "Error", …
+	ExitCode       int32
+}
+
+// Restarts reads the candidate's pods' restarts and why their last
+// container ended (OOMKilled, Error …).
+func Restarts(ctx context.Context, cs kubernetes.Interface, namespace string) ([]Restart, error) {
+	pods, err := cs.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=" + ProxyName})
+	if err != nil {
+		return nil, fmt.Errorf("list proxy pods: %w", err)
+	}
+	var out []Restart
+	for _, p := range pods.Items {
+		for _, c := range p.Status.ContainerStatuses {
+			if c.RestartCount == 0 {
+				continue
+			}
+			r := Restart{Pod: p.Name, Container: c.Name, Count: c.RestartCount}
+			if t := c.LastTerminationState.Terminated; t != nil {
+				r.Reason, r.ExitCode = t.Reason, t.ExitCode
+			}
+			out = append(out, r)
+		}
+	}
+	return out, nil
+}
+
+// JobDone says whether the replay Job has finished, and how many shards
+// failed.
+func JobDone(ctx context.Context, cs kubernetes.Interface, namespace string) (done bool, failed int32, err error) {
+	j, err := cs.BatchV1().Jobs(namespace).Get(ctx, ReplayName, metav1.GetOptions{})
+	if err != nil {
+		return false, 0, fmt.Errorf("replay job: %w", err)
+	}
+	for _, c := range j.Status.Conditions {
+		if (c.Type == batchv1.JobComplete || c.Type == batchv1.JobFailed) && c.Status == corev1.ConditionTrue {
+			return true, j.Status.Failed, nil
+		}
+	}
+	return false, j.Status.Failed, nil
+}
+
+// Collect merges the shards' results from the shared directory into out;
+// every one of the N shards must be there.
+func Collect(ctx context.Context, dir string, shards int, out string) (*replay.Summary, error) {
+	files, err := filepath.Glob(filepath.Join(dir, "shard-*.results"))
+	if err != nil {
+		return nil, err
+	}
+	have := map[int]string{}
+	for _, f := range files {
+		i, err := strconv.Atoi(strings.TrimSuffix(strings.TrimPrefix(filepath.Base(f), "shard-"), ".results"))
+		if err == nil {
+			have[i] = f
+		}
+	}
+	var missing []string
+	var in []string
+	for i := range shards {
+		if f, ok := have[i]; ok {
+			in = append(in, f)
+		} else {
+			missing = append(missing, strconv.Itoa(i))
+		}
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("collect results from %s: shard %s of %d wrote none (see its pod's log)", dir, strings.Join(missing, ", "), shards)
+	}
+	if len(have) > shards {
+		var extra []int
+		for i := range have {
+			if i >= shards {
+				extra = append(extra, i)
+			}
+		}
+		sort.Ints(extra)
+		return nil, fmt.Errorf("collect results from %s: shard files beyond %d (%v): a directory left from another run?", dir, shards, extra)
+	}
+	if _, err := os.Stat(out); err == nil {
+		return nil, errors.New("collect results: " + out + " exists")
+	}
+	return replay.Merge(ctx, out, false, in...)
+}
