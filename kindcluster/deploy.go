@@ -29,16 +29,28 @@ func Apply(ctx context.Context, cs kubernetes.Interface, o *Objects) error {
 		create func() error
 		update func() error
 	}{
-		{"namespace " + ns, func() error { _, err := cs.CoreV1().Namespaces().Create(ctx, o.Namespace, metav1.CreateOptions{}); return err },
+		{"namespace " + ns, func() error {
+			_, err := cs.CoreV1().Namespaces().Create(ctx, o.Namespace, metav1.CreateOptions{})
+			return err
+		},
 			func() error { return nil }},
-		{"secret " + o.Secret.Name, func() error { _, err := cs.CoreV1().Secrets(ns).Create(ctx, o.Secret, metav1.CreateOptions{}); return err },
-			func() error { _, err := cs.CoreV1().Secrets(ns).Update(ctx, o.Secret, metav1.UpdateOptions{}); return err }},
+		{"secret " + o.Secret.Name, func() error {
+			_, err := cs.CoreV1().Secrets(ns).Create(ctx, o.Secret, metav1.CreateOptions{})
+			return err
+		},
+			func() error {
+				_, err := cs.CoreV1().Secrets(ns).Update(ctx, o.Secret, metav1.UpdateOptions{})
+				return err
+			}},
 		deploymentStep(ctx, cs, o.Proxy),
 		serviceStep(ctx, cs, o.Public),
 		serviceStep(ctx, cs, o.API),
 		serviceStep(ctx, cs, o.Hub),
 		deploymentStep(ctx, cs, o.Fixtures),
-		{"job " + o.Replay.Name, func() error { _, err := cs.BatchV1().Jobs(ns).Create(ctx, o.Replay, metav1.CreateOptions{}); return err },
+		{"job " + o.Replay.Name, func() error {
+			_, err := cs.BatchV1().Jobs(ns).Create(ctx, o.Replay, metav1.CreateOptions{})
+			return err
+		},
 			func() error {
 				bg := metav1.DeletePropagationBackground
 				if err := cs.BatchV1().Jobs(ns).Delete(ctx, o.Replay.Name, metav1.DeleteOptions{PropagationPolicy: &bg}); err != nil {

@@ -205,7 +205,7 @@ func (s *Staging) fixtures() *appsv1.Deployment {
 	}
 	c := corev1.Container{
 		Name: FixturesName, Image: s.Image, ImagePullPolicy: corev1.PullIfNotPresent, Args: args,
-		Env: []corev1.EnvVar{tokenEnv(), {Name: "POD_IP", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.podIP"}}}},
+		Env:          []corev1.EnvVar{tokenEnv(), {Name: "POD_IP", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.podIP"}}}},
 		Ports:        []corev1.ContainerPort{{Name: "hub", ContainerPort: HubPort, Protocol: corev1.ProtocolTCP}},
 		VolumeMounts: []corev1.VolumeMount{mount},
 	}
