@@ -58,6 +58,48 @@ type Options struct {
 	// ("obtaining", "starting", "replaying", "settling", "done"), and,
 	// while replaying, the runner (for its Progress).
 	Watch func(role, spec, stage string, run *replay.Runner)
+	// Backend, if set, runs each candidate elsewhere (a kind cluster)
+	// instead of as a local process; Run then only orders the runs and
+	// names their results files.
+	Backend Backend
+}
+
+// Backend runs one candidate on the comparison's plan and writes its
+// results file: replay's records, and the candidate's through a
+// CandidateWriter.
+type Backend interface {
+	RunCandidate(ctx context.Context, role string, spec proxy.Spec, results string) error
+}
+
+// CandidateWriter is how a backend puts the candidate's side into a
+// results file, in the records Analyze reads.
+type CandidateWriter struct {
+	W     replay.RecordWriter
+	Start time.Time // the wall-clock time of replay time 0
+	err   error
+}
+
+// Sample records a resource sample.
+func (c *CandidateWriter) Sample(s proxy.Sample) { c.write(&Sample{TS: s.At.Sub(c.Start), Sample: s}) }
+
+// Exit records an exit of the candidate (a crash, an OOM kill).
+func (c *CandidateWriter) Exit(e proxy.Exit) { c.write(&Exit{TS: e.At.Sub(c.Start), Exit: e}) }
+
+// APICall records a call of the hub stub's to the routes API.
+func (c *CandidateWriter) APICall(a fixtures.APICall) { c.write(apiCall(a, c.Start)) }
+
+// Candidate records which candidate this is, last.
+func (c *CandidateWriter) Candidate(role, spec, version, backend, limit string, settle time.Duration) {
+	c.write(&Candidate{Role: role, Spec: spec, Version: version, Backend: backend, Limit: limit, Started: c.Start, Settle: settle})
+}
+
+// Err is the first write error.
+func (c *CandidateWriter) Err() error { return c.err }
+
+func (c *CandidateWriter) write(r trace.Record) {
+	if err := c.W.Write(r); err != nil && c.err == nil {
+		c.err = fmt.Errorf("write results: %w", err)
+	}
 }
 
 func (o *Options) settle() time.Duration {
@@ -109,7 +151,7 @@ func (o *Options) Runs() []RunSpec {
 // (a candidate that cannot be obtained or started, results that cannot be
 // written); what a candidate does wrong while running is a result.
 func Run(ctx context.Context, o Options) ([]string, error) {
-	if o.Plan == nil || o.Index == nil {
+	if o.Plan == nil || (o.Index == nil && o.Backend == nil) {
 		return nil, errors.New("compare: no plan or fixtures index")
 	}
 	runs := o.Runs()
@@ -122,6 +164,16 @@ func Run(ctx context.Context, o Options) ([]string, error) {
 	}
 	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("compare: %w", err)
+	}
+	if o.Backend != nil {
+		var files []string
+		for _, r := range runs {
+			if err := o.Backend.RunCandidate(ctx, r.Role, r.Spec, r.Results); err != nil {
+				return files, fmt.Errorf("compare: run %s (%s): %w", r.Role, r.Spec, err)
+			}
+			files = append(files, r.Results)
+		}
+		return files, nil
 	}
 	// Obtain both first: a misspelt B must not cost an A run.
 	progs := map[string]*proxy.Program{}
@@ -194,10 +246,11 @@ func runOne(ctx context.Context, o *Options, r RunSpec, prog *proxy.Program) err
 
 	// Samples go to the file as they come, so a comparison stopped half-way
 	// keeps them; their times are known once the replay has started.
-	rec := &recorder{w: w, cand: cand}
+	cw := &CandidateWriter{W: w}
+	rec := &recorder{cw: cw, cand: cand, base: &baseline}
 	sampling, stopSampling := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
-	wg.Go(func() { rec.follow(sampling, run, baseline) })
+	wg.Go(func() { rec.follow(sampling, run) })
 
 	o.watch(r.Role, r.Spec.Raw, "replaying", run)
 	_, runErr := run.Run(ctx, plan)
@@ -223,32 +276,30 @@ func runOne(ctx context.Context, o *Options, r RunSpec, prog *proxy.Program) err
 		start = time.Now()
 	}
 	rec.flush(start)
-	rec.write(&Sample{TS: final.At.Sub(start), Sample: final})
+	cw.Sample(final)
 	exits := cand.Exits() // before the stop: the stop is not an exit of the run
 	stop()
 	for _, e := range exits {
-		rec.write(&Exit{TS: e.At.Sub(start), Exit: e})
+		cw.Exit(e)
 	}
 	for _, c := range stub.Calls() {
-		rec.write(apiCall(c, start))
+		cw.APICall(c)
 	}
-	rec.write(&Candidate{Role: r.Role, Spec: r.Spec.Raw, Version: prog.Version, Backend: "local", Limit: cand.Limit(), Started: start, Settle: o.settle()})
+	cw.Candidate(r.Role, r.Spec.Raw, prog.Version, "local", cand.Limit(), o.settle())
 	o.watch(r.Role, r.Spec.Raw, "done", nil)
-	return errors.Join(runErr, rec.err, w.Close())
+	return errors.Join(runErr, cw.Err(), w.Close())
 }
 
-// recorder writes a candidate's samples to its results file.
+// recorder writes a candidate's samples to its results file as they come.
 type recorder struct {
-	w    replay.RecordWriter
+	cw   *CandidateWriter
 	cand *proxy.Candidate
 	seen int
-	base *proxy.Sample
-	err  error
+	base *proxy.Sample // the sample before the replay, written first
 }
 
 // follow writes new samples every second once the replay has started.
-func (r *recorder) follow(ctx context.Context, run *replay.Runner, baseline proxy.Sample) {
-	r.base = &baseline
+func (r *recorder) follow(ctx context.Context, run *replay.Runner) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
@@ -264,19 +315,14 @@ func (r *recorder) follow(ctx context.Context, run *replay.Runner, baseline prox
 }
 
 func (r *recorder) flush(start time.Time) {
+	r.cw.Start = start
 	if r.base != nil {
-		r.write(&Sample{TS: r.base.At.Sub(start), Sample: *r.base})
+		r.cw.Sample(*r.base)
 		r.base = nil
 	}
 	samples := r.cand.Samples()
 	for _, s := range samples[r.seen:] {
-		r.write(&Sample{TS: s.At.Sub(start), Sample: s})
+		r.cw.Sample(s)
 	}
 	r.seen = len(samples)
-}
-
-func (r *recorder) write(rec trace.Record) {
-	if err := r.w.Write(rec); err != nil && r.err == nil {
-		r.err = fmt.Errorf("write results: %w", err)
-	}
 }
