@@ -42,7 +42,7 @@ func TestCollectMergesEveryShard(t *testing.T) {
 		shardFile(t, dir, i, 3, 20+i)
 	}
 	out := filepath.Join(t.TempDir(), "B.results")
-	sum, err := Collect(context.Background(), dir, 3, out)
+	sum, err := Collect(context.Background(), dir, 3, out, nil)
 	require.NoError(t, err)
 	assert.Equal(t, 63, sum.Requests)
 	assert.Equal(t, 6, sum.Failed, "one in ten of each shard")
@@ -51,11 +51,11 @@ func TestCollectMergesEveryShard(t *testing.T) {
 	assert.Len(t, res.Runs, 3, "every shard's run record")
 	assert.Len(t, res.Requests, 63)
 
-	_, err = Collect(context.Background(), dir, 3, out)
+	_, err = Collect(context.Background(), dir, 3, out, nil)
 	assert.ErrorContains(t, err, "exists", "a merged file is not overwritten")
-	_, err = Collect(context.Background(), dir, 4, filepath.Join(t.TempDir(), "x.results"))
+	_, err = Collect(context.Background(), dir, 4, filepath.Join(t.TempDir(), "x.results"), nil)
 	assert.ErrorContains(t, err, "shard 3 of 4 wrote none")
-	_, err = Collect(context.Background(), dir, 2, filepath.Join(t.TempDir(), "x.results"))
+	_, err = Collect(context.Background(), dir, 2, filepath.Join(t.TempDir(), "x.results"), nil)
 	assert.ErrorContains(t, err, "beyond 2")
 }
 

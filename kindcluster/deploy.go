@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
@@ -116,6 +117,7 @@ type Restart struct {
 	Count          int32
 	Reason         string // "OOMKilled", "Error", …
 	ExitCode       int32
+	At             time.Time // when the last one ended
 }
 
 // Restarts reads the candidate's pods' restarts and why their last
@@ -133,7 +135,7 @@ func Restarts(ctx context.Context, cs kubernetes.Interface, namespace string) ([
 			}
 			r := Restart{Pod: p.Name, Container: c.Name, Count: c.RestartCount}
 			if t := c.LastTerminationState.Terminated; t != nil {
-				r.Reason, r.ExitCode = t.Reason, t.ExitCode
+				r.Reason, r.ExitCode, r.At = t.Reason, t.ExitCode, t.FinishedAt.Time
 			}
 			out = append(out, r)
 		}
@@ -157,8 +159,9 @@ func JobDone(ctx context.Context, cs kubernetes.Interface, namespace string) (do
 }
 
 // Collect merges the shards' results from the shared directory into out;
-// every one of the N shards must be there.
-func Collect(ctx context.Context, dir string, shards int, out string) (*replay.Summary, error) {
+// every one of the N shards must be there. more, if given, adds records
+// of its own (the candidate's).
+func Collect(ctx context.Context, dir string, shards int, out string, more func(replay.RecordWriter) error) (*replay.Summary, error) {
 	files, err := filepath.Glob(filepath.Join(dir, "shard-*.results"))
 	if err != nil {
 		return nil, err
@@ -195,5 +198,5 @@ func Collect(ctx context.Context, dir string, shards int, out string) (*replay.S
 	if _, err := os.Stat(out); err == nil {
 		return nil, errors.New("collect results: " + out + " exists")
 	}
-	return replay.Merge(ctx, out, false, in...)
+	return replay.MergeAnd(ctx, out, false, more, in...)
 }

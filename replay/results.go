@@ -267,6 +267,12 @@ func (r *Results) Tally() *Summary {
 // file: every run record, the requests and sessions in time order, and an
 // end record with the tally of them all.
 func Merge(ctx context.Context, out string, overwrite bool, inputs ...string) (*Summary, error) {
+	return MergeAnd(ctx, out, overwrite, nil, inputs...)
+}
+
+// MergeAnd is Merge, and more writes further records into the merged file
+// before its end record (a backend's records of the candidate, say).
+func MergeAnd(ctx context.Context, out string, overwrite bool, more func(RecordWriter) error, inputs ...string) (*Summary, error) {
 	if len(inputs) == 0 {
 		return nil, errors.New("merge: no results to merge")
 	}
@@ -313,12 +319,21 @@ func Merge(ctx context.Context, out string, overwrite bool, inputs ...string) (*
 	for _, e := range merged.Ends {
 		cancelled = cancelled || e.Cancelled
 	}
-	recs = append(recs, &End{TS: sum.Wall, Cancelled: cancelled, Tally: sum})
 	for _, r := range recs {
 		if err := w.Write(r); err != nil {
 			w.Close()
 			return nil, fmt.Errorf("merge into %s: %w", out, err)
 		}
+	}
+	if more != nil {
+		if err := more(w); err != nil {
+			w.Close()
+			return nil, fmt.Errorf("merge into %s: %w", out, err)
+		}
+	}
+	if err := w.Write(&End{TS: sum.Wall, Cancelled: cancelled, Tally: sum}); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("merge into %s: %w", out, err)
 	}
 	if err := w.Close(); err != nil {
 		return nil, fmt.Errorf("merge into %s: %w", out, err)
