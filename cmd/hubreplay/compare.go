@@ -92,6 +92,7 @@ func newCompareCmd() *cobra.Command {
 		noiseRuns                               int
 		settle, timeout, check, restartDelay    time.Duration
 		force                                   bool
+		kind                                    kindFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "compare --trace TRACE --a SPEC --b SPEC",
@@ -113,6 +114,15 @@ file, plots over trace time, opens without network), report.md (for a pull
 request; also appended to $GITHUB_STEP_SUMMARY when that is set) and
 report.json (every figure). 'hubreplay report' renders them again from the
 results files, with other thresholds if wanted.
+
+--backend kind runs each candidate in a kind cluster instead (created, or
+reused by --kind-name; Docker needed), as production runs it: the proxy as
+z2jh's Deployment (its probes, and resources from --values), the fixtures
+as a Deployment, the replay as --shards pods of an Indexed Job. Samples come
+from the kubelet (memory, CPU, file descriptors, sockets); restarts and OOM
+kills from the pod's status. Candidates are chp@VERSION (the project's
+image) or image:REPO:TAG (loaded into the nodes); hubreplay's own image
+must be there ('hubreplay kind image', or --kind-build SRC).
 
 ` + verdictHelp + `
 
@@ -155,18 +165,31 @@ results files, with other thresholds if wanted.
 			if plan.Requests == 0 {
 				return exitError{2, replay.ErrEmpty}
 			}
-			ix, err := readIndex(ctx, tracePath)
-			if err != nil {
-				return exitError{2, err}
+			o := compare.Options{TraceName: tracePath, Plan: plan, A: specA, B: specB, NoiseRuns: noiseRuns,
+				Settle: settle, Timeout: timeout, CheckInterval: check, MemoryLimit: mem, LimitBy: limitBy, RestartDelay: restartDelay,
+				Dir: out, Force: force}
+			switch kind.backend {
+			case "local":
+				if o.Index, err = readIndex(ctx, tracePath); err != nil {
+					return exitError{2, err}
+				}
+			case "kind":
+				b, cleanup, err := kind.start(ctx, stderr, tracePath, play.args(), settle, check)
+				if err != nil {
+					return exitError{2, err}
+				}
+				defer cleanup()
+				o.Backend = b
+			default:
+				return usageError{fmt.Errorf("--backend %q: local or kind", kind.backend)}
 			}
 			runs := 2 + noiseRuns
 			fmt.Fprintf(stderr, "comparing %s (A) with %s (B) on %s: %d requests, %d WebSocket sessions over %s of trace time at %s; %d runs of about %s each, then %s idle\n",
 				specA, specB, tracePath, plan.Requests, plan.Sessions, plan.Length.Round(time.Second), replay.SpeedString(plan.Opts.Speed),
 				runs, wallTime(plan), settle)
 			w := &compareWatch{w: stderr}
-			files, err := compare.Run(ctx, compare.Options{TraceName: tracePath, Plan: plan, Index: ix, A: specA, B: specB, NoiseRuns: noiseRuns,
-				Settle: settle, Timeout: timeout, CheckInterval: check, MemoryLimit: mem, LimitBy: limitBy, RestartDelay: restartDelay,
-				Dir: out, Force: force, Watch: w.watch})
+			o.Watch = w.watch
+			files, err := compare.Run(ctx, o)
 			w.stop()
 			if err != nil {
 				if len(files) > 0 {
@@ -192,6 +215,7 @@ results files, with other thresholds if wanted.
 	f.StringVar(&limitBy, "limit-by", "", "how to cap memory: cgroup or node (default: cgroup where the machine has one)")
 	f.DurationVar(&restartDelay, "restart-delay", 10*time.Second, "how long a dead candidate stays down before it is restarted")
 	verdict.add(f)
+	kind.add(f)
 	return cmd
 }
 

@@ -1,11 +1,16 @@
 package main
 
 import (
+	"encoding/json"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/hubreplay/hubreplay/compare"
 
 	"github.com/hubreplay/hubreplay/proxy"
 )
@@ -36,4 +41,59 @@ func errorLines(stderr string) []string {
 		}
 	}
 	return out
+}
+
+// compare --backend kind needs Docker; here it says so and the comparison
+// fails as a comparison (exit status 2), before any run.
+func TestCompareKindBackendWithoutEngine(t *testing.T) {
+	if _, ok := proxy.DockerEngine(); ok {
+		t.Skip("a Docker engine runs here")
+	}
+	dir := t.TempDir()
+	peak := filepath.Join(dir, "peak.trace")
+	r := hubreplay(t, nil, "generate", "lecture-peak", "--users", "5", "--duration", "5m", "-o", peak)
+	assert.Equal(t, 0, r.code, r.stderr)
+	t.Setenv("DOCKER_HOST", "unix://"+filepath.Join(dir, "docker.sock"))
+	r = hubreplay(t, nil, "compare", "--backend", "kind", "--trace", peak, "--a", "chp@4.5.6", "--b", "chp@5.3.0", "--kind-workdir", dir, "-o", filepath.Join(dir, "out"))
+	assert.Equal(t, 2, r.code, r.stderr)
+	assert.Contains(t, r.stderr, "no Docker engine answers")
+	assert.NoFileExists(t, filepath.Join(dir, "out", "A.results"))
+	r = hubreplay(t, nil, "compare", "--backend", "cloud", "--trace", peak, "--a", "chp@4.5.6", "--b", "chp@5.3.0")
+	assert.Equal(t, 2, r.code)
+	assert.Contains(t, r.stderr, "local or kind")
+}
+
+// The kind backend end to end, where Docker runs (GitHub Actions): a kind
+// cluster, hubreplay's image built from this tree, CHP 4.5.6 against 5.3.0
+// from the project's images, two replay shards each.
+func TestCompareOnKind(t *testing.T) {
+	host, ok := proxy.DockerEngine()
+	if !ok {
+		t.Skipf("no Docker engine answers at %s: kind cannot run here (GitHub Actions runs this test)", host)
+	}
+	if testing.Short() {
+		t.Skip("a kind cluster takes minutes")
+	}
+	dir := t.TempDir()
+	peak := filepath.Join(dir, "peak.trace")
+	r := hubreplay(t, nil, "generate", "lecture-peak", "--users", "20", "--duration", "5m", "-o", peak)
+	require.Equal(t, 0, r.code, r.stderr)
+	out := filepath.Join(dir, "out")
+	r = hubreplay(t, nil, "compare", "--backend", "kind", "--kind-name", "hubreplay-test", "--kind-workdir", filepath.Join(dir, "work"),
+		"--kind-build", "../..", "--shards", "2", "--trace", peak, "--a", "chp@4.5.6", "--b", "chp@5.3.0", "--speed", "10", "-o", out)
+	require.NotEqual(t, 2, r.code, "the comparison ran: %s", r.stderr)
+	var rep compare.Report
+	b, err := os.ReadFile(filepath.Join(out, "report.json"))
+	require.NoError(t, err)
+	require.NoError(t, json.Unmarshal(b, &rep))
+	require.Len(t, rep.Runs, 2)
+	for _, f := range rep.Runs {
+		assert.Positive(t, f.Requests)
+		assert.Less(t, f.ErrorRate, 0.01, "%s: %v", f.Role, f.Errors)
+		if assert.NotNil(t, f.Proxy, "samples from the kubelet") {
+			assert.Positive(t, f.Proxy.RSSPeak)
+		}
+	}
+	r = hubreplay(t, nil, "kind", "status", "--name", "hubreplay-test")
+	assert.Contains(t, r.stdout, "none", "the cluster made for the comparison is gone")
 }

@@ -207,6 +207,17 @@ func (p *playFlags) add(f *pflag.FlagSet, shards, together bool) {
 	}
 }
 
+// args are the flags again, for a replay elsewhere (a pod) to play the same.
+func (p *playFlags) args() []string {
+	a := []string{"--speed", p.speed, "--users", p.users, "--jitter", p.jitter.String(), "--seed", fmt.Sprint(p.seed)}
+	for _, f := range []struct{ name, v string }{{"--from", p.from}, {"--to", p.to}, {"--tz", p.tz}} {
+		if f.v != "" {
+			a = append(a, f.name, f.v)
+		}
+	}
+	return a
+}
+
 // plan checks the flags and reads the trace into a plan.
 func (p *playFlags) plan(ctx context.Context, path string, stdin io.Reader, stderr io.Writer) (*replay.Plan, error) {
 	var o replay.Options

@@ -1,0 +1,87 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/hubreplay/hubreplay/compare"
+	"github.com/hubreplay/hubreplay/kindcluster"
+	"github.com/hubreplay/hubreplay/replay"
+)
+
+// kindFlags choose and shape compare's backend.
+type kindFlags struct {
+	backend, name, work, image, src, values string
+	shards, hostPort                        int
+	keep                                    bool
+}
+
+func (k *kindFlags) add(f *pflag.FlagSet) {
+	f.StringVar(&k.backend, "backend", "local", "where candidates run: local (processes here) or kind (a kind cluster; needs Docker)")
+	f.StringVar(&k.name, "kind-name", kindcluster.DefaultName, "kind: the cluster's name (reused if it exists)")
+	f.StringVar(&k.work, "kind-workdir", "hubreplay-work", "kind: host directory the nodes mount (trace in, results out)")
+	f.StringVar(&k.image, "kind-image", "hubreplay:dev", "kind: hubreplay's image in the nodes")
+	f.StringVar(&k.src, "kind-build", "", "kind: build hubreplay's image from this source tree first and load it")
+	f.StringVar(&k.values, "values", "", "kind: a z2jh values file for the proxy pod (proxy.chp resources, probes, flags)")
+	f.IntVar(&k.shards, "shards", 2, "kind: replay pods sharing the trace")
+	f.IntVar(&k.hostPort, "kind-host-port", 18000, "kind: host port the proxy's NodePort is mapped to")
+	f.BoolVar(&k.keep, "keep", false, "kind: leave the namespaces (and a cluster made for this compare) in place")
+}
+
+// start brings up the cluster and returns the backend, and what tears down
+// what this comparison made.
+func (k *kindFlags) start(ctx context.Context, stderr io.Writer, tracePath string, play []string, settle, check time.Duration) (compare.Backend, func(), error) {
+	values, err := kindcluster.LoadValues(k.values)
+	if err != nil {
+		return nil, nil, err
+	}
+	c := &kindcluster.Cluster{Name: k.name, WorkDir: k.work, HostPort: k.hostPort}
+	fmt.Fprintf(stderr, "kind cluster %s: creating or reusing ...\n", c.Name)
+	kc, created, err := c.Up()
+	if err != nil {
+		return nil, nil, err
+	}
+	cleanup := func() {
+		if created && !k.keep {
+			fmt.Fprintf(stderr, "deleting kind cluster %s (made for this comparison; --keep keeps it)\n", c.Name)
+			_ = c.Down()
+		}
+	}
+	if k.src != "" {
+		repo, tag, _ := strings.Cut(k.image, ":")
+		if _, err := kindcluster.BuildImage(ctx, k.src, repo, tag); err != nil {
+			cleanup()
+			return nil, nil, err
+		}
+		if err := c.LoadImage(ctx, k.image); err != nil {
+			cleanup()
+			return nil, nil, err
+		}
+	}
+	cs, err := kindcluster.Client(kc)
+	if err != nil {
+		cleanup()
+		return nil, nil, err
+	}
+	abs, err := filepath.Abs(tracePath)
+	if err != nil {
+		cleanup()
+		return nil, nil, err
+	}
+	if _, err := os.Stat(abs); err != nil {
+		cleanup()
+		return nil, nil, err
+	}
+	return &kindcluster.Backend{Cluster: c, Client: cs, Stats: kindcluster.KubeletStats(cs), Image: k.image, Trace: abs,
+		Play: play, Shards: k.shards, Values: values, CheckInterval: check, Settle: settle, Keep: k.keep,
+		NewRecorder: func(w replay.RecordWriter, start time.Time) kindcluster.Recorder {
+			return &compare.CandidateWriter{W: w, Start: start}
+		}}, cleanup, nil
+}
