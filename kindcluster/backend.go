@@ -49,8 +49,9 @@ type Backend struct {
 	CheckInterval time.Duration
 	// Settle is how long the candidate stands idle after the replay.
 	Settle time.Duration
-	// Lead is how far ahead the shards' common start is set: time for
-	// their pods to be scheduled and to read the trace (default 60 s).
+	// Lead is how far ahead of the candidate's readiness the shards'
+	// common start is set: time for the fixtures' and the shards' pods to
+	// start and to read the trace (default 30 s).
 	Lead time.Duration
 	// Timeout bounds the waits for the Deployments (default 5 min).
 	Timeout time.Duration
@@ -126,13 +127,16 @@ func (b *Backend) RunCandidate(ctx context.Context, role string, spec proxy.Spec
 	_ = os.Chmod(hostRes, 0o777) // the pods write as an unprivileged user
 	tok := make([]byte, 16)
 	_, _ = rand.Read(tok)
-	start := time.Now().Add(or(b.Lead, time.Minute))
 	st := &Staging{Namespace: ns, Image: b.Image, Candidate: image, Token: hex.EncodeToString(tok), Values: b.Values,
-		Trace: traceName, Results: resDir, Shards: b.Shards, Play: b.Play, StartAt: start, CheckInterval: b.CheckInterval}
+		Trace: traceName, Results: resDir, Shards: b.Shards, Play: b.Play, StartAt: time.Now(), CheckInterval: b.CheckInterval}
+	// First the candidate, until it is ready (its image may take a while
+	// to pull); then the fixtures and the shards, with a common start far
+	// enough ahead for their pods to start and read the trace.
 	objs, err := st.Build()
 	if err != nil {
 		return err
 	}
+	objs.Fixtures, objs.Replay = nil, nil
 	if err := Apply(ctx, b.Client, objs); err != nil {
 		return err
 	}
@@ -143,10 +147,19 @@ func (b *Backend) RunCandidate(ctx context.Context, role string, spec proxy.Spec
 			}
 		}()
 	}
-	for _, d := range []string{ProxyName, FixturesName} {
-		if err := b.waitAvailable(ctx, ns, d); err != nil {
-			return err
-		}
+	if err := b.waitAvailable(ctx, ns, ProxyName); err != nil {
+		return err
+	}
+	st.StartAt = time.Now().Add(or(b.Lead, 30*time.Second))
+	start := st.StartAt
+	if objs, err = st.Build(); err != nil {
+		return err
+	}
+	if err := Apply(ctx, b.Client, objs); err != nil {
+		return err
+	}
+	if err := b.waitAvailable(ctx, ns, FixturesName); err != nil {
+		return err
 	}
 	var samples []proxy.Sample
 	poll := time.NewTicker(or(b.Poll, time.Second))

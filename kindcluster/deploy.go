@@ -22,36 +22,27 @@ import (
 )
 
 // Apply creates the objects in order; one that exists is replaced (a Job's
-// spec cannot change, so it is deleted and made again).
+// spec cannot change, so it is deleted and made again). Objects left nil
+// are skipped, so that a staging can go in in two steps.
 func Apply(ctx context.Context, cs kubernetes.Interface, o *Objects) error {
 	ns := o.Namespace.Name
-	steps := []struct {
-		what   string
-		create func() error
-		update func() error
-	}{
-		{"namespace " + ns, func() error {
-			_, err := cs.CoreV1().Namespaces().Create(ctx, o.Namespace, metav1.CreateOptions{})
-			return err
-		},
-			func() error { return nil }},
-		{"secret " + o.Secret.Name, func() error {
-			_, err := cs.CoreV1().Secrets(ns).Create(ctx, o.Secret, metav1.CreateOptions{})
-			return err
-		},
-			func() error {
-				_, err := cs.CoreV1().Secrets(ns).Update(ctx, o.Secret, metav1.UpdateOptions{})
-				return err
-			}},
-		deploymentStep(ctx, cs, o.Proxy),
-		serviceStep(ctx, cs, o.Public),
-		serviceStep(ctx, cs, o.API),
-		serviceStep(ctx, cs, o.Hub),
-		deploymentStep(ctx, cs, o.Fixtures),
-		{"job " + o.Replay.Name, func() error {
-			_, err := cs.BatchV1().Jobs(ns).Create(ctx, o.Replay, metav1.CreateOptions{})
-			return err
-		},
+	var steps []step
+	if o.Secret != nil {
+		steps = append(steps, step{"secret " + o.Secret.Name, func() error { _, err := cs.CoreV1().Secrets(ns).Create(ctx, o.Secret, metav1.CreateOptions{}); return err },
+			func() error { _, err := cs.CoreV1().Secrets(ns).Update(ctx, o.Secret, metav1.UpdateOptions{}); return err }})
+	}
+	for _, d := range []*appsv1.Deployment{o.Proxy, o.Fixtures} {
+		if d != nil {
+			steps = append(steps, deploymentStep(ctx, cs, d))
+		}
+	}
+	for _, svc := range []*corev1.Service{o.Public, o.API, o.Hub} {
+		if svc != nil {
+			steps = append(steps, serviceStep(ctx, cs, svc))
+		}
+	}
+	if o.Replay != nil {
+		steps = append(steps, step{"job " + o.Replay.Name, func() error { _, err := cs.BatchV1().Jobs(ns).Create(ctx, o.Replay, metav1.CreateOptions{}); return err },
 			func() error {
 				bg := metav1.DeletePropagationBackground
 				if err := cs.BatchV1().Jobs(ns).Delete(ctx, o.Replay.Name, metav1.DeleteOptions{PropagationPolicy: &bg}); err != nil {
@@ -59,8 +50,10 @@ func Apply(ctx context.Context, cs kubernetes.Interface, o *Objects) error {
 				}
 				_, err := cs.BatchV1().Jobs(ns).Create(ctx, o.Replay, metav1.CreateOptions{})
 				return err
-			}},
+			}})
 	}
+	steps = append([]step{{"namespace " + ns, func() error { _, err := cs.CoreV1().Namespaces().Create(ctx, o.Namespace, metav1.CreateOptions{}); return err },
+		func() error { return nil }}}, steps...)
 	for _, s := range steps {
 		err := s.create()
 		if apierrors.IsAlreadyExists(err) {
