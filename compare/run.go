@@ -168,9 +168,11 @@ func Run(ctx context.Context, o Options) ([]string, error) {
 	if o.Backend != nil {
 		var files []string
 		for _, r := range runs {
+			o.watch(r.Role, r.Spec.Raw, "staging and replaying on the backend", nil)
 			if err := o.Backend.RunCandidate(ctx, r.Role, r.Spec, r.Results); err != nil {
 				return files, fmt.Errorf("compare: run %s (%s): %w", r.Role, r.Spec, err)
 			}
+			o.watch(r.Role, r.Spec.Raw, "done", nil)
 			files = append(files, r.Results)
 		}
 		return files, nil

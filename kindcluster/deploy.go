@@ -28,8 +28,14 @@ func Apply(ctx context.Context, cs kubernetes.Interface, o *Objects) error {
 	ns := o.Namespace.Name
 	var steps []step
 	if o.Secret != nil {
-		steps = append(steps, step{"secret " + o.Secret.Name, func() error { _, err := cs.CoreV1().Secrets(ns).Create(ctx, o.Secret, metav1.CreateOptions{}); return err },
-			func() error { _, err := cs.CoreV1().Secrets(ns).Update(ctx, o.Secret, metav1.UpdateOptions{}); return err }})
+		steps = append(steps, step{"secret " + o.Secret.Name, func() error {
+			_, err := cs.CoreV1().Secrets(ns).Create(ctx, o.Secret, metav1.CreateOptions{})
+			return err
+		},
+			func() error {
+				_, err := cs.CoreV1().Secrets(ns).Update(ctx, o.Secret, metav1.UpdateOptions{})
+				return err
+			}})
 	}
 	for _, d := range []*appsv1.Deployment{o.Proxy, o.Fixtures} {
 		if d != nil {
@@ -42,7 +48,10 @@ func Apply(ctx context.Context, cs kubernetes.Interface, o *Objects) error {
 		}
 	}
 	if o.Replay != nil {
-		steps = append(steps, step{"job " + o.Replay.Name, func() error { _, err := cs.BatchV1().Jobs(ns).Create(ctx, o.Replay, metav1.CreateOptions{}); return err },
+		steps = append(steps, step{"job " + o.Replay.Name, func() error {
+			_, err := cs.BatchV1().Jobs(ns).Create(ctx, o.Replay, metav1.CreateOptions{})
+			return err
+		},
 			func() error {
 				bg := metav1.DeletePropagationBackground
 				if err := cs.BatchV1().Jobs(ns).Delete(ctx, o.Replay.Name, metav1.DeleteOptions{PropagationPolicy: &bg}); err != nil {
@@ -52,7 +61,10 @@ func Apply(ctx context.Context, cs kubernetes.Interface, o *Objects) error {
 				return err
 			}})
 	}
-	steps = append([]step{{"namespace " + ns, func() error { _, err := cs.CoreV1().Namespaces().Create(ctx, o.Namespace, metav1.CreateOptions{}); return err },
+	steps = append([]step{{"namespace " + ns, func() error {
+		_, err := cs.CoreV1().Namespaces().Create(ctx, o.Namespace, metav1.CreateOptions{})
+		return err
+	},
 		func() error { return nil }}}, steps...)
 	for _, s := range steps {
 		err := s.create()
