@@ -288,7 +288,9 @@ func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''
 // waitReady polls until the candidate answers, or fails.
 func (c *Candidate) waitReady(ctx context.Context) error {
 	deadline := time.Now().Add(c.o.ReadyTimeout)
-	client := &http.Client{Timeout: time.Second}
+	// No keep-alive: a readiness check must not leave the candidate a
+	// connection to count among its sockets.
+	client := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	for {
 		if c.ready(ctx, client) {
 			return nil
