@@ -106,14 +106,26 @@ func serviceStep(ctx context.Context, cs kubernetes.Interface, s *corev1.Service
 		}}
 }
 
-// Teardown deletes the namespace and everything in it.
+// Teardown deletes the namespace and everything in it, and waits until it
+// is gone: the next candidate's Service needs the same NodePort, which
+// stays taken while the old one is terminating.
 func Teardown(ctx context.Context, cs kubernetes.Interface, namespace string) error {
 	bg := metav1.DeletePropagationBackground
 	err := cs.CoreV1().Namespaces().Delete(ctx, namespace, metav1.DeleteOptions{PropagationPolicy: &bg})
 	if err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("tear down namespace %s: %w", namespace, err)
 	}
-	return nil
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer cancel()
+	for {
+		_, err := cs.CoreV1().Namespaces().Get(ctx, namespace, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		if !sleep(ctx, time.Second) {
+			return fmt.Errorf("tear down namespace %s: still terminating after 3 minutes", namespace)
+		}
+	}
 }
 
 // Restart is one restart of a container, as the kubelet reports it.

@@ -15,7 +15,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/hubreplay/hubreplay/replay"
 )
@@ -255,4 +257,20 @@ func TestRestartsFromPodStatus(t *testing.T) {
 	require.Len(t, rs, 1)
 	rs[0].At = time.Time{}
 	assert.Equal(t, []Restart{{Pod: "proxy-7d9", Container: "chp", Count: 2, Reason: "OOMKilled", ExitCode: 137}}, rs)
+}
+
+// Teardown waits for a terminating namespace to be gone: the next
+// candidate's Service needs its NodePort.
+func TestTeardownWaitsForTheNamespace(t *testing.T) {
+	cs := fake.NewClientset(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "hubreplay-a"}})
+	terminating := 2
+	cs.PrependReactor("get", "namespaces", func(k8stesting.Action) (bool, runtime.Object, error) {
+		if terminating > 0 {
+			terminating--
+			return true, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "hubreplay-a"}, Status: corev1.NamespaceStatus{Phase: corev1.NamespaceTerminating}}, nil
+		}
+		return false, nil, nil
+	})
+	require.NoError(t, Teardown(context.Background(), cs, "hubreplay-a"))
+	assert.Zero(t, terminating, "it looked until the namespace was gone")
 }
