@@ -2,17 +2,23 @@ package main
 
 import (
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/spf13/cobra"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
 
 	"github.com/hubreplay/hubreplay/compare"
+	"github.com/hubreplay/hubreplay/kindcluster"
 
 	"github.com/hubreplay/hubreplay/proxy"
+	"github.com/hubreplay/hubreplay/replay"
 )
 
 // Without a Docker engine every kind verb says so in one line, exit 1.
@@ -96,4 +102,57 @@ func TestCompareOnKind(t *testing.T) {
 	}
 	r = hubreplay(t, nil, "kind", "status", "--name", "hubreplay-test")
 	assert.Contains(t, r.stdout, "none", "the cluster made for the comparison is gone")
+}
+
+// The command lines the kind backend gives its pods are ones this CLI
+// accepts: after Kubernetes expands $(POD_IP) and $(JOB_COMPLETION_INDEX),
+// every flag exists and every value parses, as they would in the pods.
+func TestPodCommandLinesParse(t *testing.T) {
+	play := &playFlags{speed: "10", users: "2x", jitter: 90 * time.Second, seed: 3, from: "+1m", to: "+4m"}
+	st := &kindcluster.Staging{Namespace: "hubreplay-b", Image: "hubreplay:dev", Candidate: "chp:4.5.6", Token: "t", Values: kindcluster.DefaultValues(),
+		Trace: "peak.trace", Results: "results/b", Shards: 3, Play: play.args(), StartAt: time.Now(), CheckInterval: time.Minute}
+	objs, err := st.Build()
+	require.NoError(t, err)
+	env := map[string]string{"POD_IP": "10.244.0.7", "JOB_COMPLETION_INDEX": "2"}
+	for _, c := range []corev1.Container{objs.Fixtures.Spec.Template.Spec.Containers[0], objs.Replay.Spec.Template.Spec.Containers[0]} {
+		args := make([]string, len(c.Args))
+		for i, a := range c.Args {
+			for k, v := range env {
+				a = strings.ReplaceAll(a, "$("+k+")", v)
+			}
+			args[i] = a
+		}
+		root := newRoot(strings.NewReader(""), io.Discard, io.Discard)
+		cmd, rest, err := root.Find(args)
+		require.NoError(t, err, "%v", args)
+		require.NoError(t, cmd.ParseFlags(rest), "%s: %v", cmd.Name(), args)
+		assert.Empty(t, cmd.Flags().Args(), "no stray arguments")
+		// What the flags say, read as the command reads them: the same play
+		// for the fixtures and every shard.
+		assert.Equal(t, []string{"10", "2x", "+1m", "+4m"}, []string{flag(t, cmd, "speed"), flag(t, cmd, "users"), flag(t, cmd, "from"), flag(t, cmd, "to")})
+		assert.Equal(t, "1m30s", flag(t, cmd, "jitter"))
+		assert.Equal(t, "/hubreplay/peak.trace", flag(t, cmd, "trace"))
+		_, err = time.Parse(time.RFC3339Nano, flag(t, cmd, "start-at"))
+		assert.NoError(t, err)
+		switch cmd.Name() {
+		case "serve":
+			assert.Equal(t, "10.244.0.7", flag(t, cmd, "advertise"))
+			assert.Equal(t, "http://proxy-api:8001", flag(t, cmd, "api"))
+		case "replay":
+			sh, err := replay.ParseShard(flag(t, cmd, "shard"))
+			require.NoError(t, err)
+			assert.Equal(t, replay.Shard{Index: 2, Count: 3}, sh)
+			assert.Equal(t, "false", flag(t, cmd, "fixtures"))
+			assert.Equal(t, "/hubreplay/results/b/shard-2.results", flag(t, cmd, "output"))
+		default:
+			t.Errorf("unexpected command %s", cmd.Name())
+		}
+	}
+}
+
+func flag(t *testing.T, cmd *cobra.Command, name string) string {
+	t.Helper()
+	f := cmd.Flags().Lookup(name)
+	require.NotNil(t, f, "%s has --%s", cmd.Name(), name)
+	return f.Value.String()
 }
