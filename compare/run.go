@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/hubreplay/hubreplay/fixtures"
+	"github.com/hubreplay/hubreplay/internal/wait"
 	"github.com/hubreplay/hubreplay/proxy"
 	"github.com/hubreplay/hubreplay/replay"
 	"github.com/hubreplay/hubreplay/trace"
@@ -263,12 +264,7 @@ func runOne(ctx context.Context, o *Options, r RunSpec, prog *proxy.Program) err
 	api.CloseIdleConnections() // the hub stub's, to the API: not the candidate's doing
 	if runErr == nil && ctx.Err() == nil {
 		o.watch(r.Role, r.Spec.Raw, "settling", nil)
-		t := time.NewTimer(o.settle())
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-		}
+		wait.For(ctx, o.settle())
 	}
 	final := cand.Sample(context.WithoutCancel(ctx))
 	stopSampling()

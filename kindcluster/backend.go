@@ -17,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/hubreplay/hubreplay/internal/wait"
 	"github.com/hubreplay/hubreplay/proxy"
 	"github.com/hubreplay/hubreplay/replay"
 )
@@ -186,7 +187,7 @@ func (b *Backend) RunCandidate(ctx context.Context, role string, spec proxy.Spec
 		case <-poll.C:
 		}
 	}
-	if !sleep(ctx, or(b.Settle, 10*time.Second)) {
+	if !wait.For(ctx, or(b.Settle, 10*time.Second)) {
 		return ctx.Err()
 	}
 	if s, err := b.sample(ctx, ns); err == nil {
@@ -259,7 +260,7 @@ func (b *Backend) waitAvailable(ctx context.Context, ns, name string) error {
 		if err == nil && available(d) {
 			return nil
 		}
-		if !sleep(ctx, or(b.Poll, time.Second)) {
+		if !wait.For(ctx, or(b.Poll, time.Second)) {
 			return fmt.Errorf("deployment %s/%s not available within %s (kubectl -n %s describe deployment %s)", ns, name, or(b.Timeout, 5*time.Minute), ns, name)
 		}
 	}
@@ -272,17 +273,6 @@ func available(d *appsv1.Deployment) bool {
 		}
 	}
 	return false
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }
 
 // copyInto copies a file unless it is already there.

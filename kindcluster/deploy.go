@@ -18,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/hubreplay/hubreplay/internal/wait"
 	"github.com/hubreplay/hubreplay/replay"
 )
 
@@ -122,7 +123,7 @@ func Teardown(ctx context.Context, cs kubernetes.Interface, namespace string) er
 		if apierrors.IsNotFound(err) {
 			return nil
 		}
-		if !sleep(ctx, time.Second) {
+		if !wait.For(ctx, time.Second) {
 			return fmt.Errorf("tear down namespace %s: still terminating after 3 minutes", namespace)
 		}
 	}

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hubreplay/hubreplay/internal/wait"
 	"github.com/hubreplay/hubreplay/trace"
 )
 
@@ -58,7 +59,7 @@ func (cl *client) run(ctx context.Context) {
 	defer cl.drop(false)
 	for _, s := range cl.c.Steps {
 		due := cl.at(s.At)
-		if !sleepUntil(ctx, due) {
+		if !wait.Until(ctx, due) {
 			return
 		}
 		res := cl.exchange(ctx, s, due)
@@ -367,7 +368,7 @@ func readBody(ctx context.Context, body io.Reader, limit int64, recorded *trace.
 			return n, err
 		}
 		due := start.Add(time.Duration(float64(transfer) * float64(min(n, recorded.BodySize)) / float64(recorded.BodySize)))
-		if !sleepUntil(ctx, due) {
+		if !wait.Until(ctx, due) {
 			return n, ctx.Err()
 		}
 	}
@@ -401,12 +402,12 @@ func (cl *client) finish(ctx context.Context) {
 		_, _ = io.Copy(io.Discard, cl.br)
 		cl.drop(false)
 	case c != nil && c.By == trace.SideClient && c.How == trace.CloseRST, cl.abandon:
-		sleepUntil(ctx, due)
+		wait.Until(ctx, due)
 		cl.drop(true)
 	default:
 		// Closed by the client, or still open when the capture ended (or
 		// timed out there): close at that moment.
-		sleepUntil(ctx, due)
+		wait.Until(ctx, due)
 		cl.drop(false)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hubreplay/hubreplay/internal/wait"
 	"github.com/hubreplay/hubreplay/trace"
 )
 
@@ -165,7 +166,7 @@ func (r *Runner) Run(ctx context.Context, p *Plan) (*Summary, error) {
 	start := time.Now()
 	if !r.StartAt.IsZero() {
 		// Shards and fixtures in other processes start together.
-		if !sleepUntil(runCtx, r.StartAt) {
+		if !wait.Until(runCtx, r.StartAt) {
 			return nil, fmt.Errorf("replay: stopped before its start at %s", r.StartAt.Format(time.RFC3339))
 		}
 		start = r.StartAt
@@ -185,7 +186,7 @@ func (r *Runner) Run(ctx context.Context, p *Plan) (*Summary, error) {
 	slots := make(chan struct{}, r.maxOpen())
 	var conns sync.WaitGroup
 	for _, c := range p.Conns {
-		if !sleepUntil(runCtx, r.wall(start, p, c.Open)) {
+		if !wait.Until(runCtx, r.wall(start, p, c.Open)) {
 			break
 		}
 		select {
@@ -208,7 +209,7 @@ func (r *Runner) Run(ctx context.Context, p *Plan) (*Summary, error) {
 	if r.Routes != nil && len(p.Routes) > 0 {
 		end = max(end, p.Routes[len(p.Routes)-1].TS)
 	}
-	sleepUntil(runCtx, r.wall(start, p, end))
+	wait.Until(runCtx, r.wall(start, p, end))
 	stopRoutes()
 	routes.Wait()
 	wall := time.Since(start)
@@ -265,22 +266,6 @@ func (r *Runner) write(rec trace.Record) error {
 		}
 	}
 	return err
-}
-
-// sleepUntil waits for t; false if ctx ended first.
-func sleepUntil(ctx context.Context, t time.Time) bool {
-	d := time.Until(t)
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	tm := time.NewTimer(d)
-	defer tm.Stop()
-	select {
-	case <-tm.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }
 
 // classify names a network error's class.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/gobwas/ws"
 
+	"github.com/hubreplay/hubreplay/internal/wait"
 	"github.com/hubreplay/hubreplay/trace"
 )
 
@@ -211,7 +212,7 @@ func (cl *client) session(ctx context.Context, s *Step, up *Request) *Session {
 		if late := upgraded.Add(cl.scaled(f.TS - recordedUp)); late.After(due) {
 			due = late
 		}
-		if !sleepUntil(ctx, due) {
+		if !wait.Until(ctx, due) {
 			break
 		}
 		payload := clientPayload(f)
