@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -63,6 +64,10 @@ func TestBackendRunsEveryCandidate(t *testing.T) {
 	assert.Contains(t, rep.Verdict.Reasons[0], "resident memory grew by 150.0 MiB")
 	assert.Equal(t, 1, rep.B().Restarts, "the kubelet's restarts count as exits")
 	assert.Equal(t, "OOM-killed at the memory limit", rep.B().Exits[0].Cause)
+	assert.False(t, rep.B().Proxy.TCPStates, "a pod's samples say no TCP states")
+	var md strings.Builder
+	require.NoError(t, rep.WriteMarkdown(&md))
+	assert.Contains(t, md.String(), "| CLOSE_WAIT sockets: start / peak / after idle | not measured |")
 
 	b = &recordingBackend{fail: "B"}
 	o.Dir, o.Backend = t.TempDir(), b

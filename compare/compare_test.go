@@ -215,6 +215,7 @@ func checkFigures(t *testing.T, f *compare.Figures, r raw, plan *replay.Plan) {
 	assert.Equal(t, int(first["fds"].(float64)), f.Proxy.FDsStart)
 	assert.Equal(t, int(last["fds"].(float64)), f.Proxy.FDsEnd)
 	assert.Greater(t, f.Proxy.FDsPeak, f.Proxy.FDsStart, "connections were open during the replay")
+	assert.True(t, f.Proxy.TCPStates, "a local process's sockets by state are read")
 	assert.Positive(t, f.Proxy.CPUSeconds)
 	assert.Equal(t, r.exits, f.Restarts, "no exit but crashes")
 	assert.Zero(t, f.Restarts)

@@ -80,9 +80,12 @@ type Resources struct {
 	FDsEnd        int     `json:"fds_end"`
 	// Sockets are the descriptors that are sockets, in any state (a
 	// leaked one may be reset and gone from the TCP table, yet open).
-	SocketsStart   int            `json:"sockets_start"`
-	SocketsPeak    int            `json:"sockets_peak"`
-	SocketsEnd     int            `json:"sockets_end"`
+	SocketsStart int `json:"sockets_start"`
+	SocketsPeak  int `json:"sockets_peak"`
+	SocketsEnd   int `json:"sockets_end"`
+	// TCPStates: the samples say sockets by TCP state (a local process's
+	// do; a pod's, read from its kubelet, do not).
+	TCPStates      bool           `json:"tcp_states"`
 	CloseWaitStart int            `json:"close_wait_start"`
 	CloseWaitPeak  int            `json:"close_wait_peak"`
 	CloseWaitEnd   int            `json:"close_wait_end"`
@@ -246,6 +249,7 @@ func (r *run) resources(f *Figures) *Resources {
 		x.RSSPeak = max(x.RSSPeak, s.RSS)
 		x.FDsPeak = max(x.FDsPeak, s.FDs)
 		x.SocketsPeak = max(x.SocketsPeak, s.SocketFDs)
+		x.TCPStates = x.TCPStates || s.Sockets != nil
 		x.CloseWaitPeak = max(x.CloseWaitPeak, s.Sockets["CLOSE_WAIT"])
 		x.HeapPeak = max(x.HeapPeak, s.HeapUsed)
 		cpu[s.PID] = max(cpu[s.PID], s.CPU)

@@ -73,6 +73,9 @@ func (r *Report) rows() []row {
 		return fmt.Sprintf("%d / %d / %d", x.FDsStart, x.FDsPeak, x.FDsEnd)
 	}))
 	add("CLOSE_WAIT sockets: start / peak / after idle", "", res(func(x *Resources) string {
+		if !x.TCPStates {
+			return "not measured"
+		}
 		return fmt.Sprintf("%d / %d / %d", x.CloseWaitStart, x.CloseWaitPeak, x.CloseWaitEnd)
 	}))
 	add("CPU seconds", "", res(func(x *Resources) string { return fmt.Sprintf("%.1f", x.CPUSeconds) }))

@@ -37,10 +37,17 @@ func (k *kindFlags) add(f *pflag.FlagSet) {
 
 // start brings up the cluster and returns the backend, and what tears down
 // what this comparison made.
-func (k *kindFlags) start(ctx context.Context, stderr io.Writer, tracePath string, play []string, settle, check time.Duration) (compare.Backend, func(), error) {
+func (k *kindFlags) start(ctx context.Context, stderr io.Writer, tracePath string, play []string, settle, check time.Duration) (_ compare.Backend, cleanup func(), err error) {
 	values, err := kindcluster.LoadValues(k.values)
 	if err != nil {
 		return nil, nil, err
+	}
+	abs, err := filepath.Abs(tracePath)
+	if err == nil {
+		_, err = os.Stat(abs)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("trace: %w", err)
 	}
 	c := &kindcluster.Cluster{Name: k.name, WorkDir: k.work, HostPort: k.hostPort}
 	fmt.Fprintf(stderr, "kind cluster %s: creating or reusing ...\n", c.Name)
@@ -48,35 +55,28 @@ func (k *kindFlags) start(ctx context.Context, stderr io.Writer, tracePath strin
 	if err != nil {
 		return nil, nil, err
 	}
-	cleanup := func() {
+	cleanup = func() {
 		if created && !k.keep {
 			fmt.Fprintf(stderr, "deleting kind cluster %s (made for this comparison; --keep keeps it)\n", c.Name)
 			_ = c.Down()
 		}
 	}
+	defer func() {
+		if err != nil {
+			cleanup()
+		}
+	}()
 	if k.src != "" {
 		repo, tag, _ := strings.Cut(k.image, ":")
 		if _, err := kindcluster.BuildImage(ctx, k.src, repo, tag); err != nil {
-			cleanup()
 			return nil, nil, err
 		}
 		if err := c.LoadImage(ctx, k.image); err != nil {
-			cleanup()
 			return nil, nil, err
 		}
 	}
 	cs, err := kindcluster.Client(kc)
 	if err != nil {
-		cleanup()
-		return nil, nil, err
-	}
-	abs, err := filepath.Abs(tracePath)
-	if err != nil {
-		cleanup()
-		return nil, nil, err
-	}
-	if _, err := os.Stat(abs); err != nil {
-		cleanup()
 		return nil, nil, err
 	}
 	return &kindcluster.Backend{Cluster: c, Client: cs, Stats: kindcluster.KubeletStats(cs), Image: k.image, Trace: abs,
