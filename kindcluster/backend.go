@@ -62,7 +62,15 @@ type Backend struct {
 	Keep bool
 	// NewRecorder makes the Recorder for a results file.
 	NewRecorder func(w replay.RecordWriter, start time.Time) Recorder
-	Log         *slog.Logger
+	// Say, if set, hears the run's progress as lines for people.
+	Say func(format string, args ...any)
+	Log *slog.Logger
+}
+
+func (b *Backend) say(format string, args ...any) {
+	if b.Say != nil {
+		b.Say(format, args...)
+	}
 }
 
 func (b *Backend) log() *slog.Logger {
@@ -148,10 +156,12 @@ func (b *Backend) RunCandidate(ctx context.Context, role string, spec proxy.Spec
 			}
 		}()
 	}
+	b.say("%s: candidate %s (%s) deployed; waiting for it to be ready", ns, spec, image)
 	if err := b.waitAvailable(ctx, ns, ProxyName); err != nil {
 		return err
 	}
 	st.StartAt = time.Now().Add(or(b.Lead, 30*time.Second))
+	b.say("%s: candidate ready; fixtures and %d replay shards start at %s", ns, b.Shards, st.StartAt.Format("15:04:05"))
 	start := st.StartAt
 	if objs, err = st.Build(); err != nil {
 		return err
@@ -175,6 +185,10 @@ func (b *Backend) RunCandidate(ctx context.Context, role string, spec proxy.Spec
 		if err != nil {
 			return err
 		}
+		if n := len(samples); n > 0 && n%30 == 0 {
+			s := samples[n-1]
+			b.say("%s: replaying; candidate up %v, rss %.1f MiB, %d sockets, %d starts", ns, s.Up, float64(s.RSS)/(1<<20), s.SocketFDs, s.Starts)
+		}
 		if done {
 			if failed > 0 {
 				b.log().Warn("replay shards failed", "namespace", ns, "failed", failed)
@@ -187,6 +201,7 @@ func (b *Backend) RunCandidate(ctx context.Context, role string, spec proxy.Spec
 		case <-poll.C:
 		}
 	}
+	b.say("%s: replay done; candidate stands idle for %s", ns, or(b.Settle, 10*time.Second))
 	if !wait.For(ctx, or(b.Settle, 10*time.Second)) {
 		return ctx.Err()
 	}
@@ -197,6 +212,7 @@ func (b *Backend) RunCandidate(ctx context.Context, role string, spec proxy.Spec
 	if err != nil {
 		return err
 	}
+	b.say("%s: merging %d shards' results into %s", ns, b.Shards, results)
 	version := image[strings.LastIndex(image, ":")+1:]
 	limit := "none"
 	if q, ok := b.Values.Proxy.CHP.Resources.Limits[corev1.ResourceMemory]; ok {

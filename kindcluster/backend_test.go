@@ -2,6 +2,7 @@ package kindcluster
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -70,6 +71,8 @@ func TestBackendRunsACandidate(t *testing.T) {
 		Play: []string{"--speed", "10"}, Shards: 2, Values: DefaultValues(), Settle: 10 * time.Millisecond, Lead: time.Second,
 		Poll: 10 * time.Millisecond, Timeout: 5 * time.Second,
 		NewRecorder: func(replay.RecordWriter, time.Time) Recorder { return rec }}
+	var said []string
+	b.Say = func(format string, args ...any) { said = append(said, fmt.Sprintf(format, args...)) }
 
 	ctx, ns := context.Background(), "hubreplay-b"
 	go func() {
@@ -129,6 +132,9 @@ func TestBackendRunsACandidate(t *testing.T) {
 
 	_, err = cs.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
 	assert.Error(t, err, "torn down: nothing left behind")
+	require.NotEmpty(t, said, "progress told")
+	assert.Contains(t, said[0], "hubreplay-b: candidate chp@4.5.6")
+	assert.Contains(t, said[len(said)-1], "merging 2 shards' results")
 }
 
 func mustSpec(t *testing.T, s string) proxy.Spec {

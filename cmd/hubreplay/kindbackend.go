@@ -81,6 +81,7 @@ func (k *kindFlags) start(ctx context.Context, stderr io.Writer, tracePath strin
 	}
 	return &kindcluster.Backend{Cluster: c, Client: cs, Stats: kindcluster.KubeletStats(cs), Image: k.image, Trace: abs,
 		Play: play, Shards: k.shards, Values: values, CheckInterval: check, Settle: settle, Keep: k.keep,
+		Say: func(format string, args ...any) { fmt.Fprintf(stderr, "  "+format+"\n", args...) },
 		NewRecorder: func(w replay.RecordWriter, start time.Time) kindcluster.Recorder {
 			return &compare.CandidateWriter{W: w, Start: start}
 		}}, cleanup, nil
