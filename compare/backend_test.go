@@ -75,3 +75,21 @@ func TestBackendRunsEveryCandidate(t *testing.T) {
 	require.ErrorContains(t, err, "run B (chp@5.3.0): the cluster refused")
 	assert.Len(t, files, 1, "A's results are kept")
 }
+
+// Files are put in role order: the first that says A, the first that says
+// B, then the rest as noise runs, whatever order they are given in.
+func TestAnalyzeOrdersByRole(t *testing.T) {
+	dir := t.TempDir()
+	b := &recordingBackend{}
+	o := compare.Options{Plan: &replay.Plan{}, A: spec(t, "chp@4.5.6"), B: spec(t, "chp@5.3.0"), Dir: dir, Backend: b}
+	files, err := compare.Run(context.Background(), o)
+	require.NoError(t, err)
+	rep, err := compare.Analyze(context.Background(), compare.DefaultThresholds(), files[1], files[0], files[0])
+	require.NoError(t, err)
+	var roles, specs []string
+	for _, f := range rep.Runs {
+		roles, specs = append(roles, f.Role), append(specs, f.Spec)
+	}
+	assert.Equal(t, []string{"A", "B", "A'"}, roles)
+	assert.Equal(t, []string{"chp@4.5.6", "chp@5.3.0", "chp@4.5.6"}, specs)
+}

@@ -194,7 +194,7 @@ func (r *run) figures(role string) *Figures {
 		Sessions: sum.Sessions, Connected: sum.Connected, FramesWant: sum.FramesExpected, FramesOK: sum.FramesMatched,
 		WSRTT: sum.Percentiles[replay.HistWSRTT]}
 	if c := r.cand; c != nil {
-		f.Role, f.Spec, f.Version, f.Limit = cmp.Or(c.Role, role), c.Spec, c.Version, c.Limit
+		f.Spec, f.Version, f.Limit = c.Spec, c.Version, c.Limit
 	}
 	f.ErrorRate = ratio(f.Failed, f.Requests)
 	f.ConnectRate = ratio(f.Connected, f.Sessions)

@@ -56,25 +56,33 @@ func Analyze(ctx context.Context, th Thresholds, files ...string) (*Report, erro
 		runs = append(runs, r)
 	}
 	// Put them in role order when the files say their roles.
-	order := func(r *run, i int) int {
-		if r.cand == nil {
-			return i
+	// The first file saying A goes first, the first saying B second; the
+	// rest keep their order (a second A is a noise run).
+	key := make([]int, len(runs))
+	taken := map[string]bool{}
+	for i, r := range runs {
+		key[i] = i
+		if r.cand == nil || taken[r.cand.Role] {
+			continue
 		}
-		switch {
-		case r.cand.Role == RoleA:
-			return -2
-		case r.cand.Role == RoleB:
-			return -1
+		switch r.cand.Role {
+		case RoleA:
+			key[i] = -2
+		case RoleB:
+			key[i] = -1
 		}
-		return i
+		taken[r.cand.Role] = true
 	}
 	idx := make([]int, len(runs))
 	for i := range idx {
 		idx[i] = i
 	}
-	slices.SortStableFunc(idx, func(i, j int) int { return cmp.Compare(order(runs[i], i), order(runs[j], j)) })
+	slices.SortStableFunc(idx, func(i, j int) int { return cmp.Compare(key[i], key[j]) })
 	rep := &Report{Tool: version.Tool(), Created: time.Now().UTC(), Thresholds: th}
+	// A file keeps the role it says, unless an earlier one took it; plain
+	// replay results get theirs by position.
 	roles := []string{RoleA, RoleB}
+	used := map[string]bool{}
 	for n, i := range idx {
 		role := RoleNoise
 		if n < 2 {
@@ -82,6 +90,10 @@ func Analyze(ctx context.Context, th Thresholds, files ...string) (*Report, erro
 		} else if n > 2 {
 			role = fmt.Sprintf("%s%d", RoleNoise, n-1)
 		}
+		if c := runs[i].cand; c != nil && c.Role != "" && !used[c.Role] && n > 0 {
+			role = c.Role
+		}
+		used[role] = true
 		rep.Runs = append(rep.Runs, runs[i].figures(role))
 	}
 	first := runs[idx[0]].res.Runs[0]
