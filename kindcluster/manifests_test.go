@@ -274,3 +274,14 @@ func TestTeardownWaitsForTheNamespace(t *testing.T) {
 	require.NoError(t, Teardown(context.Background(), cs, "hubreplay-a"))
 	assert.Zero(t, terminating, "it looked until the namespace was gone")
 }
+
+func TestMemoryLimitFromCompare(t *testing.T) {
+	d := DefaultValues()
+	v := d.WithMemoryLimit(256 << 20)
+	c := v.Proxy.CHP.Resources
+	assert.True(t, resource.MustParse("256Mi").Equal(c.Limits[corev1.ResourceMemory]))
+	assert.True(t, resource.MustParse("256Mi").Equal(c.Requests[corev1.ResourceMemory]), "a request above the limit is lowered to it")
+	assert.True(t, resource.MustParse("200m").Equal(c.Requests[corev1.ResourceCPU]))
+	assert.True(t, resource.MustParse("1Gi").Equal(d.Proxy.CHP.Resources.Limits[corev1.ResourceMemory]), "the defaults are untouched")
+	assert.Equal(t, d, d.WithMemoryLimit(0))
+}

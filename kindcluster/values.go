@@ -97,3 +97,29 @@ func mergeProbe(dst *ProbeValues, o ProbeValues) {
 		}
 	}
 }
+
+// WithMemoryLimit sets the proxy container's memory limit (and lowers the
+// request to it if the request was higher), as compare's --memory-limit
+// does for a local candidate.
+func (v Values) WithMemoryLimit(bytes int64) Values {
+	if bytes <= 0 {
+		return v
+	}
+	r := &v.Proxy.CHP.Resources
+	limits := corev1.ResourceList{}
+	for k, q := range r.Limits {
+		limits[k] = q
+	}
+	q := *resource.NewQuantity(bytes, resource.BinarySI)
+	limits[corev1.ResourceMemory] = q
+	r.Limits = limits
+	if req, ok := r.Requests[corev1.ResourceMemory]; ok && req.Cmp(q) > 0 {
+		requests := corev1.ResourceList{}
+		for k, x := range r.Requests {
+			requests[k] = x
+		}
+		requests[corev1.ResourceMemory] = q
+		r.Requests = requests
+	}
+	return v
+}

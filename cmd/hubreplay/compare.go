@@ -174,7 +174,7 @@ must be there ('hubreplay kind image', or --kind-build SRC).
 					return exitError{2, err}
 				}
 			case "kind":
-				b, cleanup, err := kind.start(ctx, stderr, tracePath, play.args(), settle, check)
+				b, cleanup, err := kind.start(ctx, stderr, tracePath, play.args(), settle, check, mem)
 				if err != nil {
 					return exitError{2, err}
 				}
@@ -211,7 +211,7 @@ must be there ('hubreplay kind image', or --kind-build SRC).
 	f.DurationVar(&settle, "settle", 10*time.Second, "how long each candidate stands idle after its replay before the last sample")
 	f.DurationVar(&timeout, "timeout", 30*time.Second, "how long an answer may take beyond its recorded time")
 	f.DurationVar(&check, "check-routes-interval", fixtures.DefaultCheckInterval, "JupyterHub's check_routes interval, in trace time")
-	f.StringVar(&memLimit, "memory-limit", "", "cap each candidate's memory like a pod limit, e.g. 1Gi")
+	f.StringVar(&memLimit, "memory-limit", "", "cap each candidate's memory like a pod limit, e.g. 1Gi (kind: the pod's limit, over --values)")
 	f.StringVar(&limitBy, "limit-by", "", "how to cap memory: cgroup or node (default: cgroup where the machine has one)")
 	f.DurationVar(&restartDelay, "restart-delay", 10*time.Second, "how long a dead candidate stays down before it is restarted")
 	verdict.add(f)

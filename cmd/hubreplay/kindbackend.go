@@ -37,11 +37,12 @@ func (k *kindFlags) add(f *pflag.FlagSet) {
 
 // start brings up the cluster and returns the backend, and what tears down
 // what this comparison made.
-func (k *kindFlags) start(ctx context.Context, stderr io.Writer, tracePath string, play []string, settle, check time.Duration) (_ compare.Backend, cleanup func(), err error) {
+func (k *kindFlags) start(ctx context.Context, stderr io.Writer, tracePath string, play []string, settle, check time.Duration, memLimit int64) (_ compare.Backend, cleanup func(), err error) {
 	values, err := kindcluster.LoadValues(k.values)
 	if err != nil {
 		return nil, nil, err
 	}
+	values = values.WithMemoryLimit(memLimit)
 	abs, err := filepath.Abs(tracePath)
 	if err == nil {
 		_, err = os.Stat(abs)
