@@ -21,10 +21,11 @@ import (
 )
 
 // validate is an offline check of what 'kubectl apply --dry-run=client'
-// and the API server's first checks would refuse: each object goes out as
-// YAML and comes back through client-go's strict decoder unchanged, and
-// names, labels, ports, environment, selectors and volumes are what the
-// API server accepts.
+// and the API server's first checks would refuse (kubectl itself cannot:
+// even its client dry run asks a server for discovery and the OpenAPI
+// schema): each object goes out as YAML and comes back through client-go's
+// strict decoder unchanged, and names, labels, ports, environment,
+// selectors and volumes are what the API server accepts.
 func validate(objs []runtime.Object) []string {
 	var errs []string
 	bad := func(format string, a ...any) { errs = append(errs, fmt.Sprintf(format, a...)) }
