@@ -298,18 +298,11 @@ type recorder struct {
 
 // follow writes new samples every second once the replay has started.
 func (r *recorder) follow(ctx context.Context, run *replay.Runner) {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	wait.Every(ctx, time.Second, func() {
 		if start := run.Started(); !start.IsZero() {
 			r.flush(start)
 		}
-	}
+	})
 }
 
 func (r *recorder) flush(start time.Time) {

@@ -19,6 +19,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/hubreplay/hubreplay/internal/wait"
 )
 
 // Options say how to run a candidate. Zero values take the defaults.
@@ -408,19 +410,12 @@ func (c *Candidate) recordExit(code int, sig, why string) {
 
 // sample looks at the candidate every SampleEvery.
 func (c *Candidate) sample(ctx context.Context) {
-	t := time.NewTicker(c.o.SampleEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	wait.Every(ctx, c.o.SampleEvery, func() {
 		s := c.Sample(ctx)
 		c.mu.Lock()
 		c.samples = append(c.samples, s)
 		c.mu.Unlock()
-	}
+	})
 }
 
 // Sample takes one sample now.

@@ -317,11 +317,10 @@ func writeFile(path string, write func(io.Writer) error) error {
 // compareWatch shows a comparison's progress: a line per stage of each
 // run, and the replay's progress while it replays.
 type compareWatch struct {
-	w       io.Writer
-	mu      sync.Mutex
-	started time.Time
-	done    chan struct{}
-	shown   sync.WaitGroup
+	w        io.Writer
+	mu       sync.Mutex
+	started  time.Time
+	stopShow func() // the replay's progress display, while one shows
 }
 
 func (c *compareWatch) watch(role, spec, stage string, run *replay.Runner) {
@@ -332,33 +331,16 @@ func (c *compareWatch) watch(role, spec, stage string, run *replay.Runner) {
 		c.started = time.Now()
 	}
 	fmt.Fprintf(c.w, "[%s] %s (%s): %s\n", time.Since(c.started).Truncate(time.Second), role, spec, stage)
-	if run == nil {
-		return
+	if run != nil {
+		c.stopShow = showProgress(c.w, run)
 	}
-	disp := newReplayDisplay(c.w)
-	done := make(chan struct{})
-	c.done = done
-	c.shown.Go(func() {
-		t := time.NewTicker(time.Second)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				disp.done(run.Progress())
-				return
-			case <-t.C:
-				disp.update(run.Progress())
-			}
-		}
-	})
 }
 
 func (c *compareWatch) stop() {
 	c.mu.Lock()
-	if c.done != nil {
-		close(c.done)
-		c.done = nil
+	defer c.mu.Unlock()
+	if c.stopShow != nil {
+		c.stopShow()
+		c.stopShow = nil
 	}
-	c.mu.Unlock()
-	c.shown.Wait()
 }

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/hubreplay/hubreplay/fixtures"
+	"github.com/hubreplay/hubreplay/internal/wait"
 	"github.com/hubreplay/hubreplay/replay"
 	"github.com/hubreplay/hubreplay/trace"
 )
@@ -119,25 +120,9 @@ keep them, cut the window with 'hubreplay slice' and replay the slice.`,
 				fmt.Fprintf(stderr, "left out %d WebSocket sessions opened before the window (cut it with 'hubreplay slice' to keep them)\n", plan.Skipped)
 			}
 
-			disp := newReplayDisplay(stderr)
-			done := make(chan struct{})
-			var shown sync.WaitGroup
-			shown.Go(func() {
-				t := time.NewTicker(time.Second)
-				defer t.Stop()
-				for {
-					select {
-					case <-done:
-						return
-					case <-t.C:
-						disp.update(run.Progress())
-					}
-				}
-			})
+			stopShowing := showProgress(stderr, run)
 			sum, runErr := run.Run(ctx, plan)
-			close(done)
-			shown.Wait()
-			disp.done(run.Progress())
+			stopShowing()
 			if cerr := w.Close(); cerr != nil && runErr == nil {
 				runErr = cerr
 			}
@@ -358,6 +343,19 @@ func (d *replayDisplay) update(p replay.Progress) {
 	case time.Since(d.last) >= 10*time.Second:
 		fmt.Fprintln(d.w, d.line(p))
 		d.last, d.prev = time.Now(), p
+	}
+}
+
+// showProgress shows a replay's progress until the returned stop is called.
+func showProgress(w io.Writer, run *replay.Runner) (stop func()) {
+	disp := newReplayDisplay(w)
+	ctx, cancel := context.WithCancel(context.Background())
+	var shown sync.WaitGroup
+	shown.Go(func() { wait.Every(ctx, time.Second, func() { disp.update(run.Progress()) }) })
+	return func() {
+		cancel()
+		shown.Wait()
+		disp.done(run.Progress())
 	}
 }
 

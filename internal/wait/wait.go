@@ -24,3 +24,17 @@ func For(ctx context.Context, d time.Duration) bool {
 
 // Until waits for the moment t; false if ctx ended first.
 func Until(ctx context.Context, t time.Time) bool { return For(ctx, time.Until(t)) }
+
+// Every calls f every d until ctx ends (the first call after d).
+func Every(ctx context.Context, d time.Duration, f func()) {
+	t := time.NewTicker(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			f()
+		}
+	}
+}
