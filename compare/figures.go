@@ -264,7 +264,7 @@ func (r *run) resources(f *Figures) *Resources {
 	if f.Conns > 0 {
 		x.RSSPer1kConns = float64(x.RSSGrowth) / float64(f.Conns) * 1000
 	}
-	if len(up) > 0 && last.Logs != nil {
+	if last.Logs != nil {
 		f.Logs = last.Logs
 	}
 	return x
@@ -311,20 +311,16 @@ func (f *Figures) exits(r *run) {
 }
 
 func (r *run) apiFigures() APIFigures {
-	h := hdrhistogram.New(1, int64(time.Hour/time.Microsecond), 3)
+	h := replay.NewHistogram()
 	a := APIFigures{Calls: len(r.api)}
 	for _, c := range r.api {
 		if c.Err != "" || c.Status >= 400 {
 			a.Failed++
 		}
-		_ = h.RecordValue(max(1, c.Latency.Microseconds()))
+		replay.Record(h, c.Latency)
 	}
-	a.Latency = percentiles(h)
+	a.Latency = replay.PercentilesOf(h)
 	return a
-}
-
-func percentiles(h *hdrhistogram.Histogram) replay.Percentiles {
-	return replay.Percentiles{Count: h.TotalCount(), P50: h.ValueAtQuantile(50), P90: h.ValueAtQuantile(90), P99: h.ValueAtQuantile(99), Max: h.Max()}
 }
 
 // plotPoints is about how many buckets a plot gets.
@@ -358,9 +354,9 @@ func (r *run) series(f *Figures) Series {
 		}
 		if q.Error == "" && q.TTLB > 0 {
 			if hists[i] == nil {
-				hists[i] = hdrhistogram.New(1, int64(time.Hour/time.Microsecond), 3)
+				hists[i] = replay.NewHistogram()
 			}
-			_ = hists[i].RecordValue(max(1, q.TTLB.Microseconds()))
+			replay.Record(hists[i], q.TTLB)
 		}
 	}
 	for i := range n {

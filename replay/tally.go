@@ -58,22 +58,33 @@ type Percentiles struct {
 	Max   int64 `json:"max"`
 }
 
+// NewHistogram makes a histogram as every latency here is kept: in
+// microseconds, 1 µs to 1 hour, 3 significant figures.
+func NewHistogram() *hdrhistogram.Histogram {
+	return hdrhistogram.New(1, int64(time.Hour/time.Microsecond), 3)
+}
+
+// Record adds d to a NewHistogram (at least 1 µs, at most its top).
+func Record(h *hdrhistogram.Histogram, d time.Duration) {
+	_ = h.RecordValue(min(max(1, d.Microseconds()), h.HighestTrackableValue()))
+}
+
+// PercentilesOf reads a histogram's percentiles.
+func PercentilesOf(h *hdrhistogram.Histogram) Percentiles {
+	return Percentiles{Count: h.TotalCount(), P50: h.ValueAtQuantile(50), P90: h.ValueAtQuantile(90), P99: h.ValueAtQuantile(99), Max: h.Max()}
+}
+
 // NewTally starts an empty tally.
 func NewTally() *Tally {
 	t := &Tally{hists: map[string]*hdrhistogram.Histogram{}}
 	for _, name := range []string{HistLatency, HistTTFB, HistSendError, HistWSRTT} {
-		// 1 µs to 1 hour, 3 significant figures.
-		t.hists[name] = hdrhistogram.New(1, int64(time.Hour/time.Microsecond), 3)
+		t.hists[name] = NewHistogram()
 	}
 	t.sum.Errors, t.sum.Statuses, t.sum.SessionErrors = map[string]int{}, map[int]int{}, map[string]int{}
 	return t
 }
 
-func (t *Tally) record(name string, d time.Duration) {
-	us := max(1, d.Microseconds())
-	h := t.hists[name]
-	_ = h.RecordValue(min(us, h.HighestTrackableValue()))
-}
+func (t *Tally) record(name string, d time.Duration) { Record(t.hists[name], d) }
 
 // AddRequest counts one request.
 func (t *Tally) AddRequest(r *Request) {
@@ -141,7 +152,7 @@ func (t *Tally) Summary(wall time.Duration) *Summary {
 	out.Histograms = map[string]*hdrhistogram.Snapshot{}
 	for _, name := range slices.Sorted(maps.Keys(t.hists)) {
 		h := t.hists[name]
-		out.Percentiles[name] = Percentiles{Count: h.TotalCount(), P50: h.ValueAtQuantile(50), P90: h.ValueAtQuantile(90), P99: h.ValueAtQuantile(99), Max: h.Max()}
+		out.Percentiles[name] = PercentilesOf(h)
 		out.Histograms[name] = h.Export()
 	}
 	return &out
