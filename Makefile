@@ -3,7 +3,7 @@ GO       ?= go
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
 LDFLAGS  := -X github.com/hubreplay/hubreplay/internal/version.Version=$(VERSION)
 BIN      := build/hubreplay
-FUZZTIME ?= 30s
+FUZZTIME ?= 3m
 # Where tests keep configurable-http-proxy releases (internal/testenv reads the same place).
 TESTCACHE ?= $(or $(HUBREPLAY_TEST_CACHE),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/hubreplay-test)
 CHP_VERSIONS ?= 4.5.6 5.3.0

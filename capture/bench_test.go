@@ -7,10 +7,12 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -32,13 +34,16 @@ const benchPcapBytes = 1 << 30
 // requests, status, streams and replies, masked from the browser), 1448-
 // byte segments, connections that close and reopen. It is made once and
 // kept in the test cache.
-func benchPcap(b *testing.B) string {
+func benchPcap(b *testing.B) string { return benchPcapOf(b, benchPcapBytes, "bench-v1.pcap") }
+
+// benchPcapOf is benchPcap of at least size bytes, kept under name.
+func benchPcapOf(b *testing.B, size int64, name string) string {
 	b.Helper()
-	path := filepath.Join(testenv.CacheDir(b), "bench-v1.pcap")
-	if st, err := os.Stat(path); err == nil && st.Size() >= benchPcapBytes {
+	path := filepath.Join(testenv.CacheDir(b), name)
+	if st, err := os.Stat(path); err == nil && st.Size() >= size {
 		return path
 	}
-	b.Logf("generating %s (%d MB, once)", path, benchPcapBytes>>20)
+	b.Logf("generating %s (%d MB, once)", path, size>>20)
 	f, err := os.Create(path + ".tmp")
 	if err != nil {
 		b.Fatal(err)
@@ -92,7 +97,7 @@ func benchPcap(b *testing.B) string {
 		head := fmt.Sprintf(`{"header":{"msg_id":"%d","msg_type":%q,"session":"s","username":"u","version":"5.3"},"parent_header":{},"metadata":{},"channel":%q,"content":{"text":"`, rng.Int64(), typ, channel)
 		return []byte(head + string(filler[:max(0, size-len(head)-3)]) + `"}}`)
 	}
-	for written < benchPcapBytes {
+	for written < size {
 		i := rng.IntN(len(users))
 		u := users[i]
 		switch r := rng.IntN(100); {
@@ -147,6 +152,34 @@ func peakRSS(reset bool) int64 {
 	return 0
 }
 
+// benchCapture captures the pcap at path as `hubreplay capture --pcap`
+// does (anonymized, compressed, the trace written to nowhere), on one
+// core, and returns its counters and the process's peak RSS meanwhile.
+func benchCapture(b *testing.B, path string) (Counters, int64) {
+	b.Helper()
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	runtime.GC()
+	peakRSS(true)
+	src, err := OpenFile(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer src.Close()
+	anon, _ := anonymize.New(anonymize.RandomKey(), anonymize.DefaultRules())
+	var tw *trace.Writer
+	c, err := Run(context.Background(), src, func(s time.Time) (RecordWriter, error) {
+		tw, err = trace.NewWriter(io.Discard, trace.Header{Format: trace.FormatName, Version: trace.Version, Start: s}, nil)
+		return tw, err
+	}, Options{Scrub: anon})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := tw.Close(); err != nil {
+		b.Fatal(err)
+	}
+	return c, peakRSS(false)
+}
+
 // BenchmarkCapturePcap is offline capture on one core: read the 1 GiB
 // pcap, reassemble, parse, anonymize, and write a compressed trace (to
 // nowhere). It prints MB/s of pcap, packets/s and the peak RSS.
@@ -156,30 +189,12 @@ func BenchmarkCapturePcap(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
-	runtime.GC()
 	var c Counters
 	var peak int64
 	for b.Loop() {
-		peakRSS(true)
-		src, err := OpenFile(path)
-		if err != nil {
-			b.Fatal(err)
-		}
-		anon, _ := anonymize.New(anonymize.RandomKey(), anonymize.DefaultRules())
-		var tw *trace.Writer
-		c, err = Run(context.Background(), src, func(s time.Time) (RecordWriter, error) {
-			tw, err = trace.NewWriter(io.Discard, trace.Header{Format: trace.FormatName, Version: trace.Version, Start: s}, nil)
-			return tw, err
-		}, Options{Scrub: anon})
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := tw.Close(); err != nil {
-			b.Fatal(err)
-		}
-		src.Close()
-		peak = max(peak, peakRSS(false))
+		var p int64
+		c, p = benchCapture(b, path)
+		peak = max(peak, p)
 	}
 	secs := b.Elapsed().Seconds() / float64(b.N)
 	b.ReportMetric(float64(st.Size())/1e6/secs, "MB/s")
@@ -187,5 +202,63 @@ func BenchmarkCapturePcap(b *testing.B) {
 	b.ReportMetric(float64(c.Records)/secs, "records/s")
 	b.ReportMetric(float64(peak)/(1<<20), "peak-RSS-MiB")
 	b.ReportMetric(float64(st.Size())/(1<<20), "pcap-MiB")
+	b.ReportMetric(0, "ns/op")
+}
+
+// BenchmarkVersusTshark: offline capture of one 256 MiB pcap by hubreplay
+// (reassembly, HTTP and WebSocket parsing, anonymization, a compressed
+// trace) and by tshark decoding the same file with its HTTP and WebSocket
+// dissectors (tcp.port 8000 decoded as HTTP, every HTTP message and
+// WebSocket frame printed as fields), one after the other. Both run on one
+// core. Prints each one's MB/s and peak RSS, and the ratios.
+func BenchmarkVersusTshark(b *testing.B) {
+	tshark := testenv.Need(b, "tshark")
+	path := benchPcapOf(b, 256<<20, "bench-v1-256M.pcap")
+	st, err := os.Stat(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	mb := float64(st.Size()) / 1e6
+	for b.Loop() {
+		start := time.Now()
+		c, peak := benchCapture(b, path)
+		ours := mb / time.Since(start).Seconds()
+		if c.Exchanges == 0 || c.Frames == 0 {
+			b.Fatalf("hubreplay found %d HTTP exchanges and %d frames", c.Exchanges, c.Frames)
+		}
+
+		cmd := exec.Command(tshark, "-r", path, "-n", "-d", "tcp.port==8000,http", "-Y", "http || websocket",
+			"-T", "fields", "-e", "frame.number", "-e", "http.request.method", "-e", "http.response.code", "-e", "websocket.opcode")
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			b.Fatal(err)
+		}
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		start = time.Now()
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		var lines int
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			lines++
+		}
+		if err := cmd.Wait(); err != nil {
+			b.Fatalf("tshark: %v: %s", err, stderr.String())
+		}
+		theirs := mb / time.Since(start).Seconds()
+		if lines == 0 {
+			b.Fatalf("tshark dissected no HTTP or WebSocket: %s", stderr.String())
+		}
+		theirPeak := cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss << 10
+
+		b.ReportMetric(ours, "hubreplay-MB/s")
+		b.ReportMetric(theirs, "tshark-MB/s")
+		b.ReportMetric(ours/theirs, "hubreplay/tshark")
+		b.ReportMetric(float64(peak)/(1<<20), "hubreplay-peak-MiB")
+		b.ReportMetric(float64(theirPeak)/(1<<20), "tshark-peak-MiB")
+		b.Logf("%.0f MB: hubreplay %d HTTP exchanges + %d frames; tshark printed %d HTTP/WebSocket packets", mb, c.Exchanges, c.Frames, lines)
+	}
 	b.ReportMetric(0, "ns/op")
 }

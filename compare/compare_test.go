@@ -69,7 +69,9 @@ func run(t *testing.T, o compare.Options) []string {
 	}
 	o.Settle = 2 * time.Second
 	o.Cache = &proxy.Cache{Dir: testenv.CacheDir(t)}
-	o.Timeout = 10 * time.Second
+	if o.Timeout == 0 {
+		o.Timeout = 10 * time.Second
+	}
 	var stages []string
 	o.Watch = func(role, _, stage string, _ *replay.Runner) { stages = append(stages, role+" "+stage) }
 	files, err := compare.Run(context.Background(), o)
@@ -301,6 +303,24 @@ func TestVerdict(t *testing.T) {
 		reasons := strings.Join(rep.Verdict.Reasons, "\n")
 		assert.Contains(t, reasons, "p99 latency")
 		assert.Contains(t, reasons, "resident memory grew by")
+	})
+
+	t.Run("hangs instead of crashing", func(t *testing.T) {
+		o := base
+		o.B = toy("--hang-after", "300")
+		o.Timeout = 2 * time.Second
+		files := run(t, o)
+		rep, err := compare.Analyze(context.Background(), compare.DefaultThresholds(), files...)
+		require.NoError(t, err)
+		b := rep.B()
+		assert.True(t, rep.Verdict.Regression)
+		assert.Zero(t, b.Restarts, "a hung proxy does not exit")
+		assert.Greater(t, b.Errors["timeout"], b.Requests/2, "after the hang, requests time out: %v", b.Errors)
+		assert.Equal(t, b.Requests, rep.A().Requests, "every request is accounted for")
+		assert.Positive(t, b.API.Failed, "the hub stub's calls time out too")
+		reasons := strings.Join(rep.Verdict.Reasons, "\n")
+		assert.Contains(t, reasons, "of requests failed")
+		assert.Regexp(t, `of requests failed .*\(timeout \d+`, reasons)
 	})
 
 	t.Run("crash and restart", func(t *testing.T) {

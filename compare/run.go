@@ -8,6 +8,7 @@
 package compare
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -42,7 +43,8 @@ type Options struct {
 	// before its last sample (default 10 s): Node's keep-alive timeout
 	// is 5 s, so what a healthy proxy holds after it is what it keeps.
 	Settle time.Duration
-	// Timeout, CheckInterval: as replay's and the hub stub's.
+	// Timeout, CheckInterval: as replay's and the hub stub's; Timeout
+	// also bounds each routes API call (default 30 s).
 	Timeout       time.Duration
 	CheckInterval time.Duration
 	// MemoryLimit, LimitBy, RestartDelay: as proxy.Options.
@@ -241,7 +243,9 @@ func runOne(ctx context.Context, o *Options, r RunSpec, prog *proxy.Program) err
 	defer w.Close()
 	baseline := cand.Sample(ctx)
 
-	api := &http.Client{Timeout: 30 * time.Second}
+	// A candidate that hangs must not hold the hub stub's calls longer
+	// than the replay's requests.
+	api := &http.Client{Timeout: cmp.Or(o.Timeout, 30*time.Second)}
 	defer api.CloseIdleConnections()
 	stub := &fixtures.HubStub{API: cand.APIURL(), Token: cand.Token(), Routes: plan.Routes, Target: srv.Target, Speed: fixSpeed,
 		CheckInterval: o.CheckInterval, Client: api, Log: o.log()}

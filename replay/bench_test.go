@@ -27,6 +27,10 @@ func TestMain(m *testing.M) {
 		serveFixtures(path)
 		return
 	}
+	if os.Getenv("HUBREPLAY_BENCH_ENDPOINT") != "" {
+		serveEndpoint()
+		return
+	}
 	os.Exit(m.Run())
 }
 

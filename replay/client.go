@@ -8,6 +8,7 @@ import (
 	"crypto/sha1"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -120,6 +121,16 @@ func (cl *client) exchange(ctx context.Context, s *Step, due time.Time) *Request
 		res.Held = cl.ready.Sub(due)
 	}
 	defer func() { cl.ready = time.Now() }()
+	if res.Held > cl.r.timeout() {
+		// Earlier answers on this connection came so late that this one
+		// cannot come within the timeout of its recorded time: it has
+		// timed out unsent. A hung proxy thus costs a connection one
+		// timeout, not one per request, and the replay still ends near
+		// the trace's end.
+		res.Sent = cl.since(time.Now())
+		res.Error, res.Detail = ErrTimeout, fmt.Sprintf("not sent: held %s behind earlier answers on its connection, more than the timeout", res.Held.Round(time.Millisecond))
+		return res
+	}
 	for attempt := 0; ; attempt++ {
 		if cl.nc == nil {
 			if err := cl.dial(ctx); err != nil {

@@ -251,3 +251,25 @@ func Start(t testing.TB, name string, env []string, args ...string) *exec.Cmd {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// GoReplay is the path of GoReplay (github.com/buger/goreplay), built from
+// the Go module proxy into the test cache the first time. It links libpcap
+// through cgo, so it needs libpcap's headers (Debian: libpcap-dev); the
+// benchmark that compares with it is skipped with the reason when it cannot
+// be built.
+func GoReplay(t testing.TB) string {
+	t.Helper()
+	const version = "v1.3.2"
+	bin := filepath.Join(CacheDir(t), "goreplay@"+version, "goreplay")
+	if _, err := os.Stat(bin); err == nil {
+		return bin
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "go", "install", "github.com/buger/goreplay@"+version)
+	cmd.Env = append(os.Environ(), "GOBIN="+filepath.Dir(bin), "CGO_ENABLED=1", "GOFLAGS=")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Skipf("GoReplay %s could not be built (it needs libpcap-dev; make bench installs it): %v\n%s", version, err, out)
+	}
+	return bin
+}

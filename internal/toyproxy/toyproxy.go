@@ -46,6 +46,11 @@ type Faults struct {
 	// LeakBytes keeps this much memory (touched, so resident) per proxied
 	// request, never freed: a heap leak.
 	LeakBytes int
+	// HangAfter freezes the proxy from its HangAfter-th proxied request
+	// on, as a Node process whose event loop is stuck: the process lives
+	// and its ports accept connections, but no request, health check or
+	// API call is answered any more.
+	HangAfter int64
 }
 
 // Proxy routes requests by longest path prefix, like CHP.
@@ -57,6 +62,8 @@ type Proxy struct {
 	mu     sync.Mutex
 	routes map[string]map[string]any // path prefix → route data, "target" included
 	n      int64                     // proxied requests, for Fail503
+	hung   chan struct{}             // closed when HangAfter is reached
+	once   sync.Once
 	leaked []net.Conn
 	heap   [][]byte
 }
@@ -64,6 +71,9 @@ type Proxy struct {
 // Public is the handler for the proxy's public port.
 func (p *Proxy) Public() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if p.hang(r) {
+			return
+		}
 		if r.URL.Path == "/_chp_healthz" {
 			w.WriteHeader(http.StatusOK)
 			return
@@ -75,6 +85,9 @@ func (p *Proxy) Public() http.Handler {
 		}
 		if p.count() {
 			http.Error(w, "toyproxy: 503 on purpose", http.StatusServiceUnavailable)
+			return
+		}
+		if p.hang(r) {
 			return
 		}
 		if p.Faults.Delay > 0 {
@@ -100,6 +113,11 @@ func (p *Proxy) count() bool {
 			b[i] = 1
 		}
 		p.heap = append(p.heap, b)
+	}
+	if p.Faults.HangAfter > 0 && p.n == p.Faults.HangAfter {
+		slog.Error("toyproxy: hanging on purpose", "requests", p.n)
+		p.once.Do(p.init)
+		close(p.hung)
 	}
 	if p.n == p.Faults.ExitAfter {
 		slog.Error("toyproxy: exiting on purpose", "requests", p.n)
@@ -157,9 +175,27 @@ func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, target *url.URL) 
 	client.Close()
 }
 
+func (p *Proxy) init() { p.hung = make(chan struct{}) }
+
+// hang holds the request without an answer until its client gives up, once
+// the proxy hangs; it reports whether it did.
+func (p *Proxy) hang(r *http.Request) bool {
+	p.once.Do(p.init)
+	select {
+	case <-p.hung:
+		<-r.Context().Done()
+		return true
+	default:
+		return false
+	}
+}
+
 // API is the handler for the routes REST API.
 func (p *Proxy) API() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if p.hang(r) {
+			return
+		}
 		if r.Header.Get("Authorization") != "token "+p.Token {
 			http.Error(w, "forbidden", http.StatusForbidden)
 			return
@@ -209,6 +245,7 @@ func Main(args []string) int {
 	fs.Int64Var(&p.Faults.ExitAfter, "exit-after", 0, "exit (status 1) on this proxied request")
 	fs.DurationVar(&p.Faults.Delay, "delay", 0, "hold every proxied request this long")
 	fs.IntVar(&p.Faults.LeakBytes, "leak-bytes", 0, "keep this many bytes per proxied request, never freed")
+	fs.Int64Var(&p.Faults.HangAfter, "hang-after", 0, "stop answering anything from this proxied request on")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
