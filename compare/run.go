@@ -249,7 +249,7 @@ func runOne(ctx context.Context, o *Options, r RunSpec, prog *proxy.Program) err
 	defer api.CloseIdleConnections()
 	stub := &fixtures.HubStub{API: cand.APIURL(), Token: cand.Token(), Routes: plan.Routes, Target: srv.Target, Speed: fixSpeed,
 		CheckInterval: o.CheckInterval, Client: api, Log: o.log()}
-	run := &replay.Runner{Target: cand.URL(), Results: w, Routes: stub, Timeout: o.Timeout, TraceName: o.TraceName, Log: o.log()}
+	run := &replay.Runner{Target: cand.URL(), Results: w, Routes: stub, Timeout: o.Timeout, TraceName: o.TraceName, Log: o.log(), FixturesInProcess: true}
 
 	// Samples go to the file as they come, so a comparison stopped half-way
 	// keeps them; their times are known once the replay has started.

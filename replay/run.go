@@ -49,6 +49,11 @@ type Runner struct {
 	// file limit allows, less a reserve): beyond it, connections wait, and
 	// their requests show it as send-time error.
 	MaxOpen int
+	// FixturesInProcess says the fixtures answer in this process: each
+	// connection then costs it two files (the fixtures' end too), and
+	// the default MaxOpen is half as many, so that a burst cannot leave
+	// the fixtures without files to accept with.
+	FixturesInProcess bool
 	// Duration stops the replay after this much wall-clock time (0: none).
 	Duration time.Duration
 	// StartAt, if set, is the wall-clock time of replay time 0: processes
@@ -228,10 +233,14 @@ func (r *Runner) maxOpen() int {
 		return r.MaxOpen
 	}
 	var lim syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil || lim.Cur < 512 {
-		return 256
+	n := 256
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err == nil && lim.Cur >= 512 {
+		n = int(lim.Cur) - 256
 	}
-	return int(lim.Cur) - 256
+	if r.FixturesInProcess {
+		n /= 2
+	}
+	return n
 }
 
 // wall maps replay time to the wall clock.

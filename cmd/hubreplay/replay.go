@@ -96,7 +96,7 @@ keep them, cut the window with 'hubreplay slice' and replay the slice.`,
 				return replay.ErrEmpty
 			}
 			speed := plan.Opts.Speed
-			run := &replay.Runner{Target: target, Timeout: timeout, Duration: duration, TraceName: tracePath, StartAt: play.start}
+			run := &replay.Runner{Target: target, Timeout: timeout, Duration: duration, TraceName: tracePath, StartAt: play.start, FixturesInProcess: withFixtures}
 			var resp *fixtures.Responder
 			var stub *fixtures.HubStub
 			if withFixtures {
