@@ -222,6 +222,10 @@ func readResults(ctx context.Context, r *trace.Reader, path string) (*Results, e
 		}
 		return nil
 	})
+	var damage *trace.DamageError
+	if errors.As(err, &damage) {
+		return res, err // it names the file and where
+	}
 	if err != nil {
 		return res, fmt.Errorf("read results %s: %w", path, err)
 	}

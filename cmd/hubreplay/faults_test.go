@@ -223,3 +223,73 @@ func TestCaptureOnAFullDisk(t *testing.T) {
 	assert.NotEmpty(t, seen, "the exchanges that fitted read back")
 	t.Logf("%d exchanges fitted; capture said: %s", len(seen), last)
 }
+
+// Traces and results cut off or corrupted at random offsets, given to
+// every command that reads them: each ends with one line that names the
+// file and the byte, and status 1 (report: 2, "could not compare", which
+// CI must not take for a regression), never a panic or a silent success.
+func TestDamagedFilesAtRandomOffsets(t *testing.T) {
+	tr, _, _ := sampleFile(t)
+	dir := t.TempDir()
+	res := filepath.Join(dir, "r.results")
+	r := hubreplay(t, nil, "replay", "--trace", tr, "--target", fmt.Sprintf("http://127.0.0.1:%d", testenv.FreePort(t)), "--fixtures=false",
+		"--speed", "max", "--duration", "3s", "-o", res)
+	require.Equal(t, 0, r.code, r.stderr)
+	seed := time.Now().UnixNano()
+	rng := rand.New(rand.NewPCG(uint64(seed), 3))
+	t.Logf("seed %d", seed)
+
+	verbs := map[string]func(path string) []string{
+		"inspect": func(p string) []string { return []string{"inspect", p} },
+		"verify":  func(p string) []string { return []string{"verify", p} },
+		"cat":     func(p string) []string { return []string{"cat", p} },
+		"slice":   func(p string) []string { return []string{"slice", p, "--from", "+1m", "-o", p + ".slice"} },
+		"replay": func(p string) []string {
+			return []string{"replay", "--trace", p, "--target", "http://127.0.0.1:9", "--fixtures=false", "--speed", "max", "--duration", "1s", "-o", p + ".results"}
+		},
+	}
+	resultVerbs := map[string]func(path string) []string{
+		"results": func(p string) []string { return []string{"results", p} },
+		"report":  func(p string) []string { return []string{"report", res, p, "-o", p + ".report"} },
+	}
+	for _, f := range []struct {
+		path  string
+		verbs map[string]func(string) []string
+	}{{tr, verbs}, {res, resultVerbs}} {
+		data, err := os.ReadFile(f.path)
+		require.NoError(t, err)
+		for i := range 8 {
+			// Past the first 64 bytes (the header frame): a damaged header
+			// is another error, tested with the trace package.
+			off := 64 + rng.IntN(len(data)-64)
+			damaged := append([]byte(nil), data...)
+			how := "cut"
+			if i%2 == 0 {
+				damaged = damaged[:off]
+			} else {
+				how = "corrupted"
+				for k := range 4 {
+					if off+k < len(damaged) {
+						damaged[off+k] ^= byte(1 + rng.IntN(255))
+					}
+				}
+			}
+			name := filepath.Join(dir, fmt.Sprintf("%s-%s-at-%d%s", strings.TrimSuffix(filepath.Base(f.path), filepath.Ext(f.path)), how, off, filepath.Ext(f.path)))
+			require.NoError(t, os.WriteFile(name, damaged, 0o644))
+			for verb, args := range f.verbs {
+				r := hubreplay(t, nil, args(name)...)
+				want := 1
+				if verb == "report" {
+					want = 2
+				}
+				assert.Equal(t, want, r.code, "%s on a file %s at byte %d: %s", verb, how, off, r.stderr)
+				lines := strings.Split(strings.TrimRight(r.stderr, "\n"), "\n")
+				last := lines[len(lines)-1]
+				assert.Contains(t, last, filepath.Base(name), "%s: the error names the file", verb)
+				assert.Regexp(t, `byte \d+`, last, "%s: the error says where", verb)
+				assert.NotContains(t, r.stderr, "panic", verb)
+				assert.Equal(t, 1, strings.Count(last, filepath.Base(name)), "%s names the file once: %s", verb, last)
+			}
+		}
+	}
+}
