@@ -183,20 +183,7 @@ func BenchmarkScale(b *testing.B) {
 	// Sessions open over the first 4 s, connections over 6–8 s; all stay
 	// open to 12 s. Memory is read at 5 s and at 10 s.
 	path := benchScaleTrace(b, sessions, conns)
-	child := exec.Command(os.Args[0], "-test.run=^$")
-	child.Env = append(os.Environ(), "HUBREPLAY_BENCH_FIXTURES="+path)
-	stdin, _ := child.StdinPipe()
-	stdout, _ := child.StdoutPipe()
-	child.Stderr = os.Stderr
-	if err := child.Start(); err != nil {
-		b.Fatal(err)
-	}
-	defer func() { stdin.Close(); _ = child.Wait() }()
-	line, err := bufio.NewReader(stdout).ReadString('\n')
-	if err != nil || !strings.HasPrefix(line, "http://") {
-		b.Fatalf("fixtures process: %q %v", line, err)
-	}
-	target := strings.TrimSpace(line)
+	target := fixturesProcess(b, path)
 	p := plan(b, path, replay.Options{Speed: 1})
 	for range b.N {
 		run := &replay.Runner{Target: target, Timeout: 30 * time.Second}
@@ -230,6 +217,27 @@ func BenchmarkScale(b *testing.B) {
 		b.ReportMetric(float64(httpRSS)/(1<<20), "MiB-rss")
 	}
 	b.ReportMetric(0, "ns/op")
+}
+
+// fixturesProcess serves the fixtures for the trace at path in a process
+// of their own (this test binary, re-executed) for the rest of the test,
+// and returns the hub's URL.
+func fixturesProcess(tb testing.TB, path string) string {
+	tb.Helper()
+	child := exec.Command(os.Args[0], "-test.run=^$")
+	child.Env = append(os.Environ(), "HUBREPLAY_BENCH_FIXTURES="+path)
+	stdin, _ := child.StdinPipe()
+	stdout, _ := child.StdoutPipe()
+	child.Stderr = os.Stderr
+	if err := child.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { stdin.Close(); _ = child.Wait() })
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "http://") {
+		tb.Fatalf("fixtures process: %q %v", line, err)
+	}
+	return strings.TrimSpace(line)
 }
 
 func benchScaleTrace(b testing.TB, sessions, conns int) string {
