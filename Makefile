@@ -31,12 +31,17 @@ test:
 	$(GO) vet ./...
 	$(GO) test -race -count=1 ./...
 
-# Benchmarks print their figures (records/s, MB/s, bytes/record); they assert nothing.
+# Benchmarks print their figures (records/s, MB/s, bytes/record); they
+# assert nothing. The side-by-side ones (BenchmarkVersusTshark,
+# BenchmarkVersusWrkAndGoReplay) need tshark, wrk and libpcap-dev, which
+# scripts/bench-tools installs; BENCHMARKS.md has the figures.
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+	@scripts/bench-tools
+	$(GO) test -run '^$$' -bench . -benchmem -timeout 60m ./...
 
-# Each fuzz target for FUZZTIME; seeds live in */testdata/fuzz and run in
-# `make test`. scripts/fuzz tells Go 1.26's end-of-run deadline race from a finding.
+# Each fuzz target for FUZZTIME (3 minutes: about 20 for all; CI runs
+# 20 s each); seeds live in */testdata/fuzz and run in `make test`.
+# scripts/fuzz tells Go 1.26's end-of-run deadline race from a finding.
 FUZZ_TARGETS := trace:FuzzReader trace:FuzzParseJSON capture/httpstream:FuzzStream \
 	capture/wsframe:FuzzFrames capture:FuzzPcap capture/anonymize:FuzzAnonymize
 fuzz:
