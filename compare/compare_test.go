@@ -318,9 +318,14 @@ func TestVerdict(t *testing.T) {
 		assert.Greater(t, b.Errors["timeout"], b.Requests/2, "after the hang, requests time out: %v", b.Errors)
 		assert.Equal(t, b.Requests, rep.A().Requests, "every request is accounted for")
 		assert.Positive(t, b.API.Failed, "the hub stub's calls time out too")
+		require.NotNil(t, b.Proxy)
+		assert.Positive(t, b.Proxy.Unanswered, "its liveness probe went unanswered")
+		assert.Zero(t, rep.A().Proxy.Unanswered)
 		reasons := strings.Join(rep.Verdict.Reasons, "\n")
 		assert.Contains(t, reasons, "of requests failed")
 		assert.Regexp(t, `of requests failed .*\(timeout \d+`, reasons)
+		assert.Contains(t, reasons, "did not answer its liveness probe")
+		assert.Contains(t, reasons, "it hung")
 	})
 
 	t.Run("crash and restart", func(t *testing.T) {

@@ -92,6 +92,11 @@ type Resources struct {
 	StatesEnd      map[string]int `json:"socket_states_end,omitempty"`
 	CPUSeconds     float64        `json:"cpu_seconds"`
 	Settle         time.Duration  `json:"settle_ns"`
+	// Unanswered counts samples (about one a second) whose liveness probe
+	// got no answer while the process ran: a hang, not a crash;
+	// UnansweredFrom is the trace time of the first.
+	Unanswered     int           `json:"probes_unanswered"`
+	UnansweredFrom time.Duration `json:"probes_unanswered_from_ns,omitempty"`
 }
 
 // SocketsLeft is how many sockets the run left open.
@@ -253,6 +258,16 @@ func (r *run) resources(f *Figures) *Resources {
 		x.CloseWaitPeak = max(x.CloseWaitPeak, s.Sockets["CLOSE_WAIT"])
 		x.HeapPeak = max(x.HeapPeak, s.HeapUsed)
 		cpu[s.PID] = max(cpu[s.PID], s.CPU)
+		if s.Unanswered {
+			if x.Unanswered == 0 {
+				speed := f.Speed
+				if speed <= 0 {
+					speed = 1
+				}
+				x.UnansweredFrom = time.Duration(float64(s.TS) * speed)
+			}
+			x.Unanswered++
+		}
 	}
 	for _, c := range cpu {
 		x.CPUSeconds += c.Seconds()

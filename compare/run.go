@@ -241,7 +241,10 @@ func runOne(ctx context.Context, o *Options, r RunSpec, prog *proxy.Program) err
 		return err
 	}
 	defer w.Close()
-	baseline := cand.Sample(ctx)
+	// The baseline is taken once the candidate's sockets hold still: for
+	// a moment after start-up it may still hold one of its readiness
+	// checks' connections.
+	baseline := cand.Quiet(ctx, 3*time.Second)
 
 	// A candidate that hangs must not hold the hub stub's calls longer
 	// than the replay's requests.

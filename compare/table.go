@@ -94,6 +94,12 @@ func (r *Report) rows() []row {
 		}
 		return fmt.Sprintf("%d (%s)", f.Restarts, strings.Join(ws, "; "))
 	})
+	add("liveness probe unanswered", "liveness probe unanswered", res(func(x *Resources) string {
+		if x.Unanswered == 0 {
+			return "never"
+		}
+		return fmt.Sprintf("%d s, from %s", x.Unanswered, clock(x.UnansweredFrom))
+	}))
 	add("log lines: EPIPE / ECONNRESET / uncaught", "", func(f *Figures) string {
 		return fmt.Sprintf("%d / %d / %d", f.Logs["epipe"], f.Logs["econnreset"], f.Logs["uncaught"])
 	})

@@ -26,7 +26,9 @@ type Thresholds struct {
 	// MaxSocketsLeft: sockets B leaves open after standing idle, its
 	// users and their servers gone, may exceed A's by this many.
 	MaxSocketsLeft int
-	// FailOnRestart: B may not exit (crash, OOM) more often than A.
+	// FailOnRestart: B may not exit (crash, OOM) more often than A, nor
+	// hang (leave its liveness probe unanswered) for longer than A, with
+	// two seconds' grace.
 	FailOnRestart bool
 }
 
@@ -147,6 +149,15 @@ func judge(a, b *Figures, noise []*Figures, th Thresholds) Verdict {
 				}
 			}
 			return s
+		})
+		add("liveness probe unanswered", "s", 2, func(f *Figures) (float64, bool) {
+			if f.Proxy == nil {
+				return 0, false
+			}
+			return float64(f.Proxy.Unanswered), true
+		}, func(c Check) string {
+			return fmt.Sprintf("the candidate did not answer its liveness probe (/_chp_healthz) for about %.0f s from %s of trace time on, against A's %.0f s, while its process ran: it hung (in z2jh the liveness probe would restart it)",
+				c.B, clock(b.Proxy.UnansweredFrom), c.A)
 		})
 	}
 	return v

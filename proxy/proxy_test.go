@@ -101,6 +101,8 @@ func TestRealCHPRunsAndIsMeasured(t *testing.T) {
 			assert.Positive(t, before.RSS)
 			assert.Positive(t, before.FDs)
 			assert.Positive(t, before.HeapUsed, "Node's heap, from --metrics-port")
+			assert.Positive(t, before.Probe, "the liveness probe was answered")
+			assert.False(t, before.Unanswered)
 			assert.GreaterOrEqual(t, before.Sockets["LISTEN"], 3, "it listens: public, API and metrics ports")
 
 			// Load: 300 kernel WebSockets held open, as a lecture holds them

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -105,6 +106,11 @@ type Candidate struct {
 	exits   []Exit
 	stopped bool
 	oomSeen int64
+	// probes are the local ports of the liveness probes' connections, and
+	// when each was made: the candidate's ends of them are the sampler's,
+	// not the candidate's own sockets.
+	probes map[int]time.Time
+	prober *http.Client
 
 	stop context.CancelFunc
 	done chan struct{}
@@ -290,9 +296,10 @@ func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''
 // waitReady polls until the candidate answers, or fails.
 func (c *Candidate) waitReady(ctx context.Context) error {
 	deadline := time.Now().Add(c.o.ReadyTimeout)
-	// No keep-alive: a readiness check must not leave the candidate a
-	// connection to count among its sockets.
-	client := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	// The probes' client: no keep-alive, and the candidate's ends of its
+	// connections, which it may close a little later, are not counted
+	// among its sockets.
+	client := &http.Client{Timeout: time.Second, Transport: c.probeClient().Transport}
 	for {
 		if c.ready(ctx, client) {
 			return nil
@@ -312,18 +319,87 @@ func (c *Candidate) waitReady(ctx context.Context) error {
 	}
 }
 
+// probe is the liveness probe: any HTTP answer to /_chp_healthz (a build
+// without it answers 404, which still shows a live event loop) within
+// ProbeTimeout, on a connection of its own so that none stays open.
+func (c *Candidate) probe(parent context.Context) (time.Duration, bool) {
+	ctx, cancel := context.WithTimeout(parent, ProbeTimeout)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, c.URL()+"/_chp_healthz", nil)
+	start := time.Now()
+	resp, err := c.probeClient().Do(req)
+	if err != nil {
+		// Refused means down (a restart, counted as such); only silence
+		// past the timeout, while the sampler goes on, is a hang.
+		return 0, parent.Err() == nil && errors.Is(ctx.Err(), context.DeadlineExceeded)
+	}
+	drain(resp)
+	return time.Since(start), false
+}
+
+// drain reads a probe's answer to its end before closing: closed with
+// bytes unread, the connection ends with a reset, and the candidate's end
+// of it leaves the TCP table while its descriptor is still open, where it
+// cannot be told from the candidate's own sockets.
+func drain(resp *http.Response) {
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+	resp.Body.Close()
+}
+
+// probeClient makes the probes' connections, one per probe, noting each
+// one's local port.
+func (c *Candidate) probeClient() *http.Client {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.prober == nil {
+		c.prober = &http.Client{Transport: &http.Transport{DisableKeepAlives: true, DialContext: c.dialProbe}}
+	}
+	return c.prober
+}
+
+// dialProbe connects to the candidate for a probe and notes the local port.
+func (c *Candidate) dialProbe(ctx context.Context, network, addr string) (net.Conn, error) {
+	conn, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := time.Now()
+	if c.probes == nil {
+		c.probes = map[int]time.Time{}
+	}
+	maps.DeleteFunc(c.probes, func(_ int, at time.Time) bool { return now.Sub(at) > time.Minute })
+	c.probes[conn.LocalAddr().(*net.TCPAddr).Port] = now
+	return conn, nil
+}
+
+// probeConn says whether the candidate's socket from local to remote port
+// is its end of a probe's connection.
+func (c *Candidate) probeConn(local, remote int) bool {
+	if local != c.o.Port && local != c.o.APIPort {
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.probes[remote]
+	return ok
+}
+
 // ready is the z2jh probe: /_chp_healthz, else the API, else TCP.
 func (c *Candidate) ready(ctx context.Context, client *http.Client) bool {
 	base := "http://" + net.JoinHostPort(c.o.IP, strconv.Itoa(c.o.Port))
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/_chp_healthz", nil)
 	if resp, err := client.Do(req); err == nil {
-		resp.Body.Close()
+		drain(resp)
 		if resp.StatusCode == http.StatusOK {
 			return true
 		}
 	}
 	if c.prog.Command != "" {
-		conn, err := net.DialTimeout("tcp", net.JoinHostPort(c.o.IP, strconv.Itoa(c.o.Port)), time.Second)
+		dctx, cancel := context.WithTimeout(ctx, time.Second)
+		conn, err := c.dialProbe(dctx, "tcp", net.JoinHostPort(c.o.IP, strconv.Itoa(c.o.Port)))
+		cancel()
 		if err == nil {
 			conn.Close()
 			return true
@@ -333,7 +409,7 @@ func (c *Candidate) ready(ctx context.Context, client *http.Client) bool {
 	req, _ = http.NewRequestWithContext(ctx, http.MethodGet, c.APIURL()+"/api/routes", nil)
 	req.Header.Set("Authorization", "token "+c.o.Token)
 	if resp, err := client.Do(req); err == nil {
-		resp.Body.Close()
+		drain(resp)
 		return resp.StatusCode == http.StatusOK
 	}
 	return false
@@ -428,17 +504,48 @@ func (c *Candidate) Sample(ctx context.Context) Sample {
 		return s
 	}
 	s.PID = p.pid
-	if err := procSample(s.PID, []int{c.o.Port, c.o.APIPort}, &s); err != nil {
+	if err := procSample(s.PID, []int{c.o.Port, c.o.APIPort}, c.probeConn, &s); err != nil {
 		return s
 	}
 	s.Up = true
 	if c.cg != nil {
 		s.CgroupMemory = c.cg.usage()
 	}
+	s.Probe, s.Unanswered = c.probe(ctx)
 	if c.prog.HasMetrics {
 		_ = metricsSample(ctx, "http://"+net.JoinHostPort(c.o.IP, strconv.Itoa(c.o.MetricsPort))+"/metrics", &s)
 	}
 	return s
+}
+
+// Quiet waits until the candidate's socket count has held still for
+// 300 ms (at most within), then samples it: a baseline that a connection
+// still closing after start-up would otherwise make look like a leak at
+// the end.
+func (c *Candidate) Quiet(ctx context.Context, within time.Duration) Sample {
+	deadline := time.Now().Add(within)
+	last, since := -1, time.Now()
+	for time.Now().Before(deadline) {
+		c.mu.Lock()
+		p := c.proc
+		c.mu.Unlock()
+		if p == nil || p.done() {
+			break
+		}
+		var s Sample
+		if procSample(p.pid, []int{c.o.Port, c.o.APIPort}, c.probeConn, &s) != nil {
+			break
+		}
+		if s.SocketFDs != last {
+			last, since = s.SocketFDs, time.Now()
+		} else if time.Since(since) >= 300*time.Millisecond {
+			break
+		}
+		if !wait.For(ctx, 50*time.Millisecond) {
+			break
+		}
+	}
+	return c.Sample(ctx)
 }
 
 func (c *Candidate) kill(sig syscall.Signal) {

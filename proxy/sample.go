@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -42,7 +43,17 @@ type Sample struct {
 	// Logs counts log lines by kind since the first start: epipe,
 	// econnreset, socket_hang_up, uncaught, heap_limit, …
 	Logs map[string]int64 `json:"logs,omitempty"`
+	// Probe is how long the liveness probe (GET /_chp_healthz, as z2jh's)
+	// took to get any HTTP answer; Unanswered says it got none within
+	// ProbeTimeout: the process lives but does not answer, as a Node
+	// process whose event loop is stuck.
+	Probe      time.Duration `json:"probe_ns,omitempty"`
+	Unanswered bool          `json:"probe_unanswered,omitempty"`
 }
+
+// ProbeTimeout is how long a sample's liveness probe waits for an answer
+// (z2jh's liveness probe waits 3 s; a sample is taken every second).
+const ProbeTimeout = time.Second
 
 // tcpStates are the state codes of /proc/net/tcp.
 var tcpStates = map[string]string{
@@ -54,7 +65,7 @@ var tcpStates = map[string]string{
 const clockTicks = 100
 
 // procSample reads a process's figures from /proc.
-func procSample(pid int, ports []int, s *Sample) error {
+func procSample(pid int, ports []int, own func(local, remote int) bool, s *Sample) error {
 	dir := fmt.Sprintf("/proc/%d", pid)
 	stat, err := os.ReadFile(dir + "/stat")
 	if err != nil {
@@ -83,22 +94,30 @@ func procSample(pid int, ports []int, s *Sample) error {
 			}
 		}
 	}
-	s.SocketFDs = len(inodes)
 	s.Sockets = map[string]int{}
 	for _, f := range []string{"tcp", "tcp6"} {
-		countSockets(filepath.Join(dir, "net", f), inodes, ports, s.Sockets)
+		countSockets(filepath.Join(dir, "net", f), inodes, ports, own, s.Sockets)
 	}
+	s.SocketFDs = len(inodes)
 	return nil
 }
 
 // countSockets adds the sockets of a /proc/net/tcp file that the process
-// owns (by inode), and the TIME_WAIT ones on its ports.
-func countSockets(path string, inodes map[string]bool, ports []int, out map[string]int) {
+// owns (by inode), and the TIME_WAIT ones on its ports. The process's
+// ends of the sampler's own connections (own says which, by the process's
+// local port and the peer's port) are not its sockets: they are dropped
+// from inodes too.
+func countSockets(path string, inodes map[string]bool, ports []int, own func(local, remote int) bool, out map[string]int) {
 	f, err := os.Open(path)
 	if err != nil {
 		return
 	}
 	defer f.Close()
+	port := func(addr string) int {
+		_, p, _ := strings.Cut(addr, ":")
+		n, _ := strconv.ParseInt(p, 16, 32)
+		return int(n)
+	}
 	sc := bufio.NewScanner(f)
 	sc.Scan() // the column names
 	for sc.Scan() {
@@ -108,18 +127,15 @@ func countSockets(path string, inodes map[string]bool, ports []int, out map[stri
 		}
 		state := tcpStates[fields[3]]
 		if inodes[fields[9]] && fields[9] != "0" {
+			if own != nil && own(port(fields[1]), port(fields[2])) {
+				delete(inodes, fields[9])
+				continue
+			}
 			out[state]++
 			continue
 		}
-		if state == "TIME_WAIT" {
-			if _, port, ok := strings.Cut(fields[1], ":"); ok {
-				p, _ := strconv.ParseInt(port, 16, 32)
-				for _, want := range ports {
-					if int(p) == want {
-						out[state]++
-					}
-				}
-			}
+		if state == "TIME_WAIT" && slices.Contains(ports, port(fields[1])) {
+			out[state]++
 		}
 	}
 }

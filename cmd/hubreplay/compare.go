@@ -32,7 +32,8 @@ refused, reset, timed out, the proxy's own 502/503, missing routes), fewer
 WebSocket sessions connected or fewer server frames arrived in order
 (--max-ws-loss), it kept more memory after standing idle (--max-rss-growth)
 or left more sockets open (--max-sockets-left: the leak), or it
-exited during the run (--fail-on-restart).`
+exited during the run or hung, its liveness probe (/_chp_healthz) unanswered
+(--fail-on-restart).`
 
 // verdictFlags are the thresholds, shared by compare and report.
 type verdictFlags struct {
@@ -50,7 +51,7 @@ func (v *verdictFlags) add(f *pflag.FlagSet) {
 	f.StringVar(&v.wsLoss, "max-ws-loss", "0.5%", "how many more WebSocket sessions and frames B may lose (percentage points)")
 	f.StringVar(&v.rssGrowth, "max-rss-growth", "64Mi", "how much more memory B may keep after the run and idle")
 	f.IntVar(&v.socketsLeft, "max-sockets-left", d.MaxSocketsLeft, "how many more sockets B may leave open after the run and idle")
-	f.BoolVar(&v.failOnRestart, "fail-on-restart", true, "a B that exits (crash, OOM) more often than A is a regression")
+	f.BoolVar(&v.failOnRestart, "fail-on-restart", true, "a B that exits (crash, OOM) more often than A, or hangs, is a regression")
 }
 
 func (v *verdictFlags) thresholds() (compare.Thresholds, error) {

@@ -188,17 +188,17 @@ func TestCaptureOnAFullDisk(t *testing.T) {
 		t.Skipf("cannot mount a tmpfs to fill (%v: %s)", err, out)
 	}
 	t.Cleanup(func() { _ = exec.Command("umount", dir).Run() })
-	// Fill it to 16 KiB of free space.
+	// Fill it to 32 KiB of free space: a few one-second frames fit.
 	fill, err := os.Create(filepath.Join(dir, "fill"))
 	require.NoError(t, err)
 	var st syscall.Statfs_t
 	require.NoError(t, syscall.Statfs(dir, &st))
-	_, err = fill.Write(make([]byte, int64(st.Bavail)*st.Bsize-16<<10))
+	_, err = fill.Write(make([]byte, int64(st.Bavail)*st.Bsize-32<<10))
 	require.NoError(t, err)
 	require.NoError(t, fill.Close())
 
 	addr, port := testenv.Serve(t)
-	startTicker(t, addr, time.Millisecond)
+	startTicker(t, addr, 2*time.Millisecond)
 	out := filepath.Join(dir, "full.trace")
 	cmd := command("capture", "--iface", "lo", "--port", strconv.Itoa(port), "-o", out)
 	var stderr strings.Builder
