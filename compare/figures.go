@@ -260,11 +260,7 @@ func (r *run) resources(f *Figures) *Resources {
 		cpu[s.PID] = max(cpu[s.PID], s.CPU)
 		if s.Unanswered {
 			if x.Unanswered == 0 {
-				speed := f.Speed
-				if speed <= 0 {
-					speed = 1
-				}
-				x.UnansweredFrom = time.Duration(float64(s.TS) * speed)
+				x.UnansweredFrom = time.Duration(float64(s.TS) * f.scale())
 			}
 			x.Unanswered++
 		}
@@ -285,6 +281,15 @@ func (r *run) resources(f *Figures) *Resources {
 	return x
 }
 
+// scale turns replay time into trace time: the speed, or 1 at max speed,
+// where "trace time" is wall time.
+func (f *Figures) scale() float64 {
+	if f.Speed <= 0 {
+		return 1
+	}
+	return f.Speed
+}
+
 // recoveredAfter is how many requests in a row must succeed after an exit
 // for its failure window to be over.
 const recoveredAfter = 10
@@ -292,10 +297,7 @@ const recoveredAfter = 10
 // exits lists the candidate's exits during the replay and the window of
 // failed requests after each.
 func (f *Figures) exits(r *run) {
-	speed := f.Speed
-	if speed <= 0 {
-		speed = 1
-	}
+	speed := f.scale()
 	bySent := slices.Clone(r.res.Requests)
 	slices.SortFunc(bySent, func(a, b *replay.Request) int { return cmp.Compare(a.Sent, b.Sent) })
 	for _, e := range r.exits {
@@ -343,12 +345,9 @@ const plotPoints = 120
 
 // series buckets the run over trace time.
 func (r *run) series(f *Figures) Series {
-	speed := f.Speed
-	if speed <= 0 {
-		speed = 1 // at max speed, "trace time" is wall time
-	}
+	speed := f.scale()
 	length := f.Length
-	if speed == 1 && f.Speed <= 0 {
+	if f.Speed <= 0 {
 		length = f.Wall
 	}
 	bucket := max(time.Second, (length / plotPoints).Round(time.Second))

@@ -444,9 +444,7 @@ func (c *Candidate) supervise(ctx context.Context) {
 
 // wait waits for the current process and records its exit.
 func (c *Candidate) wait() {
-	c.mu.Lock()
-	p := c.proc
-	c.mu.Unlock()
+	p := c.current()
 	<-p.exited
 	time.Sleep(50 * time.Millisecond) // let the log reader take the last lines
 	c.recordExit(p.code, p.signal, "")
@@ -504,7 +502,7 @@ func (c *Candidate) Sample(ctx context.Context) Sample {
 		return s
 	}
 	s.PID = p.pid
-	if err := procSample(s.PID, []int{c.o.Port, c.o.APIPort}, c.probeConn, &s); err != nil {
+	if err := c.readProc(s.PID, &s); err != nil {
 		return s
 	}
 	s.Up = true
@@ -526,14 +524,12 @@ func (c *Candidate) Quiet(ctx context.Context, within time.Duration) Sample {
 	deadline := time.Now().Add(within)
 	last, since := -1, time.Now()
 	for time.Now().Before(deadline) {
-		c.mu.Lock()
-		p := c.proc
-		c.mu.Unlock()
+		p := c.current()
 		if p == nil || p.done() {
 			break
 		}
 		var s Sample
-		if procSample(p.pid, []int{c.o.Port, c.o.APIPort}, c.probeConn, &s) != nil {
+		if c.readProc(p.pid, &s) != nil {
 			break
 		}
 		if s.SocketFDs != last {
@@ -548,10 +544,21 @@ func (c *Candidate) Quiet(ctx context.Context, within time.Duration) Sample {
 	return c.Sample(ctx)
 }
 
-func (c *Candidate) kill(sig syscall.Signal) {
+// readProc reads a process of the candidate's from /proc, the sampler's
+// own connections to it left out.
+func (c *Candidate) readProc(pid int, s *Sample) error {
+	return procSample(pid, []int{c.o.Port, c.o.APIPort}, c.probeConn, s)
+}
+
+// current is the candidate's current process (nil before the first).
+func (c *Candidate) current() *process {
 	c.mu.Lock()
-	p := c.proc
-	c.mu.Unlock()
+	defer c.mu.Unlock()
+	return c.proc
+}
+
+func (c *Candidate) kill(sig syscall.Signal) {
+	p := c.current()
 	if p != nil && !p.done() {
 		p.kill(sig)
 	}
@@ -579,10 +586,7 @@ func (c *Candidate) Stop() error {
 		c.kill(syscall.SIGKILL)
 		<-stopped
 	}
-	c.mu.Lock()
-	p := c.proc
-	c.mu.Unlock()
-	if !p.done() {
+	if p := c.current(); !p.done() {
 		// Stopped during a restart's readiness wait: the supervisor left
 		// this one running.
 		c.kill(syscall.SIGKILL)
