@@ -102,6 +102,12 @@ func shapes() []shape {
 		{"null (BSD loopback)", layers.LinkTypeNull, false, one(func(t *testing.T, d []byte) []byte {
 			return append(binary.LittleEndian.AppendUint32(nil, 2), v4(t, d)...)
 		})},
+		{"loop (OpenBSD loopback, family in network order)", layers.LinkTypeLoop, false, one(func(t *testing.T, d []byte) []byte {
+			return append(binary.BigEndian.AppendUint32(nil, 2), v4(t, d)...)
+		})},
+		{"IPv4 link type", layers.LinkTypeIPv4, false, one(v4)},
+		{"IPv6 link type", layers.LinkTypeIPv6, true, one(v6)},
+		{"raw IP, link type 12 (some BSDs)", layers.LinkType(12), false, one(v4)},
 	}
 }
 
@@ -153,7 +159,8 @@ func essence(recs []trace.Record) []string {
 
 // Every capture file shape tcpdump makes on a proxy's node or pod gives
 // the same exchanges and frames as plain Ethernet: pcapng, VLAN tags,
-// IPv6, Linux cooked v1 and v2, raw IP, BSD loopback, and -i any's
+// IPv6, Linux cooked v1 and v2, raw IP (three link types), IPv4 and IPv6
+// link types, BSD and OpenBSD loopback, and -i any's
 // duplicates (the same packet seen on two interfaces), which must not
 // double anything or look like loss.
 func TestEveryCaptureShapeGivesTheSameRecords(t *testing.T) {
