@@ -7,6 +7,8 @@
 package anonymize
 
 import (
+	"cmp"
+	"net/http"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -14,8 +16,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"hash"
-	"net"
-	"net/url"
 	"os"
 	"regexp"
 	"strings"
@@ -25,7 +25,7 @@ import (
 
 // Scheme names these rules in trace headers; it changes when the same key
 // would give different pseudonyms.
-const Scheme = "hmac-sha256/v1"
+const Scheme = "hmac-sha256/v2"
 
 // Redacted replaces a value that is removed but whose presence matters.
 const Redacted = "REDACTED"
@@ -33,13 +33,22 @@ const Redacted = "REDACTED"
 // MinKeyBytes is the shortest key accepted.
 const MinKeyBytes = 16
 
-// Anonymizer applies Rules with one key. It is not safe for concurrent use.
+// Anonymizer applies Rules with one key. It learns the hub's layout (base
+// URL, subdomain host, user names) from the records it sees, so records
+// must reach it in the order they are written. It is not safe for
+// concurrent use.
 type Anonymizer struct {
-	mac                             hash.Hash
-	rules                           Rules
-	keepHeaders, dropHeaders        matcher
-	keepQuery, dropQuery, keepWords matcher
-	sum                             []byte
+	mac                      hash.Hash
+	rules                    Rules
+	keepHeaders, dropHeaders matcher
+	keepQuery, dropQuery     matcher
+	keepWords                matcher
+	sum                      []byte
+
+	base      []string // the base URL's segments, decoded
+	baseKnown bool     // given, or learned
+	domain    string   // subdomain_host, given or learned
+	users     map[string]bool
 }
 
 // New returns an Anonymizer keyed with key.
@@ -50,7 +59,7 @@ func New(key []byte, r Rules) (*Anonymizer, error) {
 	if r.Host == "" {
 		r.Host = DefaultRules().Host
 	}
-	return &Anonymizer{
+	a := &Anonymizer{
 		mac:         hmac.New(sha256.New, key),
 		rules:       r,
 		keepHeaders: newMatcher(r.KeepHeaders),
@@ -58,7 +67,14 @@ func New(key []byte, r Rules) (*Anonymizer, error) {
 		keepQuery:   newMatcher(r.KeepQuery),
 		dropQuery:   newMatcher(r.DropQuery),
 		keepWords:   newMatcher(r.KeepWords),
-	}, nil
+		domain:      normDomain(r.SubdomainHost),
+		users:       map[string]bool{},
+	}
+	if r.BaseURL != "" {
+		_, dec := segs(normBaseURL(r.BaseURL))
+		a.setBase(dec[1 : max(len(dec)-1, 1)])
+	}
+	return a, nil
 }
 
 // RandomKey returns a fresh key: pseudonyms are then stable within one
@@ -94,328 +110,9 @@ func (a *Anonymizer) pseudo(prefix, kind, s string, n int) string {
 	return prefix + hex.EncodeToString(a.sum)[:n]
 }
 
-// User returns the pseudonym of a user name.
-func (a *Anonymizer) User(name string) string {
-	if name == "" {
-		return ""
-	}
-	return a.pseudo("u-", "user", name, 8)
-}
-
-var uuidRE = regexp.MustCompile(`^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$`)
-
-// id pseudonymizes an identifier (kernel, session, terminal) keeping its
-// shape: UUIDs stay UUID-shaped so that URLs and messages still match.
-func (a *Anonymizer) id(s string) string {
-	h := a.pseudo("", "id", strings.ToLower(strings.ReplaceAll(s, "-", "")), 32)
-	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
-}
-
-var extRE = regexp.MustCompile(`\.[A-Za-z0-9]{1,8}$`)
-
-// segment pseudonymizes one path segment (already unescaped).
-func (a *Anonymizer) segment(s string) string {
-	switch {
-	case s == "" || a.keepWords.has(s) || isDigits(s) && !LooksSecret(s):
-		return s
-	case uuidRE.MatchString(s):
-		return a.id(s)
-	}
-	return a.pseudo("p-", "path", s, 8) + extRE.FindString(s)
-}
-
-func isDigits(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return false
-		}
-	}
-	return s != ""
-}
-
-// userBefore are the segments after which a path names a user.
-var userBefore = map[string]bool{"user": true, "users": true, "spawn": true, "spawn-pending": true}
-
-// Path anonymizes a URL path and returns the pseudonym of the user it
-// names (/user/NAME/…, /hub/api/users/NAME, CHP's /api/routes/user/NAME).
-func (a *Anonymizer) Path(p string) (string, string) {
-	if p == "" || p == "/" || p == "*" {
-		return p, ""
-	}
-	segs := strings.Split(p, "/")
-	user := ""
-	for i := 0; i < len(segs); i++ {
-		raw := segs[i]
-		s, err := url.PathUnescape(raw)
-		if err != nil {
-			s = raw
-		}
-		if i > 0 && userBefore[segs[i-1]] && s != "" && (i == 2 || segs[1] == "hub" || segs[1] == "api") {
-			// /user/NAME at the root; /hub/user/NAME, /hub/api/users/NAME,
-			// /hub/spawn/NAME; the proxy API's /api/routes/user/NAME.
-			segs[i] = a.User(s)
-			if user == "" {
-				user = segs[i]
-			}
-			// A user server's own static assets are not user data.
-			if rest := "/" + strings.Join(segs[i+1:], "/"); a.static(rest) {
-				return strings.Join(segs[:i+1], "/") + rest, user
-			}
-			continue
-		}
-		if i == 1 && a.static(p) {
-			return p, user
-		}
-		segs[i] = url.PathEscape(a.segment(s))
-	}
-	return strings.Join(segs, "/"), user
-}
-
-// static reports whether p is a bundled asset's path, kept as it is. A
-// path with anything secret-shaped in it is not kept, whatever its prefix.
-func (a *Anonymizer) static(p string) bool {
-	if LooksSecret(p) {
-		return false
-	}
-	for _, pre := range a.rules.StaticPrefixes {
-		if strings.HasPrefix(p, pre) && !strings.Contains(p, "..") {
-			return true
-		}
-	}
-	return false
-}
-
-// Target anonymizes a request target (path and query) and returns the
-// pseudonym of the user it names.
-func (a *Anonymizer) Target(t string) (string, string) {
-	if strings.Contains(t, "://") {
-		return a.URL(t), ""
-	}
-	path, query, hasQuery := strings.Cut(t, "?")
-	p, user := a.Path(path)
-	if !hasQuery {
-		return p, user
-	}
-	return p + "?" + a.Query(query), user
-}
-
-// Query anonymizes a query string: dropped keys go, kept keys stay, every
-// other value gets a pseudonym (paths and ids keep their shape).
-func (a *Anonymizer) Query(q string) string {
-	var out []string
-	for kv := range strings.SplitSeq(q, "&") {
-		k, v, hasV := strings.Cut(kv, "=")
-		name, err := url.QueryUnescape(k)
-		if err != nil {
-			name = k
-		}
-		if k != name || a.key(name) != name {
-			k = url.QueryEscape(a.key(name))
-		}
-		switch {
-		case a.dropQuery.has(name):
-			continue
-		case !hasV:
-			out = append(out, k)
-		case a.keepQuery.has(name) && !LooksSecret(v):
-			out = append(out, k+"="+v)
-		default:
-			val, err := url.QueryUnescape(v)
-			if err != nil {
-				val = v
-			}
-			out = append(out, k+"="+url.QueryEscape(a.value(val)))
-		}
-	}
-	return strings.Join(out, "&")
-}
-
-// key keeps a query or JSON key that is a short plain word; any other may
-// itself be the secret, and gets a pseudonym.
-func (a *Anonymizer) key(name string) string {
-	if len(name) <= 24 && wordRE.MatchString(name) && !LooksSecret(name) {
-		return name
-	}
-	return a.pseudo("q-", "value", name, 8)
-}
-
-// value pseudonymizes a free-form value, keeping numbers, and the shape of
-// ids and paths.
-func (a *Anonymizer) value(v string) string {
-	switch {
-	case v == "" || isDigits(v) && !LooksSecret(v) || v == "true" || v == "false":
-		return v
-	case uuidRE.MatchString(v):
-		return a.id(v)
-	case strings.HasPrefix(v, "/") || strings.Contains(v, "://"):
-		t, _ := a.Target(v)
-		return t
-	}
-	return a.pseudo("q-", "value", v, 8)
-}
-
-// URL anonymizes an absolute or relative URL: the host becomes the rules'
-// host, the path and query are anonymized as a target.
-func (a *Anonymizer) URL(u string) string {
-	scheme, rest, ok := strings.Cut(u, "://")
-	if !ok {
-		t, _ := a.Target(u)
-		return t
-	}
-	if !schemes[strings.ToLower(scheme)] {
-		// Not a URL we know: every piece of it becomes a pseudonym.
-		t, _ := a.Path(strings.ReplaceAll(u, "?", "/"))
-		return t
-	}
-	hostport, path := rest, ""
-	if i := strings.IndexAny(rest, "/?"); i >= 0 {
-		hostport, path = rest[:i], rest[i:]
-	}
-	host := a.rules.Host
-	if h, port, err := net.SplitHostPort(hostport); err == nil && h != "" && len(port) <= 5 && isDigits(port) {
-		host = a.host(h) + ":" + port
-	} else if hostport != "" {
-		host = a.host(hostport)
-	}
-	if path != "" && path[0] == '?' {
-		path = "/" + path
-	}
-	t, _ := a.Target(path)
-	return scheme + "://" + host + t
-}
-
-// schemes are the URL schemes kept; anything else is not a URL to us.
-var schemes = map[string]bool{"http": true, "https": true, "ws": true, "wss": true}
-
-// host replaces a host name or address. Addresses (a user server's pod IP)
-// and names (kubespawner's jupyter-NAME) both get a pseudonym.
-func (a *Anonymizer) host(h string) string {
-	if h == "localhost" {
-		return h
-	}
-	return a.pseudo("h-", "host", strings.ToLower(h), 8)
-}
-
-// Addr anonymizes "ip:port" as "c-…:port" (side 'c') or "s-…:port".
-func (a *Anonymizer) Addr(side byte, hostport string) string {
-	h, port, err := net.SplitHostPort(hostport)
-	if err != nil {
-		h, port = hostport, ""
-	}
-	p := a.pseudo(string(side)+"-", "addr", h, 8)
-	if port == "" || len(port) > 5 || !isDigits(port) {
-		return p
-	}
-	return p + ":" + port
-}
-
-// Headers anonymizes header fields; the result is a new slice.
-func (a *Anonymizer) Headers(h []trace.Field) []trace.Field {
-	out := make([]trace.Field, 0, len(h))
-	for _, f := range h {
-		name, v := f[0], f[1]
-		if a.dropHeaders.has(name) {
-			continue
-		}
-		switch strings.ToLower(name) {
-		case "cookie":
-			v = a.cookies(v)
-		case "set-cookie":
-			v = a.setCookie(v)
-		case "authorization", "proxy-authorization":
-			scheme, _, _ := strings.Cut(v, " ")
-			if len(scheme) > 20 || LooksSecret(scheme) {
-				scheme = ""
-			}
-			v = strings.TrimSpace(scheme + " " + Redacted)
-		case "host", ":authority":
-			v = a.rules.Host
-		case "origin":
-			scheme, _, _ := strings.Cut(v, "://")
-			if !schemes[strings.ToLower(scheme)] {
-				scheme = "https"
-			}
-			v = scheme + "://" + a.rules.Host
-		case "referer", "location", "content-location":
-			v = a.URL(v)
-		case "etag", "if-none-match", "if-match":
-			v = a.pseudo("\"e-", "etag", v, 12) + "\""
-		case "user-agent":
-			v = a.pseudo("ua-", "ua", v, 8)
-		case "sec-websocket-protocol":
-			v = a.protocols(v)
-		default:
-			if !a.keepHeaders.has(name) || LooksSecret(v) {
-				v = Redacted
-			}
-		}
-		out = append(out, trace.Field{name, v})
-	}
-	return out
-}
-
-var wordRE = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9._-]{0,63}$`)
-
-// protocols keeps WebSocket subprotocol names (Jupyter's
-// v1.kernel.websocket.jupyter.org) and replaces anything else: some
-// clients pass a token as a subprotocol.
-func (a *Anonymizer) protocols(v string) string {
-	parts := strings.Split(v, ",")
-	for i, p := range parts {
-		p = strings.TrimSpace(p)
-		if !wordRE.MatchString(p) || LooksSecret(p) {
-			p = Redacted
-		}
-		parts[i] = p
-	}
-	return strings.Join(parts, ", ")
-}
-
-// cookieName keeps a cookie's name but the user in jupyterhub-user-NAME.
-func (a *Anonymizer) cookieName(n string) string {
-	if u, ok := strings.CutPrefix(n, "jupyterhub-user-"); ok {
-		return "jupyterhub-user-" + a.User(u)
-	}
-	if !wordRE.MatchString(n) || LooksSecret(n) {
-		return a.pseudo("k-", "cookie", n, 8)
-	}
-	return n
-}
-
-func (a *Anonymizer) cookies(v string) string {
-	parts := strings.Split(v, ";")
-	for i, c := range parts {
-		name, _, _ := strings.Cut(strings.TrimSpace(c), "=")
-		parts[i] = a.cookieName(name) + "=" + Redacted
-	}
-	return strings.Join(parts, "; ")
-}
-
-func (a *Anonymizer) setCookie(v string) string {
-	parts := strings.Split(v, ";")
-	name, _, _ := strings.Cut(strings.TrimSpace(parts[0]), "=")
-	out := []string{a.cookieName(name) + "=" + Redacted}
-	for _, attr := range parts[1:] {
-		k, val, _ := strings.Cut(strings.TrimSpace(attr), "=")
-		switch strings.ToLower(k) {
-		case "path":
-			p, _ := a.Path(val)
-			out = append(out, k+"="+p)
-		case "domain":
-			out = append(out, k+"="+a.rules.Host)
-		case "expires", "max-age", "samesite":
-			if !LooksSecret(val) {
-				out = append(out, strings.TrimSpace(attr))
-			}
-		case "httponly", "secure", "partitioned":
-			out = append(out, k)
-		}
-	}
-	return strings.Join(out, "; ")
-}
-
 // JSON anonymizes a JSON document (the proxy API's route data): "user"
-// becomes a pseudonym, numbers and booleans stay, other strings get
+// becomes the user's pseudonym, "server_name" the server's, times,
+// numbers and booleans stay, other strings and unknown keys get
 // pseudonyms. Anything that is not JSON is dropped.
 func (a *Anonymizer) JSON(b []byte) json.RawMessage {
 	var v any
@@ -436,7 +133,10 @@ func (a *Anonymizer) jsonValue(key string, v any) any {
 	case map[string]any:
 		out := make(map[string]any, len(v))
 		for k, x := range v {
-			out[a.key(k)] = a.jsonValue(k, x)
+			if !jsonKeys[k] {
+				k = a.pseudo("q-", "key", k, 8)
+			}
+			out[k] = a.jsonValue(k, x)
 		}
 		return out
 	case []any:
@@ -448,6 +148,8 @@ func (a *Anonymizer) jsonValue(key string, v any) any {
 		switch {
 		case key == "user" || key == "username" || key == "name" && v != "":
 			return a.User(v)
+		case key == "server_name":
+			return a.Server(v)
 		case timeRE.MatchString(v):
 			return v
 		}
@@ -463,29 +165,98 @@ func (a *Anonymizer) Record(r trace.Record) {
 		r.Client = a.Addr('c', r.Client)
 		r.Server = a.Addr('s', r.Server)
 	case *trace.HTTP:
-		r.Req.Target, r.User = a.Target(r.Req.Target)
-		r.Req.Headers = a.Headers(r.Req.Headers)
-		r.Req.Body, r.Req.BodyForm = nil, trace.FormNone
-		if r.Resp != nil {
-			r.Resp.Headers = a.Headers(r.Resp.Headers)
-			r.Resp.Body, r.Resp.BodyForm = nil, trace.FormNone
-			if LooksSecret(r.Resp.Reason) || len(r.Resp.Reason) > 64 {
-				r.Resp.Reason = ""
-			}
-		}
+		a.http(r)
 	case *trace.WSFrame:
 		a.frame(r)
 	case *trace.Route:
-		path, user := a.Path(r.Path)
-		r.Path = path
-		if r.User != "" {
-			r.User = a.User(r.User)
-		} else {
-			r.User = user
-		}
-		if r.Target != "" {
-			r.Target = a.URL(r.Target)
-		}
-		r.Data = a.JSON(r.Data)
+		a.route(r)
 	}
+}
+
+func (a *Anonymizer) http(r *trace.HTTP) {
+	// The user the target names, or whose subdomain the request is for.
+	path, _, _ := strings.Cut(r.Req.Target, "?")
+	if path != "" && path[0] == '/' {
+		_, dec := segs(path)
+		if host, ok := headerValue(r.Req.Headers, "Host"); ok {
+			if u := userAt(dec, 1+a.baseLen(dec)); u > 0 {
+				a.learnDomain(host, dec[u])
+			}
+		}
+	}
+	var user string
+	r.Req.Method = method(r.Req.Method)
+	r.Req.Proto = proto(r.Req.Proto)
+	r.Req.Target, user = a.Target(r.Req.Target)
+	var hostUser string
+	r.Req.Headers, hostUser = a.headers(r.Req.Headers)
+	r.User = cmp.Or(user, hostUser)
+	r.Req.Body, r.Req.BodyForm = nil, trace.FormNone
+	if r.Resp != nil {
+		r.Resp.Headers, _ = a.headers(r.Resp.Headers)
+		r.Resp.Body, r.Resp.BodyForm = nil, trace.FormNone
+		r.Resp.Proto = proto(r.Resp.Proto)
+		if r.Resp.Reason != "" {
+			r.Resp.Reason = http.StatusText(r.Resp.Status)
+		}
+	}
+}
+
+// route anonymizes a route event. A route of CHP's host routing starts
+// with the host (/alice.hub.example/user/alice/).
+func (a *Anonymizer) route(r *trace.Route) {
+	_, dec := segs(r.Path)
+	hostSeg := ""
+	if len(dec) > 2 && strings.Contains(dec[1], ".") && !strings.Contains(dec[1], "..") {
+		if u := userAt(dec, 2); u > 0 {
+			a.learnDomain(dec[1], dec[u])
+		}
+		if _, ok := a.userHost(dec[1]); ok || a.domain != "" && strings.EqualFold(stripPort(dec[1]), a.domain) {
+			hostSeg = dec[1]
+		}
+	}
+	rest := r.Path
+	if hostSeg != "" {
+		rest = r.Path[strings.Index(r.Path[1:], "/")+1:]
+		_, dec = segs(rest)
+	}
+	a.learnBase(dec, true)
+	path, user := a.Path(rest)
+	if hostSeg != "" {
+		var hu string
+		hostSeg, hu = a.hubHost(hostSeg, a.host)
+		path, user = "/"+hostSeg+path, cmp.Or(user, hu)
+	}
+	r.Path = path
+	if r.User != "" {
+		r.User = a.User(r.User)
+	} else {
+		r.User = user
+	}
+	if r.Target != "" {
+		r.Target = a.URL(r.Target)
+	}
+	r.Data = a.JSON(r.Data)
+}
+
+// method keeps a known HTTP method; any other becomes a pseudonym-free
+// stand-in, so that a replay still sends a method nobody knows.
+func method(m string) string {
+	if methods[m] {
+		return m
+	}
+	if m == "" {
+		return m
+	}
+	return "X-UNKNOWN"
+}
+
+// proto keeps one of the HTTP versions; text after it goes.
+func proto(p string) string {
+	for _, v := range protos {
+		if p == v || strings.HasPrefix(p, v+" ") {
+			return v
+		}
+	}
+	return ""
 }

@@ -43,9 +43,7 @@ type jupyterContent struct {
 }
 
 var (
-	msgTypeRE = regexp.MustCompile(`^[a-z_]{1,64}$`)
 	versionRE = regexp.MustCompile(`^[0-9.]{1,12}$`)
-	shortRE   = regexp.MustCompile(`^[a-z_]{1,20}$`)
 	channelRE = regexp.MustCompile(`^(shell|iopub|stdin|control|hb)$`)
 )
 
@@ -54,7 +52,7 @@ var (
 // like what they are.
 func (a *Anonymizer) header(h jupyterHeader) (jupyterHeader, string) {
 	typ := ""
-	if msgTypeRE.MatchString(h.MsgType) {
+	if msgTypes[h.MsgType] {
 		typ = h.MsgType
 	}
 	out := jupyterHeader{MsgType: typ}
@@ -75,9 +73,12 @@ func (a *Anonymizer) header(h jupyterHeader) (jupyterHeader, string) {
 }
 
 func redactContent(c jupyterContent) jupyterContent {
-	for _, f := range []*string{&c.ExecutionState, &c.Status, &c.Name} {
-		if !shortRE.MatchString(*f) {
-			*f = ""
+	for _, f := range []struct {
+		v   *string
+		set map[string]bool
+	}{{&c.ExecutionState, executionStates}, {&c.Status, replyStatuses}, {&c.Name, streamNames}} {
+		if !f.set[*f.v] {
+			*f.v = ""
 		}
 	}
 	return c

@@ -31,6 +31,11 @@ type Rules struct {
 	StaticPrefixes []string `yaml:"static_prefixes"`
 	// Host replaces the hub's host name in Host, Origin, Referer, Location.
 	Host string `yaml:"host"`
+	// BaseURL is c.JupyterHub.base_url (z2jh's hub.baseUrl), SubdomainHost
+	// c.JupyterHub.subdomain_host: where user names stand. Either is learned
+	// from the traffic (the routes API's paths) when not given.
+	BaseURL       string `yaml:"base_url"`
+	SubdomainHost string `yaml:"subdomain_host"`
 }
 
 // DefaultRules are safe for a JupyterHub behind CHP: names, tokens,
