@@ -8,7 +8,6 @@ package anonymize
 
 import (
 	"cmp"
-	"net/http"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -16,6 +15,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"hash"
+	"net/http"
 	"os"
 	"regexp"
 	"strings"
@@ -72,7 +72,7 @@ func New(key []byte, r Rules) (*Anonymizer, error) {
 	}
 	if r.BaseURL != "" {
 		_, dec := segs(normBaseURL(r.BaseURL))
-		a.setBase(dec[1 : max(len(dec)-1, 1)])
+		a.setBase(dec[1:max(len(dec)-1, 1)])
 	}
 	return a, nil
 }

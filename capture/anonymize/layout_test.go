@@ -40,10 +40,10 @@ func TestUsersUnderABaseURL(t *testing.T) {
 		assert.Equal(t, "/"+a.segment("jhub")+"/user/"+u+"/", route.Path, "base URL %q", given)
 		assert.Equal(t, u, route.User)
 		for target, want := range map[string]string{
-			"/jhub/user/20200107528/api/kernels":         "/user/" + u + "/api/kernels",
-			"/jhub/hub/api/users/Hevej.Gisiso/server":    "/hub/api/users/" + a.User("hevej.gisiso") + "/server",
-			"/jhub/hub/spawn-pending/hevej.gisiso":       "/hub/spawn-pending/" + a.User("hevej.gisiso"),
-			"/jhub/hub/static/js/home.js?v=20260101":     "/hub/static/js/home.js?v=20260101",
+			"/jhub/user/20200107528/api/kernels":        "/user/" + u + "/api/kernels",
+			"/jhub/hub/api/users/Hevej.Gisiso/server":   "/hub/api/users/" + a.User("hevej.gisiso") + "/server",
+			"/jhub/hub/spawn-pending/hevej.gisiso":      "/hub/spawn-pending/" + a.User("hevej.gisiso"),
+			"/jhub/hub/static/js/home.js?v=20260101":    "/hub/static/js/home.js?v=20260101",
 			"/jhub/user/20200107528/static/lab/main.js": "/user/" + u + "/static/lab/main.js",
 		} {
 			h := &trace.HTTP{Req: trace.Request{Method: "GET", Target: target}}
