@@ -125,6 +125,13 @@ type capturer struct {
 	ending   bool
 	nextID   trace.ConnID
 	counters Counters
+
+	// Port reuse (reuse.go): the connection each 4-tuple has now, the
+	// generation of tuples that were reused, and the packet's own flow
+	// while the assembler calls New with a generation's stand-in.
+	live     map[tuple]*conn
+	gens     map[tuple]uint32
+	realFlow gopacket.Flow
 }
 
 func (c *capturer) ts(t time.Time) time.Duration {
@@ -149,6 +156,14 @@ func (c *capturer) emit(r trace.Record) {
 
 // New implements reassembly.StreamFactory.
 func (c *capturer) New(netFlow, tcpFlow gopacket.Flow, tcp *layers.TCP, ac reassembly.AssemblerContext) reassembly.Stream {
+	if !tcp.SYN && len(tcp.Payload) == 0 {
+		// An ACK, FIN or RST of a connection we do not follow (one that
+		// just ended, or began before the capture): nothing to open. Left
+		// as a stream, it would swallow the SYN of the next connection on
+		// the same ports.
+		return nil
+	}
+	netFlow = c.realFlow
 	src, dst := uint16(tcp.SrcPort), uint16(tcp.DstPort)
 	api := slices.Contains(c.o.APIPorts, dst) || slices.Contains(c.o.APIPorts, src)
 	server := c.o.Ports
@@ -162,9 +177,16 @@ func (c *capturer) New(netFlow, tcpFlow gopacket.Flow, tcp *layers.TCP, ac reass
 	}
 	k := newConn(c, api, firstIsClient, !tcp.SYN)
 	k.client, k.server = netFlow.Src().String()+":"+tcpFlow.Src().String(), netFlow.Dst().String()+":"+tcpFlow.Dst().String()
+	k.key = tuple{netFlow, tcpFlow}
 	if !firstIsClient {
 		k.client, k.server = k.server, k.client
+		k.key = tuple{netFlow.Reverse(), tcpFlow.Reverse()}
 	}
+	if tcp.SYN && !tcp.ACK {
+		k.isn, k.sawSYN = tcp.Seq, true
+	}
+	k.gen = c.gens[k.key]
+	c.live[k.key] = k
 	if tcp.SYN {
 		k.open(c.ts(ac.GetCaptureInfo().Timestamp))
 	}
@@ -186,7 +208,7 @@ func Run(ctx context.Context, src Source, create func(start time.Time) (RecordWr
 	if o.Scrub == nil && !o.Raw {
 		return Counters{}, ErrRawNeedsScrubber
 	}
-	c := &capturer{o: o}
+	c := &capturer{o: o, live: map[tuple]*conn{}, gens: map[tuple]uint32{}}
 	c.counters.Drops = map[string]uint64{}
 	pool := reassembly.NewStreamPool(c)
 	asm := reassembly.NewAssembler(pool)
@@ -254,7 +276,7 @@ func Run(ctx context.Context, src Source, create func(start time.Time) (RecordWr
 				c.counters.Drops["snaplen"]++
 			}
 			actx := assemblerContext(ci)
-			asm.AssembleWithContext(flow, tcp, &actx)
+			asm.AssembleWithContext(c.reuse(flow, tcp, now), tcp, &actx)
 		}
 		if srcErr != nil {
 			break

@@ -21,6 +21,10 @@ import (
 type conn struct {
 	c             *capturer
 	id            trace.ConnID // 0 until opened
+	key           tuple        // client → server
+	gen           uint32       // how often the 4-tuple was reused before
+	isn           uint32       // the client's SYN, when seen
+	sawSYN        bool
 	mid           bool         // began before the capture
 	client        string
 	server        string
@@ -174,6 +178,10 @@ func (k *conn) ReassembledSG(sg reassembly.ScatterGather, _ reassembly.Assembler
 }
 
 func (k *conn) ReassemblyComplete(_ reassembly.AssemblerContext) bool {
+	// The assembler lets go of the stream: its tuple is free again.
+	if k.c.live[k.key] == k {
+		delete(k.c.live, k.key)
+	}
 	switch {
 	case k.rst:
 		k.finish(trace.CloseRST, k.rstTS)
