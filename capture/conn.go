@@ -25,7 +25,7 @@ type conn struct {
 	gen           uint32       // how often the 4-tuple was reused before
 	isn           uint32       // the client's SYN, when seen
 	sawSYN        bool
-	mid           bool         // began before the capture
+	mid           bool // began before the capture
 	client        string
 	server        string
 	api           bool // the proxy's REST API: only route events are kept
