@@ -133,3 +133,23 @@ func TestNothingVerbatimOutsideTheClosedSets(t *testing.T) {
 	p, _ := a.Target("/user/bob/files/report.secretword/data.CSV")
 	assert.Regexp(t, `^/user/u-[0-9a-f]{8}/files/p-[0-9a-f]{8}/p-[0-9a-f]{8}\.csv$`, p, "extensions from the list only")
 }
+
+func TestVerifyFindsNamesAsJupyterHubKeepsThem(t *testing.T) {
+	v := NewVerifier([]string{"Hevej.Gisiso", "Ruruc Ramivop@kubo26.edu"})
+	v.Check(&trace.HTTP{Req: trace.Request{Method: "GET", Target: "/user/hevej.gisiso/lab"}})
+	v.Check(&trace.Route{Op: trace.RouteAdd, Path: "/user/p-1a2b3c4d.ramivop/"})
+	v.Check(&trace.Route{Op: trace.RouteAdd, Path: "/user/u-1a2b3c4d/"})
+	require.Len(t, v.Findings, 2, "%v", v.Findings)
+	assert.Equal(t, int64(1), v.Findings[0].Record)
+	assert.Equal(t, "listed secret 1", v.Findings[0].What, "a name listed in mixed case is found lower-cased")
+	assert.Equal(t, int64(2), v.Findings[1].Record)
+	assert.Equal(t, "part of listed secret 2 (7 characters)", v.Findings[1].What, "a surviving surname is found")
+	assert.NotContains(t, v.Findings[1].Sample, "ramivop", "the finding does not print it")
+}
+
+func TestVerifyFailsClosedOnARecordItCannotRead(t *testing.T) {
+	v := NewVerifier(nil)
+	v.Check(&trace.Route{Op: trace.RouteAdd, Path: "/user/x/", Data: json.RawMessage(`{"user":`)})
+	require.Len(t, v.Findings, 1)
+	assert.Equal(t, "could not be checked", v.Findings[0].What)
+}

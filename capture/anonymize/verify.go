@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/hubreplay/hubreplay/trace"
@@ -107,41 +108,72 @@ func ReadSecrets(path string) ([]string, error) {
 	return out, nil
 }
 
-// needle is one secret in the forms it may take in a trace.
+// needle is one secret, or a part of one, in the forms it may take in a
+// trace. Forms are matched case-insensitively (JupyterHub lower-cases user
+// names), but for base64, whose case is its content.
 type needle struct {
 	n     int
+	part  string // the part of secret n, or "" for the whole
 	forms []string
+	b64   []string
 }
+
+// minPart is the shortest part of a listed name that is looked for alone:
+// a surname that survives when the given name did not.
+const minPart = 4
 
 func needles(secrets []string) []needle {
 	var out []needle
 	for i, s := range secrets {
-		forms := []string{s}
-		for _, f := range []string{url.QueryEscape(s), url.PathEscape(s)} {
-			if f != s {
-				forms = append(forms, f)
+		whole := needle{n: i + 1, forms: textForms(s)}
+		for _, v := range []string{s, strings.ToLower(s)} {
+			// Base64 at each of three alignments, without the edge characters
+			// that depend on the neighbouring bytes (Basic auth, encoded JSON).
+			for shift := range 3 {
+				enc := base64.StdEncoding.EncodeToString(append(make([]byte, shift), v...))
+				enc = strings.TrimRight(enc, "=")
+				lo, hi := (shift*4+2)/3+1, len(enc)-1
+				if hi-lo >= 6 {
+					whole.b64 = append(whole.b64, enc[lo:hi])
+				}
 			}
 		}
-		// Base64 at each of three alignments, without the edge characters
-		// that depend on the neighbouring bytes (Basic auth, encoded JSON).
-		for shift := range 3 {
-			enc := base64.StdEncoding.EncodeToString(append(make([]byte, shift), s...))
-			enc = strings.TrimRight(enc, "=")
-			lo, hi := (shift*4+2)/3+1, len(enc)-1
-			if hi-lo >= 6 {
-				forms = append(forms, enc[lo:hi])
+		out = append(out, whole)
+		seen := map[string]bool{strings.ToLower(s): true}
+		for _, p := range strings.FieldsFunc(s, func(r rune) bool { return r == '.' || r == '@' || r == ' ' }) {
+			l := strings.ToLower(p)
+			// A part that is one of the words a trace keeps by design (an
+			// extension, a Jupyter API word) is no evidence of a leak.
+			if len([]rune(p)) < minPart || seen[l] || extensions[l] || defaultWords.has(l) {
+				continue
 			}
+			seen[strings.ToLower(p)] = true
+			out = append(out, needle{n: i + 1, part: p, forms: textForms(p)})
 		}
-		out = append(out, needle{n: i + 1, forms: forms})
 	}
 	return out
+}
+
+var defaultWords = newMatcher(DefaultRules().KeepWords)
+
+// textForms are the lower-cased ways s is written in URLs, cookie names
+// and host names.
+func textForms(s string) []string {
+	l := strings.ToLower(s)
+	forms := []string{l}
+	for _, f := range []string{url.QueryEscape(l), url.PathEscape(l), strings.ReplaceAll(url.PathEscape(l), "%", "_")} {
+		if !slices.Contains(forms, strings.ToLower(f)) {
+			forms = append(forms, strings.ToLower(f))
+		}
+	}
+	return forms
 }
 
 // Verifier scans records for listed secrets and token-shaped values.
 type Verifier struct {
 	needles  []needle
 	Findings []Finding
-	// Max bounds the findings kept; Count counts them all.
+	// Max bounds the findings kept (negative: no bound); Count counts them all.
 	Max   int
 	Count int64
 	rec   int64
@@ -154,6 +186,14 @@ func NewVerifier(secrets []string) *Verifier {
 
 // Records returns how many records were checked.
 func (v *Verifier) Records() int64 { return v.rec }
+
+// Verify scans a whole trace into v.
+func (v *Verifier) Verify(ctx context.Context, r *trace.Reader, progress func(int64)) error {
+	return r.Each(ctx, progress, func(rec trace.Record) error {
+		v.Check(rec)
+		return nil
+	})
+}
 
 // Verify scans a whole trace.
 func Verify(ctx context.Context, r *trace.Reader, secrets []string, progress func(int64)) (*Verifier, error) {
@@ -170,11 +210,13 @@ func Verify(ctx context.Context, r *trace.Reader, secrets []string, progress fun
 func (v *Verifier) Check(rec trace.Record) {
 	v.rec++
 	line, err := trace.AppendJSON(nil, rec)
-	if err != nil {
-		return
-	}
 	var doc any
-	if json.Unmarshal(line, &doc) != nil {
+	if err == nil {
+		err = json.Unmarshal(line, &doc)
+	}
+	if err != nil {
+		// A record verify cannot read is not a record it has cleared.
+		v.add(Finding{Record: v.rec, Type: rec.Type(), Field: "(record)", What: "could not be checked", Sample: fmt.Sprintf("%q", err.Error())})
 		return
 	}
 	v.walk(rec.Type(), "", doc)
@@ -206,13 +248,40 @@ func (v *Verifier) walk(typ trace.Type, path string, x any) {
 }
 
 func (v *Verifier) scan(typ trace.Type, field, s string) {
+	lower := strings.ToLower(s)
+	if len(lower) != len(s) {
+		// Case folding changed byte lengths: positions are lost, the
+		// finding is not.
+		s = lower
+	}
+	whole := map[int]bool{} // a secret found whole needs no finding for its parts
 	for _, n := range v.needles {
+		if n.part != "" && whole[n.n] {
+			continue
+		}
+		i, size := -1, 0
 		for _, f := range n.forms {
-			if i := strings.Index(s, f); i >= 0 {
-				v.add(Finding{Record: v.rec, Type: typ, Field: field, What: fmt.Sprintf("listed secret %d", n.n), Sample: mask(s, i, len(f))})
+			if i = strings.Index(lower, f); i >= 0 {
+				size = len(f)
 				break
 			}
 		}
+		for _, f := range n.b64 {
+			if i < 0 {
+				if i = strings.Index(s, f); i >= 0 {
+					size = len(f)
+				}
+			}
+		}
+		if i < 0 {
+			continue
+		}
+		whole[n.n] = n.part == ""
+		what := fmt.Sprintf("listed secret %d", n.n)
+		if n.part != "" {
+			what = fmt.Sprintf("part of listed secret %d (%d characters)", n.n, len(n.part))
+		}
+		v.add(Finding{Record: v.rec, Type: typ, Field: field, What: what, Sample: mask(s, i, size)})
 	}
 	if LooksSecret(s) {
 		i, n := shapeAt(s)
@@ -244,7 +313,7 @@ func mask(s string, i, n int) string {
 
 func (v *Verifier) add(f Finding) {
 	v.Count++
-	if len(v.Findings) < v.Max {
+	if v.Max < 0 || len(v.Findings) < v.Max {
 		v.Findings = append(v.Findings, f)
 	}
 }

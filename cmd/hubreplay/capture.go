@@ -23,6 +23,7 @@ import (
 func newCaptureCmd() *cobra.Command {
 	var (
 		pcap, iface, out, keyFile, rulesFile, note, maxSize string
+		sourceName, baseURL, subdomainHost                  string
 		ports, apiPorts                                     []uint
 		raw, force                                          bool
 		maxDuration                                         time.Duration
@@ -48,6 +49,14 @@ Authorization, _xsrf, client addresses and X-Forwarded-* are removed or
 replaced, file names and ids in paths become pseudonyms, bodies keep only
 their size, and WebSocket payloads keep their size and Jupyter message
 structure (msg_type, channel, msg_id pseudonyms) but no code or output.
+User names are found wherever JupyterHub puts them: in paths under the base
+URL (--base-url, or learned from the routes API), on subdomains
+(--subdomain-host, or learned from host routes), in /hub/api/users/NAME,
+route data, cookie names, OAuth client ids, kernel message headers, Referer
+and Location; each user has one pseudonym everywhere, whatever the case or
+escaping. Only values from closed sets (methods, known header names, status
+codes, Jupyter's API words, message types and channels, static asset paths)
+are kept verbatim; README's threat model lists them field by field.
 The key is random for each capture unless --anon-key-file gives one (then
 the same user has the same pseudonym in several captures); it is never
 written to the trace. --anon-rules FILE (YAML) changes what is kept; see
@@ -94,16 +103,29 @@ code and file contents. Use it only on test systems.`,
 						return err
 					}
 				}
+				if cmd.Flags().Changed("base-url") {
+					rules.BaseURL = baseURL
+				}
+				if cmd.Flags().Changed("subdomain-host") {
+					rules.SubdomainHost = subdomainHost
+				}
 				if o.Scrub, err = anonymize.New(key, rules); err != nil {
 					return err
 				}
 			}
 
 			var src capture.Source
+			// The header names where the records came from, but never a
+			// capture file's name: operators name them after the hub.
+			source := "pcap"
 			if pcap != "" {
 				src, err = capture.OpenFile(pcap)
 			} else {
 				src, err = capture.OpenLive(iface, append(o.Ports, o.APIPorts...))
+				source = "iface:" + iface
+			}
+			if sourceName != "" {
+				source = sourceName
 			}
 			if err != nil {
 				return err
@@ -125,7 +147,7 @@ code and file contents. Use it only on test systems.`,
 				}
 			}
 			counters, runErr := capture.Run(ctx, src, func(start time.Time) (capture.RecordWriter, error) {
-				h := trace.Header{Format: trace.FormatName, Version: trace.Version, Start: start, Source: src.Name(),
+				h := trace.Header{Format: trace.FormatName, Version: trace.Version, Start: start, Source: source,
 					Anon: anon, Tool: version.Tool(), Note: note}
 				var err error
 				w, err = trace.Create(out, h, &trace.WriterOptions{Overwrite: force})
@@ -172,6 +194,9 @@ code and file contents. Use it only on test systems.`,
 	f.StringVar(&maxSize, "max-size", "", "stop when the trace file reaches this size, e.g. 2GB")
 	f.BoolVar(&force, "force", false, "replace the output file if it exists")
 	f.StringVar(&note, "note", "", "free text kept in the trace header, e.g. \"Monday lecture peak\"")
+	f.StringVar(&sourceName, "source-name", "", "what the trace header says the records came from (default \"pcap\" or \"iface:NAME\": never the capture file's name)")
+	f.StringVar(&baseURL, "base-url", "", "the hub's c.JupyterHub.base_url (z2jh: hub.baseUrl), e.g. /jhub/; learned from the routes API when not given")
+	f.StringVar(&subdomainHost, "subdomain-host", "", "the hub's c.JupyterHub.subdomain_host, when users are on subdomains; learned from host routes when not given")
 	return cmd
 }
 

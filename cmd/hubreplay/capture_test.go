@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -52,9 +53,9 @@ func TestCaptureAndVerify(t *testing.T) {
 	require.Equal(t, 0, r.code, r.stderr)
 	assert.Regexp(t, `wrote .*peak.trace: \d+ records from \d+ packets over .*: 15 HTTP exchanges, 23 WebSocket frames, 0 route events, 0 gaps`, r.stderr)
 	h, recs := readAll(t, out)
-	assert.Equal(t, "pcap:peak.pcap", h.Source)
+	assert.Equal(t, "pcap", h.Source, "the capture file's name (operators name it after the hub) is not kept")
 	assert.Equal(t, "test peak", h.Note)
-	assert.Equal(t, "hmac-sha256/v1", h.Anon.Scheme)
+	assert.Equal(t, "hmac-sha256/v2", h.Anon.Scheme)
 	assert.False(t, h.Anon.Raw)
 	assert.IsType(t, &trace.Stats{}, recs[len(recs)-1], "the capture's counters close the trace")
 
@@ -77,6 +78,21 @@ func TestCaptureAndVerify(t *testing.T) {
 	for _, s := range testenv.WireSecrets[:4] {
 		assert.NotContains(t, r.stdout, s, "verify does not print the secrets it finds")
 	}
+	r = hubreplay(t, nil, "verify", raw, "--secrets", secrets, "--show", "all")
+	assert.Equal(t, 1, r.code)
+	assert.NotContains(t, r.stdout, "... and ", "--show all prints every finding")
+	m := regexp.MustCompile(`: (\d+) findings in`).FindStringSubmatch(r.stdout)
+	require.NotNil(t, m, r.stdout)
+	assert.Equal(t, m[1], strconv.Itoa(strings.Count(r.stdout, "\nrecord ")+1), "one line per finding, and their count")
+	r = hubreplay(t, nil, "verify", raw, "--show", "some")
+	assert.Equal(t, 2, r.code, "a usage error")
+
+	// The operator may name the source; the trace then says that.
+	named := filepath.Join(dir, "named.trace")
+	r = hubreplay(t, nil, "capture", "--pcap", pcap, "--port", p, "-o", named, "--source-name", "monday lecture")
+	require.Equal(t, 0, r.code, r.stderr)
+	h, _ = readAll(t, named)
+	assert.Equal(t, "monday lecture", h.Source)
 
 	// The same key gives the same pseudonyms in two captures.
 	key := filepath.Join(dir, "key")

@@ -42,7 +42,7 @@ func command(args ...string) *exec.Cmd {
 	return cmd
 }
 
-// ticker sends numbered requests (…?n=N) to a JupyterHub-like server on
+// ticker sends numbered requests (…?_=N, a cache-busting counter as browsers send) to a JupyterHub-like server on
 // one keep-alive connection until stopped, and remembers when each answer
 // had fully arrived.
 type ticker struct {
@@ -63,7 +63,7 @@ func startTicker(t *testing.T, addr string, gap time.Duration) *ticker {
 				return
 			case <-time.After(gap):
 			}
-			resp, err := client.Get(fmt.Sprintf("http://%s/user/x/api/contents?size=300&n=%d", addr, n))
+			resp, err := client.Get(fmt.Sprintf("http://%s/user/x/api/contents?size=300&_=%d", addr, n))
 			if err != nil {
 				continue
 			}
@@ -101,8 +101,8 @@ func captured(t *testing.T, path string) (map[int]bool, error) {
 	seen := map[int]bool{}
 	err = r.Each(context.Background(), nil, func(rec trace.Record) error {
 		if h, ok := rec.(*trace.HTTP); ok {
-			if u, err := url.Parse(h.Req.Target); err == nil && u.Query().Get("n") != "" {
-				n, _ := strconv.Atoi(u.Query().Get("n"))
+			if u, err := url.Parse(h.Req.Target); err == nil && u.Query().Get("_") != "" {
+				n, _ := strconv.Atoi(u.Query().Get("_"))
 				seen[n] = true
 			}
 		}

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"strconv"
 
 	"github.com/spf13/cobra"
 
@@ -13,23 +14,37 @@ import (
 var errLeaks = errors.New("the trace is not safe to share")
 
 func newVerifyCmd() *cobra.Command {
-	var secretsFile string
-	var show int
+	var secretsFile, show string
 	cmd := &cobra.Command{
 		Use:   "verify TRACE [--secrets FILE]",
 		Short: "Check that a trace holds no secrets before it is shared",
 		Long: `verify reads every record of a trace, payloads and bodies decoded, and looks
 for the secrets listed in --secrets FILE (one per line: API tokens, cookie
 values, passwords, user names, IP addresses, bits of code... also found
-URL-encoded or base64'd) and for anything shaped like a token or a cookie
-value: tornado-signed values (jupyterhub-hub-login, _xsrf), JWTs, runs of 32+
-hex digits, long random-looking base64.
+URL-encoded, base64'd or as a JupyterHub host label) and for anything shaped
+like a token or a cookie value: tornado-signed values (jupyterhub-hub-login,
+_xsrf), JWTs, runs of 32+ hex digits, long random-looking base64.
+
+Listed secrets are matched whatever their case (JupyterHub lower-cases user
+names), and each part of a listed name (split at dots, @ and spaces, 4
+characters or more) is looked for alone: list whole names, and a surname
+that survived is found too. A record verify cannot read counts as a finding:
+it never clears what it could not check.
 
 It exits 0 when it finds nothing, 1 when it finds something (each finding
 names the record and field, with the secret masked) or cannot read the trace.`,
-		Example: `  hubreplay verify peak.trace --secrets known-secrets.txt`,
+		Example: `  hubreplay verify peak.trace --secrets known-secrets.txt
+  hubreplay verify peak.trace --secrets students.txt --show all`,
 		Args:    exactArgs(1, "a trace file"),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			limit := -1
+			if show != "all" {
+				n, err := strconv.Atoi(show)
+				if err != nil || n < 0 {
+					return usageError{fmt.Errorf("--show takes a number of findings or 'all', not %q", show)}
+				}
+				limit = n
+			}
 			var secrets []string
 			if secretsFile != "" {
 				var err error
@@ -43,17 +58,16 @@ names the record and field, with the secret masked) or cannot read the trace.`,
 			}
 			defer r.Close()
 			p := newProgress(cmd.ErrOrStderr(), args[0], "verifying "+args[0])
-			v, err := anonymize.Verify(cmd.Context(), r, secrets, p.update)
+			v := anonymize.NewVerifier(secrets)
+			v.Max = limit
+			err = v.Verify(cmd.Context(), r, p.update)
 			p.done()
 			out := cmd.OutOrStdout()
-			for i, f := range v.Findings {
-				if i == show {
-					break
-				}
+			for _, f := range v.Findings {
 				fmt.Fprintln(out, f)
 			}
-			if v.Count > int64(show) {
-				fmt.Fprintf(out, "... and %d more\n", v.Count-int64(show))
+			if n := v.Count - int64(len(v.Findings)); n > 0 {
+				fmt.Fprintf(out, "... and %d more (--show all prints every one)\n", n)
 			}
 			if err != nil {
 				return err
@@ -70,6 +84,6 @@ names the record and field, with the secret masked) or cannot read the trace.`,
 		},
 	}
 	cmd.Flags().StringVar(&secretsFile, "secrets", "", "file of known secrets, one per line (# comments)")
-	cmd.Flags().IntVar(&show, "show", 50, "findings to print")
+	cmd.Flags().StringVar(&show, "show", "50", "findings to print: a number, or 'all'")
 	return cmd
 }
