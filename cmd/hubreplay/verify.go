@@ -35,7 +35,7 @@ It exits 0 when it finds nothing, 1 when it finds something (each finding
 names the record and field, with the secret masked) or cannot read the trace.`,
 		Example: `  hubreplay verify peak.trace --secrets known-secrets.txt
   hubreplay verify peak.trace --secrets students.txt --show all`,
-		Args:    exactArgs(1, "a trace file"),
+		Args: exactArgs(1, "a trace file"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			limit := -1
 			if show != "all" {
