@@ -20,14 +20,28 @@ import (
 	"time"
 )
 
-// Need skips the test unless the named program is on PATH.
+// Need skips the test unless the named program is on PATH. Where it must
+// be there (HUBREPLAY_TEST_REQUIRE lists it, or says "all"; .ci/run sets
+// it), its absence fails the test instead.
 func Need(t testing.TB, program string) string {
 	t.Helper()
 	p, err := exec.LookPath(program)
 	if err != nil {
+		if required(program) {
+			t.Fatalf("%s is not installed, and HUBREPLAY_TEST_REQUIRE says it must be: %v", program, err)
+		}
 		t.Skipf("%s is not installed (.ci/run installs it): %v", program, err)
 	}
 	return p
+}
+
+func required(program string) bool {
+	for _, p := range strings.FieldsFunc(os.Getenv("HUBREPLAY_TEST_REQUIRE"), func(r rune) bool { return r == ',' || r == ' ' }) {
+		if p == program || p == "all" {
+			return true
+		}
+	}
+	return false
 }
 
 // Dump is a running tcpdump.
