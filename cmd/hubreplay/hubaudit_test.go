@@ -96,7 +96,9 @@ type hubUser struct{ typed, name string }
 func (u hubUser) escaped() string { return pyQuote(u.name, "@~") } // JupyterHub's url_escape_path
 
 // label is the user's subdomain label: quote(name).replace('%', '_').lower().
-func (u hubUser) label() string { return strings.ToLower(strings.ReplaceAll(pyQuote(u.name, "/"), "%", "_")) }
+func (u hubUser) label() string {
+	return strings.ToLower(strings.ReplaceAll(pyQuote(u.name, "/"), "%", "_"))
+}
 
 // hubDriver plays the users and the admin tooling of one hub.
 type hubDriver struct {
@@ -358,8 +360,12 @@ func (d *hubDriver) kernel(c *http.Client, u hubUser, id, code string) {
 		b, err := wsutil.ReadServerText(conn)
 		require.NoError(t, err, "waiting for the kernel of %s", u.name)
 		var m struct {
-			Header       struct{ MsgType string `json:"msg_type"` } `json:"header"`
-			ParentHeader struct{ MsgID string `json:"msg_id"` }     `json:"parent_header"`
+			Header struct {
+				MsgType string `json:"msg_type"`
+			} `json:"header"`
+			ParentHeader struct {
+				MsgID string `json:"msg_id"`
+			} `json:"parent_header"`
 		}
 		_ = json.Unmarshal(b, &m)
 		if m.Header.MsgType == "execute_reply" && m.ParentHeader.MsgID == msgID {
