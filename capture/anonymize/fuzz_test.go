@@ -27,6 +27,14 @@ func FuzzAnonymize(f *testing.F) {
 		"http://T:8888/user/T/",
 		"https://hub.example:T/?T",
 		"/user/alice/api/kernels/T/channels?session_id=T",
+		"/jhub/user/T/api/contents/T.csv",
+		"/jhub/hub/api/users/T/servers/T/progress",
+		"/alice.hub.example/user/alice/T/",
+		"/T.hub.example/user/T/",
+		"jupyterhub-user-alice-T-oauth-state=x; jupyterhub-user-T=y; notes-T=z",
+		"/static/viewer.html/file=http://T/user/T/files/T.csv&owner=T",
+		"/user/alice/tree?T&path=T.T",
+		"v1.kernel.websocket.jupyter.org, token.T",
 	} {
 		f.Add(s, "X-Custom")
 	}
