@@ -45,10 +45,12 @@ type Anonymizer struct {
 	keepWords                matcher
 	sum                      []byte
 
-	base      []string // the base URL's segments, decoded
-	baseKnown bool     // given, or learned
-	domain    string   // subdomain_host, given or learned
-	users     map[string]bool
+	base          []string // the base URL's segments, decoded
+	baseKnown     bool     // given, or learned
+	baseGiven     bool     // by the operator: never learned over
+	baseFromRoute bool     // learned from the routes API: requests do not overrule it
+	domain        string   // subdomain_host, given or learned
+	users         map[string]bool
 }
 
 // New returns an Anonymizer keyed with key.

@@ -124,13 +124,22 @@ var hubWords = map[string]bool{"api": true, "login": true, "logout": true, "spaw
 	"admin": true, "health": true, "error": true, "accept-share": true, "metrics": true, "logo": true}
 
 // learnBase takes the base URL from a path when nobody gave one: a route
-// to /PREFIX/user/NAME/ or a request for /PREFIX/hub/WORD.
+// to /PREFIX/user/NAME/ (the hub's own word for it), or, until a route
+// says, a request for /PREFIX/hub/WORD whose prefix names no user.
 func (a *Anonymizer) learnBase(dec []string, route bool) {
-	if a.baseKnown {
+	if a.baseGiven || a.baseFromRoute || a.baseKnown && !route {
 		return
 	}
 	for i := 1; i+1 < len(dec); i++ {
-		if route && dec[i] == "user" && dec[i+1] != "" || dec[i] == "hub" && hubWords[dec[i+1]] {
+		if route && dec[i] == "user" && dec[i+1] != "" {
+			a.setBase(dec[1:i])
+			a.baseFromRoute = true
+			return
+		}
+		if userBefore[dec[i]] || i > 4 {
+			return // a user's own path, not the hub's
+		}
+		if !route && dec[i] == "hub" && hubWords[dec[i+1]] {
 			a.setBase(dec[1:i])
 			return
 		}

@@ -153,3 +153,22 @@ func TestVerifyFailsClosedOnARecordItCannotRead(t *testing.T) {
 	require.Len(t, v.Findings, 1)
 	assert.Equal(t, "could not be checked", v.Findings[0].What)
 }
+
+func TestAUsersOwnPathIsNotTakenForTheBaseURL(t *testing.T) {
+	a := anonWith(t, DefaultRules())
+	u := a.User("alice")
+	// A folder the user named "hub" with "api" in it says nothing of the hub.
+	got, _ := a.Target("/user/alice/files/hub/api/notes.txt")
+	assert.Equal(t, "/user/"+u+"/files/hub/api/"+a.segment("notes.txt"), got)
+	got, user := a.Target("/user/alice/files/data.csv")
+	assert.Equal(t, "/user/"+u+"/files/"+a.segment("data.csv"), got)
+	assert.Equal(t, u, user)
+	// The routes API says where users live, over a guess from requests.
+	a.Record(&trace.HTTP{Req: trace.Request{Method: "GET", Target: "/guess/hub/login"}})
+	a.Record(&trace.Route{Op: trace.RouteAdd, Path: "/jhub/user/bob/"})
+	got, _ = a.Target("/guess/hub/login")
+	assert.Equal(t, "/"+a.segment("guess")+"/hub/login", got)
+	got, user = a.Target("/jhub/user/bob/tree")
+	assert.Equal(t, "/"+a.segment("jhub")+"/user/"+a.User("bob")+"/tree", got)
+	assert.Equal(t, a.User("bob"), user)
+}
