@@ -232,3 +232,23 @@ func TestParseSize(t *testing.T) {
 		assert.Error(t, err, bad)
 	}
 }
+
+// verify finds a name as JupyterHub keeps it (lower-cased) though it was
+// listed as typed at login, and a surname that survived alone.
+func TestVerifyFindsNamesAndTheirParts(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "names.trace")
+	w, err := trace.Create(path, trace.Header{Format: trace.FormatName, Version: trace.Version, Start: time.Now().UTC(), Source: "test"}, nil)
+	require.NoError(t, err)
+	require.NoError(t, w.Write(&trace.HTTP{TS: 1, Conn: 1, Req: trace.Request{Method: "GET", Target: "/user/hevej.gisiso/lab"}}))
+	require.NoError(t, w.Write(&trace.Route{TS: 2, Op: trace.RouteAdd, Path: "/user/p-91a9e6ec.ramivop/"}))
+	require.NoError(t, w.Close())
+	list := filepath.Join(dir, "students.txt")
+	require.NoError(t, os.WriteFile(list, []byte("Hevej.Gisiso\nRuruc Ramivop\n"), 0o600))
+	r := hubreplay(t, nil, "verify", path, "--secrets", list, "--show", "all")
+	assert.Equal(t, 1, r.code)
+	assert.Contains(t, r.stdout, "record 2 (http) req.target: listed secret 1:")
+	assert.Contains(t, r.stdout, "record 3 (route) path: part of listed secret 2 (7 characters):")
+	assert.NotContains(t, r.stdout, "ramivop")
+	assert.Contains(t, r.stdout, "2 findings in 3 records")
+}

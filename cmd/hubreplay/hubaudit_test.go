@@ -520,6 +520,20 @@ func auditHub(t *testing.T, layout string) {
 			pseudonyms[h.User] = true
 		}
 	}
+	// Cookie names and OAuth client ids carry the same pseudonyms.
+	inCookies := 0
+	userInName := regexp.MustCompile(`jupyterhub-user-(u-[0-9a-f]{8})`)
+	for _, rec := range recs {
+		if h, ok := rec.(*trace.HTTP); ok {
+			line, err := trace.AppendJSON(nil, h)
+			require.NoError(t, err)
+			for _, m := range userInName.FindAllStringSubmatch(string(line), -1) {
+				inCookies++
+				assert.True(t, pseudonyms[m[1]], "jupyterhub-user-%s names a user with no requests of their own", m[1])
+			}
+		}
+	}
+	assert.NotZero(t, inCookies, "user cookies and OAuth client ids were captured")
 	routes := 0
 	for _, rec := range recs {
 		if r, ok := rec.(*trace.Route); ok && strings.Contains(r.Path, "/user/") {
