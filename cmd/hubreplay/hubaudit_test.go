@@ -335,19 +335,27 @@ func (d *hubDriver) origin(u hubUser) string {
 	return "http://" + pu.Host
 }
 
+// websocket opens a WebSocket on the user's server as their browser
+// would, with their cookies and Origin.
+func (d *hubDriver) websocket(c *http.Client, u hubUser, path string, protocols ...string) net.Conn {
+	d.t.Helper()
+	dialer := ws.Dialer{NetDial: d.dial, Timeout: 30 * time.Second, Protocols: protocols,
+		Header: ws.HandshakeHeaderHTTP(http.Header{"Cookie": {cookieHeader(c, d.userURL(u, "", ""))}, "Origin": {d.origin(u)}})}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, _, _, err := dialer.Dial(ctx, strings.Replace(d.userURL(u, "", path), "http://", "ws://", 1))
+	require.NoError(d.t, err, "WebSocket %s of %s", path, u.name)
+	_ = conn.SetDeadline(time.Now().Add(60 * time.Second))
+	return conn
+}
+
 // kernel runs code on a kernel over its channels WebSocket and waits for
 // the reply.
 func (d *hubDriver) kernel(c *http.Client, u hubUser, id, code string) {
 	t := d.t
-	wsURL := strings.Replace(d.userURL(u, "", "api/kernels/"+id+"/channels?session_id="+word(8)), "http://", "ws://", 1)
-	dialer := ws.Dialer{NetDial: d.dial, Timeout: 30 * time.Second, Protocols: []string{"v1.kernel.websocket.jupyter.org", "token." + d.s.add("subprotocol token", word(4)+digits(8)+word(8))},
-		Header: ws.HandshakeHeaderHTTP(http.Header{"Cookie": {cookieHeader(c, d.userURL(u, "", ""))}, "Origin": {d.origin(u)}})}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	conn, _, _, err := dialer.Dial(ctx, wsURL)
-	require.NoError(t, err, "kernel channels of %s", u.name)
+	conn := d.websocket(c, u, "api/kernels/"+id+"/channels?session_id="+word(8),
+		"v1.kernel.websocket.jupyter.org", "token."+d.s.add("subprotocol token", word(4)+digits(8)+word(8)))
 	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(60 * time.Second))
 	msgID := word(10)
 	msg, _ := json.Marshal(map[string]any{
 		"header":        map[string]any{"msg_id": msgID, "msg_type": "execute_request", "username": u.name, "session": word(10), "version": "5.3", "date": time.Now().UTC().Format(time.RFC3339Nano)},
@@ -378,15 +386,8 @@ func (d *hubDriver) kernel(c *http.Client, u hubUser, id, code string) {
 // terminal types a secret into a terminal.
 func (d *hubDriver) terminal(c *http.Client, u hubUser, name, secret string) {
 	t := d.t
-	wsURL := strings.Replace(d.userURL(u, "", "terminals/websocket/"+name), "http://", "ws://", 1)
-	dialer := ws.Dialer{NetDial: d.dial, Timeout: 30 * time.Second,
-		Header: ws.HandshakeHeaderHTTP(http.Header{"Cookie": {cookieHeader(c, d.userURL(u, "", ""))}, "Origin": {d.origin(u)}})}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	conn, _, _, err := dialer.Dial(ctx, wsURL)
-	require.NoError(t, err, "terminal of %s", u.name)
+	conn := d.websocket(c, u, "terminals/websocket/"+name)
 	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
 	require.NoError(t, wsutil.WriteClientText(conn, []byte(`["stdin", "export GITHUB_TOKEN=`+secret+`\r"]`)))
 	// The echo comes back as stdout.
 	for range 20 {
