@@ -102,9 +102,10 @@ func (u hubUser) label() string {
 
 // hubDriver plays the users and the admin tooling of one hub.
 type hubDriver struct {
-	t   *testing.T
-	hub *testenv.Hub
-	s   *hubSecrets
+	t        *testing.T
+	hub      *testenv.Hub
+	s        *hubSecrets
+	kernelMu sync.Mutex
 }
 
 // hubURL is a URL on the hub's own host.
@@ -292,12 +293,7 @@ func (d *hubDriver) session(u hubUser, named string, terminal bool) {
 	d.do(c, "GET", d.hubURL("hub/static/viewer.html/file="+d.userURL(u, "", "files/"+folder+"/"+csv)+"&owner="+u.escaped()), "")
 
 	// A kernel, its code and output with secrets, the user in its messages.
-	code, body = d.do(c, "POST", d.userURL(u, "", "api/kernels"), `{"name":"python3"}`, "X-XSRFToken", xsrf, "Content-Type", "application/json")
-	require.Equal(t, 201, code, body)
-	var kernel struct{ ID string }
-	require.NoError(t, json.Unmarshal([]byte(body), &kernel))
-	codeSecret := s.add("kernel code", "KEY_"+word(12))
-	d.kernel(c, u, kernel.ID, fmt.Sprintf("print(%q)", codeSecret))
+	d.kernel(c, u, xsrf, fmt.Sprintf("print(%q)", s.add("kernel code", "KEY_"+word(12))))
 
 	if terminal {
 		code, body = d.do(c, "POST", d.userURL(u, "", "api/terminals"), "", "X-XSRFToken", xsrf)
@@ -337,24 +333,42 @@ func (d *hubDriver) origin(u hubUser) string {
 
 // websocket opens a WebSocket on the user's server as their browser
 // would, with their cookies and Origin.
-func (d *hubDriver) websocket(c *http.Client, u hubUser, path string, protocols ...string) net.Conn {
-	d.t.Helper()
+func (d *hubDriver) websocket(c *http.Client, u hubUser, path string, protocols ...string) (net.Conn, error) {
 	dialer := ws.Dialer{NetDial: d.dial, Timeout: 30 * time.Second, Protocols: protocols,
 		Header: ws.HandshakeHeaderHTTP(http.Header{"Cookie": {cookieHeader(c, d.userURL(u, "", ""))}, "Origin": {d.origin(u)}})}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	conn, _, _, err := dialer.Dial(ctx, strings.Replace(d.userURL(u, "", path), "http://", "ws://", 1))
-	require.NoError(d.t, err, "WebSocket %s of %s", path, u.name)
+	if err != nil {
+		return nil, fmt.Errorf("WebSocket %s of %s: %w", path, u.name, err)
+	}
 	_ = conn.SetDeadline(time.Now().Add(60 * time.Second))
-	return conn
+	return conn, nil
 }
 
 // kernel runs code on a kernel over its channels WebSocket and waits for
 // the reply.
-func (d *hubDriver) kernel(c *http.Client, u hubUser, id, code string) {
+func (d *hubDriver) kernel(c *http.Client, u hubUser, xsrf, code string) {
 	t := d.t
-	conn := d.websocket(c, u, "api/kernels/"+id+"/channels?session_id="+word(8),
-		"v1.kernel.websocket.jupyter.org", "token."+d.s.add("subprotocol token", word(4)+digits(8)+word(8)))
+	var conn net.Conn
+	var err error
+	for try := 0; try < 3 && conn == nil; try++ {
+		// One kernel starts at a time, and one that dies is replaced:
+		// jupyter_client picks free ports, frees them and the kernel binds
+		// them again, and two kernels (or any other test) may collide.
+		d.kernelMu.Lock()
+		status, body := d.do(c, "POST", d.userURL(u, "", "api/kernels"), `{"name":"python3"}`, "X-XSRFToken", xsrf, "Content-Type", "application/json")
+		require.Equal(t, 201, status, body)
+		var kernel struct{ ID string }
+		require.NoError(t, json.Unmarshal([]byte(body), &kernel))
+		conn, err = d.websocket(c, u, "api/kernels/"+kernel.ID+"/channels?session_id="+word(8),
+			"v1.kernel.websocket.jupyter.org", "token."+d.s.add("subprotocol token", word(4)+digits(8)+word(8)))
+		d.kernelMu.Unlock()
+		if err != nil {
+			t.Logf("the kernel of %s did not answer (%v); starting another", u.name, err)
+		}
+	}
+	require.NoError(t, err)
 	defer conn.Close()
 	msgID := word(10)
 	msg, _ := json.Marshal(map[string]any{
@@ -386,7 +400,8 @@ func (d *hubDriver) kernel(c *http.Client, u hubUser, id, code string) {
 // terminal types a secret into a terminal.
 func (d *hubDriver) terminal(c *http.Client, u hubUser, name, secret string) {
 	t := d.t
-	conn := d.websocket(c, u, "terminals/websocket/"+name)
+	conn, err := d.websocket(c, u, "terminals/websocket/"+name)
+	require.NoError(t, err)
 	defer conn.Close()
 	require.NoError(t, wsutil.WriteClientText(conn, []byte(`["stdin", "export GITHUB_TOKEN=`+secret+`\r"]`)))
 	// The echo comes back as stdout.
