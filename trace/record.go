@@ -99,7 +99,7 @@ type Header struct {
 	Format  string        `json:"format"`
 	Version int           `json:"version"`
 	Start   time.Time     `json:"start"`  // wall-clock time of ts 0, UTC
-	Source  string        `json:"source"` // e.g. "pcap:peak.pcap", "iface:eth0", "generate:lecture-peak"
+	Source  string        `json:"source"` // e.g. "pcap", "iface:eth0", "generate:lecture-peak" (never a capture file's name)
 	Anon    Anonymization `json:"anon"`
 	Tool    string        `json:"tool"` // the hubreplay version that wrote the trace
 	Note    string        `json:"note,omitempty"`
