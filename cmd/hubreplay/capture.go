@@ -216,7 +216,9 @@ func portList(ps []uint16) string {
 	return strings.Join(s, ",")
 }
 
-// parseSize reads sizes like 500MB, 2GiB, 1Gi (as Kubernetes writes them), 1048576.
+// parseSize reads sizes like 500MB, 2GiB, 1048576, and as Kubernetes
+// writes them (z2jh's values): 1Gi and 512Mi are binary, 1G and 500M
+// decimal (10^9, 5·10^8).
 func parseSize(s string) (int64, error) {
 	if s == "" {
 		return 0, nil
@@ -224,7 +226,7 @@ func parseSize(s string) (int64, error) {
 	units := []struct {
 		suffix string
 		mult   int64
-	}{{"KIB", 1 << 10}, {"MIB", 1 << 20}, {"GIB", 1 << 30}, {"TIB", 1 << 40}, {"KI", 1 << 10}, {"MI", 1 << 20}, {"GI", 1 << 30}, {"TI", 1 << 40}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12}, {"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"B", 1}}
+	}{{"KIB", 1 << 10}, {"MIB", 1 << 20}, {"GIB", 1 << 30}, {"TIB", 1 << 40}, {"KI", 1 << 10}, {"MI", 1 << 20}, {"GI", 1 << 30}, {"TI", 1 << 40}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12}, {"K", 1e3}, {"M", 1e6}, {"G", 1e9}, {"T", 1e12}, {"B", 1}}
 	u := strings.ToUpper(strings.TrimSpace(s))
 	mult := int64(1)
 	for _, x := range units {

@@ -221,8 +221,9 @@ func TestLiveCaptureStops(t *testing.T) {
 }
 
 func TestParseSize(t *testing.T) {
-	for in, want := range map[string]int64{"": 0, "1048576": 1 << 20, "500MB": 500e6, "2GiB": 2 << 30, "1.5G": 3 << 29, "64k": 64 << 10,
-		"1Gi": 1 << 30, "512Mi": 512 << 20} { // Kubernetes' spelling, as z2jh's values use it
+	for in, want := range map[string]int64{"": 0, "1048576": 1 << 20, "500MB": 500e6, "2GiB": 2 << 30, "64KiB": 64 << 10,
+		// Kubernetes' spelling, as z2jh's values use it: Gi binary, G decimal.
+		"1Gi": 1 << 30, "512Mi": 512 << 20, "1G": 1e9, "1.5G": 1.5e9, "500M": 500e6, "64k": 64e3, "2T": 2e12} {
 		got, err := parseSize(in)
 		require.NoError(t, err, in)
 		assert.Equal(t, want, got, in)

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -37,7 +38,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}
 	fmt.Fprintf(stderr, "hubreplay: %v\n", err)
 	var ue usageError
-	if errors.As(err, &ue) {
+	if errors.As(err, &ue) || strings.HasPrefix(err.Error(), "unknown command ") {
 		return 2
 	}
 	var ee exitError
@@ -85,7 +86,27 @@ and cat work on them, and 'zstd -dc TRACE' shows them to standard tools.`,
 	root.PersistentFlags().BoolVarP(&verbose, "verbose", "v", false, "log what hubreplay is doing to stderr")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(newVersionCmd(), newCaptureCmd(), newVerifyCmd(), newGenerateCmd(), newFixturesCmd(), newProxyCmd(), newReplayCmd(), newResultsCmd(), newCompareCmd(), newReportCmd(), newKindCmd(), newInspectCmd(), newCatCmd(), newSliceCmd())
+	usageArgs(root)
 	return root
+}
+
+// usageArgs makes every command's argument check a usage error (exit
+// status 2): for report and compare, 1 means "regression", which a
+// mistyped command line must never be taken for.
+func usageArgs(c *cobra.Command) {
+	if check := c.Args; check != nil {
+		c.Args = func(cmd *cobra.Command, args []string) error {
+			err := check(cmd, args)
+			var ue usageError
+			if err != nil && !errors.As(err, &ue) {
+				return usageError{fmt.Errorf("%w; see 'hubreplay %s --help'", err, strings.TrimPrefix(cmd.CommandPath(), "hubreplay "))}
+			}
+			return err
+		}
+	}
+	for _, sub := range c.Commands() {
+		usageArgs(sub)
+	}
 }
 
 // exactArgs is cobra.ExactArgs with a usage error that names what is missing.

@@ -247,3 +247,24 @@ func TestSlice(t *testing.T) {
 	assert.Contains(t, r.stderr, "no records in [+3h0m0s, end)")
 	assert.NoFileExists(t, none)
 }
+
+// A command line that does not make sense exits 2 everywhere: for report
+// and compare, 1 means "regression", which CI acts on.
+func TestUsageErrorsExit2(t *testing.T) {
+	for _, args := range [][]string{
+		{"report", "only-one.results"},
+		{"report"},
+		{"results"},
+		{"results", "merge"},
+		{"results", "merge", "a.results"}, // no -o
+		{"compare", "extra"},
+		{"verify"},
+		{"version", "extra"},
+		{"no-such-verb"},
+		{"report", "a.results", "b.results", "--no-such-flag"},
+	} {
+		r := hubreplay(t, nil, args...)
+		assert.Equal(t, 2, r.code, "%v: %s", args, r.stderr)
+		assert.Equal(t, 1, strings.Count(strings.TrimSpace(r.stderr), "\n")+1, "one line: %q", r.stderr)
+	}
+}
