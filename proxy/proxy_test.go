@@ -283,3 +283,29 @@ func TestObtainResolvesRanges(t *testing.T) {
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "npm has no configurable-http-proxy 9")
 }
+
+// A candidate that cannot be started again after a crash has one exit
+// (the crash) and one failed relaunch on record, however often the
+// supervisor tries: more would inflate restarts and the verdict.
+func TestFailedRelaunchIsRecordedOnce(t *testing.T) {
+	p := obtain(t, "chp@4.5.6")
+	// Node behind a link that goes away once the candidate runs.
+	link := filepath.Join(t.TempDir(), "node")
+	require.NoError(t, os.Symlink(p.Path, link))
+	gone := *p
+	gone.Path = link
+	c := start(t, &gone, Options{RestartDelay: 50 * time.Millisecond})
+	require.NoError(t, os.Remove(link))
+	c.Kill()
+	var exits []Exit
+	require.Eventually(t, func() bool {
+		exits = c.Exits()
+		return len(exits) >= 2
+	}, 20*time.Second, 20*time.Millisecond, "the kill and the failed relaunch are recorded")
+	time.Sleep(500 * time.Millisecond) // ten more tries
+	exits = c.Exits()
+	require.Len(t, exits, 2, "%+v", exits)
+	assert.Equal(t, "killed", exits[0].Signal)
+	assert.Contains(t, exits[1].Cause, "start candidate")
+	assert.Equal(t, 1, c.Starts())
+}

@@ -421,20 +421,29 @@ func (c *Candidate) supervise(ctx context.Context) {
 	defer close(c.done)
 	for {
 		c.wait()
-		if ctx.Err() != nil {
-			return
-		}
-		t := time.NewTimer(c.o.RestartDelay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
-		}
-		if err := c.launch(); err != nil {
+		// Relaunch until it starts. A relaunch that fails is recorded once,
+		// not once per try, and never sends us back to wait for the process
+		// that already ended (which recorded its exit again each time).
+		for failed := false; ; {
+			if ctx.Err() != nil {
+				return
+			}
+			t := time.NewTimer(c.o.RestartDelay)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			err := c.launch()
+			if err == nil {
+				break
+			}
 			c.o.Log.Warn("restart candidate", "candidate", c.prog.Spec, "err", err)
-			c.recordExit(-1, "", err.Error())
-			continue
+			if !failed {
+				c.recordExit(-1, "", err.Error())
+				failed = true
+			}
 		}
 		if err := c.waitReady(ctx); err != nil && ctx.Err() == nil {
 			c.o.Log.Warn("restarted candidate not ready", "candidate", c.prog.Spec, "err", err)
