@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/hubreplay/hubreplay/trace"
@@ -274,6 +275,74 @@ func Merge(ctx context.Context, out string, overwrite bool, inputs ...string) (*
 	return MergeAnd(ctx, out, overwrite, nil, inputs...)
 }
 
+// sameRun checks that the inputs are the shards of one run, each once and
+// none missing: the same trace, window, speed, users, jitter, seed and
+// target. Anything else would merge into figures of no run at all.
+func sameRun(all []*Results, inputs []string) error {
+	var first *Run
+	firstIn := ""
+	seen := map[int]string{}
+	count := 0
+	for i, res := range all {
+		if len(res.Runs) == 0 {
+			return fmt.Errorf("merge: %s has no run record: it is not a replay's results, or was cut before its first record", inputs[i])
+		}
+		for _, run := range res.Runs {
+			if first == nil {
+				first, firstIn = run, inputs[i]
+			}
+			if d := runDiff(first, run); d != "" {
+				return fmt.Errorf("merge: %s and %s are results of different runs (%s)", firstIn, inputs[i], d)
+			}
+			sh, err := ParseShard(run.Shard)
+			if err != nil {
+				return fmt.Errorf("merge: %s: %w", inputs[i], err)
+			}
+			if count == 0 {
+				count = sh.Count
+			}
+			if sh.Count != count {
+				return fmt.Errorf("merge: %s is shard %s, %s one of %d shards: results of different runs", inputs[i], run.Shard, firstIn, count)
+			}
+			if prev, ok := seen[sh.Index]; ok {
+				return fmt.Errorf("merge: %s and %s are both shard %s", prev, inputs[i], run.Shard)
+			}
+			seen[sh.Index] = inputs[i]
+		}
+	}
+	var missing []string
+	for i := range count {
+		if _, ok := seen[i]; !ok {
+			missing = append(missing, Shard{i, count}.String())
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("merge: shard %s of this run is missing; merge all %d shards", strings.Join(missing, ", "), count)
+	}
+	return nil
+}
+
+// runDiff names what makes two run records different runs ("" if nothing).
+func runDiff(a, b *Run) string {
+	switch {
+	case a.Trace != b.Trace || !a.TraceStart.Equal(b.TraceStart):
+		return fmt.Sprintf("trace %s against %s", a.Trace, b.Trace)
+	case a.Speed != b.Speed:
+		return fmt.Sprintf("speed %s against %s", SpeedString(a.Speed), SpeedString(b.Speed))
+	case a.Seed != b.Seed:
+		return fmt.Sprintf("seed %d against %d", a.Seed, b.Seed)
+	case a.Users != b.Users:
+		return fmt.Sprintf("users ×%d against ×%d", a.Users, b.Users)
+	case a.From != b.From || a.To != b.To:
+		return "different windows of the trace"
+	case a.Jitter != b.Jitter:
+		return fmt.Sprintf("jitter %s against %s", a.Jitter, b.Jitter)
+	case a.Target != b.Target:
+		return fmt.Sprintf("target %s against %s", a.Target, b.Target)
+	}
+	return ""
+}
+
 // MergeAnd is Merge, and more writes further records into the merged file
 // before its end record (a backend's records of the candidate, say).
 func MergeAnd(ctx context.Context, out string, overwrite bool, more func(RecordWriter) error, inputs ...string) (*Summary, error) {
@@ -288,15 +357,11 @@ func MergeAnd(ctx context.Context, out string, overwrite bool, more func(RecordW
 		}
 		all = append(all, res)
 	}
+	if err := sameRun(all, inputs); err != nil {
+		return nil, err
+	}
 	merged := &Results{Header: all[0].Header}
-	shards := map[string]string{}
-	for i, res := range all {
-		for _, run := range res.Runs {
-			if prev, ok := shards[run.Shard]; ok && run.Shard != "0/1" {
-				return nil, fmt.Errorf("merge: %s and %s are both shard %s", prev, inputs[i], run.Shard)
-			}
-			shards[run.Shard] = inputs[i]
-		}
+	for _, res := range all {
 		merged.Append(res)
 	}
 	slices.SortStableFunc(merged.Requests, func(a, b *Request) int { return cmp.Compare(a.TS, b.TS) })

@@ -69,6 +69,17 @@ func TestShardResultsMerge(t *testing.T) {
 
 	_, err = replay.Merge(context.Background(), filepath.Join(dir, "twice.results"), false, files[0], files[0])
 	assert.ErrorContains(t, err, "both shard 0/3")
+
+	// A missing shard, or a shard of another run, is refused with the reason.
+	_, err = replay.Merge(context.Background(), filepath.Join(dir, "part.results"), false, files[0], files[2])
+	assert.EqualError(t, err, "merge: shard 1/3 of this run is missing; merge all 3 shards")
+	other := filepath.Join(dir, "other.results")
+	replayTo(t, target, plan(t, path, replay.Options{Speed: 0, Seed: 99, Shard: replay.Shard{Index: 1, Count: 3}}), other)
+	_, err = replay.Merge(context.Background(), filepath.Join(dir, "mixed.results"), false, files[0], other, files[2])
+	assert.ErrorContains(t, err, "are results of different runs (seed")
+	for _, name := range []string{"part.results", "mixed.results"} {
+		assert.NoFileExists(t, filepath.Join(dir, name), "nothing is written")
+	}
 }
 
 // A results file cut short (a replay killed mid-run) reads up to the cut,
