@@ -264,8 +264,9 @@ func TestVerdict(t *testing.T) {
 		assert.Equal(t, "A'", same.B().Role)
 		assert.Empty(t, same.Diff, "A answered as A did")
 		for _, c := range same.Verdict.Checks {
-			assert.True(t, c.Pass, "%s: %s", c.Name, c.Why)
+			assert.Contains(t, []compare.Class{compare.Same, compare.NotApplicable}, c.Class, "A against A is neither worse nor better: %s: %s", c.Name, c.Why)
 		}
+		assert.True(t, strings.HasPrefix(same.Headline(), "SAME: "), same.Headline())
 	})
 
 	t.Run("503 for one request in twenty", func(t *testing.T) {
@@ -287,6 +288,18 @@ func TestVerdict(t *testing.T) {
 		require.NoError(t, rep.WriteMarkdown(&md))
 		assert.Contains(t, md.String(), "## ❌")
 		assert.Contains(t, md.String(), "of requests failed")
+
+		// The mirror: the faulty proxy as A, the healthy one as B.
+		o.A, o.B = toy("--fail-503", "0.05"), toy()
+		mirror, err := compare.Analyze(context.Background(), compare.DefaultThresholds(), run(t, o)...)
+		require.NoError(t, err)
+		assert.False(t, mirror.Verdict.Regression, "%v", mirror.Verdict.Reasons)
+		require.NotEmpty(t, mirror.Verdict.Better)
+		assert.Contains(t, mirror.Verdict.Better[0], "failed requests")
+		assert.True(t, strings.HasPrefix(mirror.Headline(), "BETTER: "), mirror.Headline())
+		md.Reset()
+		require.NoError(t, mirror.WriteMarkdown(&md))
+		assert.Contains(t, md.String(), "**Better** — B is better than A:")
 	})
 
 	t.Run("slow and leaking memory", func(t *testing.T) {

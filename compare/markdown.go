@@ -14,23 +14,48 @@ import (
 func (r *Report) WriteMarkdown(w io.Writer) error {
 	var b strings.Builder
 	icon := "✅"
-	if r.Verdict.Regression {
+	switch {
+	case r.Verdict.Regression:
 		icon = "❌"
+	case r.Verdict.Unanswered:
+		icon = "⚠️"
 	}
 	fmt.Fprintf(&b, "## %s hubreplay compare: %s vs %s\n\n", icon, mdEscape(r.A().Spec), mdEscape(r.B().Spec))
-	fmt.Fprintf(&b, "Trace `%s` at %s, %d× users, seed %d.\n\n", r.Trace, replay.SpeedString(r.Speed), r.Users, r.Seed)
-	if r.Verdict.Regression {
-		b.WriteString("**Regression** — B is worse than A:\n\n")
-		for _, why := range r.Verdict.Reasons {
-			fmt.Fprintf(&b, "- %s\n", mdEscape(why))
+	list := func(title string, items []string) {
+		if len(items) == 0 {
+			return
 		}
-	} else {
-		b.WriteString("**No regression**: B is no worse than A within the thresholds")
-		if len(r.Noise()) > 0 {
-			b.WriteString(" and the noise between A's runs")
+		b.WriteString(title + "\n\n")
+		for _, it := range items {
+			fmt.Fprintf(&b, "- %s\n", mdEscape(it))
 		}
-		b.WriteString(".\n")
+		b.WriteString("\n")
 	}
+	v := r.Verdict
+	switch {
+	case v.Regression:
+		list("**Regression** — B is worse than A:", v.Reasons)
+		list("B did better on:", v.Better)
+	case v.Unanswered:
+		list("**No answer** — checks in force could not be measured, so B cannot be judged against A:", v.Unmeasured)
+	case len(v.Better) > 0:
+		list("**Better** — B is better than A:", v.Better)
+	default:
+		fmt.Fprintf(&b, "**Same** — B is neither worse nor better than A within %s.\n\n", r.within())
+	}
+	if !v.Regression && !v.Unanswered {
+		fmt.Fprintf(&b, "The same on: %s.\n\n", r.sameOn())
+	}
+	var other []string
+	for _, c := range v.Checks {
+		if c.Class == NotApplicable || c.Class == Off || c.Class == Unmeasured && v.Regression {
+			other = append(other, fmt.Sprintf("%s: %s", c.Name, c.Class))
+		}
+	}
+	if len(other) > 0 {
+		fmt.Fprintf(&b, "Not judged: %s.\n\n", strings.Join(other, "; "))
+	}
+	fmt.Fprintf(&b, "Trace `%s` at %s, %d× users, seed %d.\n", r.Trace, replay.SpeedString(r.Speed), r.Users, r.Seed)
 	b.WriteString("\n|   |")
 	for _, f := range r.Runs {
 		fmt.Fprintf(&b, " %s |", mdEscape(runTitle(f)))
@@ -48,6 +73,8 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 		for i, c := range rw.Cells {
 			if i == 1 && rw.Worse {
 				c = "❌ **" + c + "**"
+			} else if i == 1 && rw.Better {
+				c = "✅ " + c
 			}
 			fmt.Fprintf(&b, " %s |", mdEscape(c))
 		}

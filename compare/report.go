@@ -145,11 +145,42 @@ func (r *Report) WriteJSON(w io.Writer) error {
 	return enc.Encode(r)
 }
 
-// Headline is the verdict in one line.
+// Headline is the verdict in one line, both ways: what B did worse, what
+// it did better, or that it could not be judged.
 func (r *Report) Headline() string {
-	a, b := r.A(), r.B()
-	if r.Verdict.Regression {
-		return fmt.Sprintf("REGRESSION: %s is worse than %s — %s", b.Spec, a.Spec, strings.Join(r.Verdict.Reasons, "; "))
+	a, b, v := r.A(), r.B(), r.Verdict
+	switch {
+	case v.Regression:
+		s := fmt.Sprintf("REGRESSION: %s is worse than %s — %s", b.Spec, a.Spec, strings.Join(v.Reasons, "; "))
+		if len(v.Better) > 0 {
+			s += "; better on " + strings.Join(v.Better, "; ")
+		}
+		return s
+	case v.Unanswered:
+		return fmt.Sprintf("NO ANSWER: %s could not be judged against %s — %s", b.Spec, a.Spec, strings.Join(v.Unmeasured, "; "))
+	case len(v.Better) > 0:
+		return fmt.Sprintf("BETTER: %s is better than %s — %s; the same on %s", b.Spec, a.Spec, strings.Join(v.Better, "; "), r.sameOn())
 	}
-	return fmt.Sprintf("OK: %s is no worse than %s on %s (%d requests, %d WebSocket sessions at %s)", b.Spec, a.Spec, r.Trace, b.Requests, b.Sessions, replay.SpeedString(r.Speed))
+	return fmt.Sprintf("SAME: %s is neither worse nor better than %s within %s on %s (%d requests, %d WebSocket sessions at %s)",
+		b.Spec, a.Spec, r.within(), r.sameOn(), b.Requests, b.Sessions, replay.SpeedString(r.Speed))
+}
+
+// within says what "the same" allows for.
+func (r *Report) within() string {
+	if len(r.Noise()) > 0 {
+		return "the thresholds and the noise between A's runs"
+	}
+	return "the thresholds (no noise run measured how far A strays from itself)"
+}
+
+// sameOn names the checks judged the same.
+func (r *Report) sameOn() string {
+	var names []string
+	for _, c := range r.Verdict.Of(Same) {
+		names = append(names, c.Name)
+	}
+	if len(names) == 0 {
+		return "nothing else"
+	}
+	return strings.Join(names, ", ")
 }

@@ -12,20 +12,19 @@ type row struct {
 	Label   string
 	Cells   []string // one per run: A, B, noise runs
 	Worse   bool     // B's cell is a failed check
+	Better  bool     // B's cell is a check B did better on
 }
 
 // rows are the summary table, for the HTML and Markdown reports.
 func (r *Report) rows() []row {
-	failed := map[string]bool{}
+	class := map[string]Class{}
 	for _, c := range r.Verdict.Checks {
-		if !c.Pass {
-			failed[c.Name] = true
-		}
+		class[c.Name] = c.Class
 	}
 	var out []row
 	section := ""
 	add := func(label, check string, cell func(f *Figures) string) {
-		rw := row{Section: section, Label: label, Worse: check != "" && failed[check]}
+		rw := row{Section: section, Label: label, Worse: check != "" && class[check] == Worse, Better: check != "" && class[check] == Better}
 		for _, f := range r.Runs {
 			rw.Cells = append(rw.Cells, cell(f))
 		}

@@ -2,6 +2,7 @@ package compare
 
 import (
 	"fmt"
+	"maps"
 	"math"
 	"time"
 )
@@ -30,6 +31,8 @@ type Thresholds struct {
 	// hang (leave its liveness probe unanswered) for longer than A, with
 	// two seconds' grace.
 	FailOnRestart bool
+	// Off are checks not in force, by name: shown, never judged.
+	Off map[string]bool `json:"off,omitempty"`
 }
 
 // DefaultThresholds are the verdict's defaults.
@@ -38,6 +41,23 @@ func DefaultThresholds() Thresholds {
 		MaxRSSGrowth: 64 << 20, MaxSocketsLeft: 20, FailOnRestart: true}
 }
 
+// Class is how B did on one figure against A.
+type Class string
+
+const (
+	Worse  Class = "worse"  // beyond the threshold and the noise: judged against B
+	Better Class = "better" // beyond them the other way
+	Same   Class = "same"   // within them
+	// Unmeasured: a run lacks the figure (no samples of the proxy). In
+	// force, it leaves the comparison without an answer; never a pass.
+	Unmeasured Class = "not measured"
+	// NotApplicable: neither run had the traffic the figure is about (a
+	// trace without WebSockets).
+	NotApplicable Class = "not applicable"
+	// Off: the check was turned off (--max-…=off, --fail-on-restart=false).
+	Off Class = "not judged"
+)
+
 // Check is one comparison of B with A.
 type Check struct {
 	Name string  `json:"name"`
@@ -45,54 +65,128 @@ type Check struct {
 	A    float64 `json:"a"`
 	B    float64 `json:"b"`
 	// Noise is how far A's runs were apart on this figure (0 without a
-	// noise run); Limit how far above A B may go: the threshold plus the noise.
+	// noise run); Limit how far B may stray from A either way before it is
+	// worse or better: the threshold plus the noise.
 	Noise float64 `json:"noise"`
 	Limit float64 `json:"limit"`
-	Pass  bool    `json:"pass"`
-	// Skipped: a figure the runs lack (no samples, no WebSockets).
-	Skipped bool   `json:"skipped,omitempty"`
-	Why     string `json:"why"`
+	Class Class   `json:"class"`
+	// Pass: not worse (kept for readers of older reports).
+	Pass bool   `json:"pass"`
+	Why  string `json:"why"`
 }
 
-// Verdict is the comparison's outcome.
+// Verdict is the comparison's outcome, both ways.
 type Verdict struct {
-	// Regression: B is worse than A beyond the thresholds and the noise.
-	Regression bool    `json:"regression"`
+	// Regression: B is worse than A beyond the thresholds and the noise on
+	// a check in force.
+	Regression bool `json:"regression"`
+	// Unanswered: a check in force could not be measured; without a
+	// regression the comparison has no answer (exit status 2).
+	Unanswered bool    `json:"unanswered,omitempty"`
 	Checks     []Check `json:"checks"`
-	// Reasons name each failed check in a sentence.
-	Reasons []string `json:"reasons,omitempty"`
+	// Reasons name each check B failed, Better each it did better on,
+	// Unmeasured each check in force that could not be measured.
+	Reasons    []string `json:"reasons,omitempty"`
+	Better     []string `json:"better,omitempty"`
+	Unmeasured []string `json:"unmeasured,omitempty"`
 }
 
-// judge compares B with A (and A's noise runs).
+// Of returns the classes of the checks, by class, for headlines.
+func (v Verdict) Of(c Class) []Check {
+	var out []Check
+	for _, x := range v.Checks {
+		if x.Class == c {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// measure says whether a run has a figure.
+type measure int
+
+const (
+	measured  measure = iota
+	noTraffic         // the run had nothing to measure it on
+	missing           // it should have it, and does not
+)
+
+func have(ok bool) measure {
+	if ok {
+		return measured
+	}
+	return missing
+}
+
+func traffic(n int) measure {
+	if n > 0 {
+		return measured
+	}
+	return noTraffic
+}
+
+// figure is one figure a check compares.
+type figure struct {
+	name, unit string
+	allowed    float64
+	get        func(*Figures) (float64, measure)
+	value      func(float64) string // a value with its unit, for sentences
+	lacks      string               // what a run without the figure lacks
+	worse      func(c Check) string
+}
+
+// judge compares B with A (and A's noise runs), both ways.
 func judge(a, b *Figures, noise []*Figures, th Thresholds) Verdict {
 	var v Verdict
 	// spread is how far A's runs were apart on a figure.
-	spread := func(get func(*Figures) (float64, bool)) float64 {
+	spread := func(get func(*Figures) (float64, measure)) float64 {
 		av, _ := get(a)
 		s := 0.0
 		for _, n := range noise {
-			if nv, ok := get(n); ok {
+			if nv, m := get(n); m == measured {
 				s = math.Max(s, math.Abs(nv-av))
 			}
 		}
 		return s
 	}
-	add := func(name, unit string, allowed float64, get func(*Figures) (float64, bool), why func(c Check) string) {
-		av, aok := get(a)
-		bv, bok := get(b)
-		c := Check{Name: name, Unit: unit, A: av, B: bv}
-		if !aok || !bok {
-			c.Skipped, c.Pass, c.Why = true, true, "not measured in both runs"
-			v.Checks = append(v.Checks, c)
-			return
-		}
-		c.Noise = spread(get)
-		c.Limit = allowed + c.Noise
-		c.Pass = bv-av <= c.Limit
-		c.Why = why(c)
-		if !c.Pass {
-			v.Regression = true
-			v.Reasons = append(v.Reasons, c.Why)
+	add := func(f figure) {
+		av, am := f.get(a)
+		bv, bm := f.get(b)
+		c := Check{Name: f.name, Unit: f.unit, A: av, B: bv, Pass: true}
+		switch {
+		case th.Off[f.name]:
+			c.Class, c.Why = Off, "turned off"
+		case am == noTraffic && bm == noTraffic:
+			c.Class, c.Why = NotApplicable, "neither run had "+f.lacks
+		case am != measured || bm != measured:
+			who := "B"
+			switch {
+			case am != measured && bm != measured:
+				who = "A and B"
+			case am != measured:
+				who = "A"
+			}
+			c.Class = Unmeasured
+			c.Why = fmt.Sprintf("%s: not measured for %s (%s)", f.name, who, f.lacks)
+			v.Unanswered = true
+			v.Unmeasured = append(v.Unmeasured, c.Why)
+		default:
+			c.Noise = spread(f.get)
+			c.Limit = f.allowed + c.Noise
+			switch {
+			case bv-av > c.Limit:
+				c.Class, c.Pass = Worse, false
+				c.Why = f.worse(c)
+				v.Regression = true
+				v.Reasons = append(v.Reasons, c.Why)
+			case av-bv > c.Limit:
+				c.Class = Better
+				c.Why = fmt.Sprintf("%s %s against A's %s", f.name, f.value(bv), f.value(av))
+				v.Better = append(v.Better, c.Why)
+			default:
+				c.Class = Same
+				c.Why = fmt.Sprintf("%s %s against A's %s, within %s", f.name, f.value(bv), f.value(av), f.value(c.Limit))
+			}
 		}
 		v.Checks = append(v.Checks, c)
 	}
@@ -102,43 +196,65 @@ func judge(a, b *Figures, noise []*Figures, th Thresholds) Verdict {
 		}
 		return fmt.Sprintf(", noise between A's runs %.3g", c.Noise)
 	}
+	unit := func(format string) func(float64) string {
+		return func(x float64) string { return fmt.Sprintf(format, x) }
+	}
+	const noSamples = "no samples of the proxy: plain replay results, or a backend that gives none; turn the check off to judge without it"
 
-	p99 := func(f *Figures) (float64, bool) { return float64(f.Latency.P99) / 1000, f.Latency.Count > 0 }
+	p99 := func(f *Figures) (float64, measure) {
+		return float64(f.Latency.P99) / 1000, traffic(int(f.Latency.Count))
+	}
 	ap99, _ := p99(a)
-	add("latency p99", "ms", math.Max(ap99*th.MaxP99Regression, float64(th.MinP99Delta)/float64(time.Millisecond)), p99, func(c Check) string {
-		return fmt.Sprintf("p99 latency %.1f ms against A's %.1f ms (allowed: +%.1f ms%s)", c.B, c.A, c.Limit, noiseNote(c))
-	})
-	add("failed requests", "%", th.MaxErrorRate*100, func(f *Figures) (float64, bool) { return f.ErrorRate * 100, f.Requests > 0 }, func(c Check) string {
-		return fmt.Sprintf("%.2f%% of requests failed against A's %.2f%% (%s; allowed: +%.2f points%s)", c.B, c.A, errorsLine(b), c.Limit, noiseNote(c))
-	})
-	add("WebSocket connects failed", "%", th.MaxWSLoss*100, func(f *Figures) (float64, bool) { return (1 - f.ConnectRate) * 100, f.Sessions > 0 }, func(c Check) string {
-		return fmt.Sprintf("%.2f%% of WebSocket sessions did not connect against A's %.2f%% (allowed: +%.2f points%s)", c.B, c.A, c.Limit, noiseNote(c))
-	})
-	add("WebSocket frames lost", "%", th.MaxWSLoss*100, func(f *Figures) (float64, bool) { return (1 - f.Delivery) * 100, f.FramesWant > 0 }, func(c Check) string {
-		return fmt.Sprintf("%.2f%% of the server's WebSocket frames were not delivered in order against A's %.2f%% (allowed: +%.2f points%s)", c.B, c.A, c.Limit, noiseNote(c))
-	})
-	add("memory kept after idle", "MiB", float64(th.MaxRSSGrowth)/(1<<20), func(f *Figures) (float64, bool) {
-		if f.Proxy == nil {
-			return 0, false
+	add(figure{name: "latency p99", unit: "ms", allowed: math.Max(ap99*th.MaxP99Regression, float64(th.MinP99Delta)/float64(time.Millisecond)),
+		get: p99, value: unit("%.1f ms"), lacks: "answered requests", worse: func(c Check) string {
+			return fmt.Sprintf("p99 latency %.1f ms against A's %.1f ms (allowed: +%.1f ms%s)", c.B, c.A, c.Limit, noiseNote(c))
+		}})
+	add(figure{name: "failed requests", unit: "%", allowed: th.MaxErrorRate * 100,
+		get:   func(f *Figures) (float64, measure) { return f.ErrorRate * 100, traffic(f.Requests) },
+		value: unit("%.2f%%"), lacks: "requests", worse: func(c Check) string {
+			return fmt.Sprintf("%.2f%% of requests failed against A's %.2f%% (%s; allowed: +%.2f points%s)", c.B, c.A, errorsLine(b), c.Limit, noiseNote(c))
+		}})
+	add(figure{name: "WebSocket connects failed", unit: "%", allowed: th.MaxWSLoss * 100,
+		get:   func(f *Figures) (float64, measure) { return (1 - f.ConnectRate) * 100, traffic(f.Sessions) },
+		value: unit("%.2f%%"), lacks: "WebSocket sessions", worse: func(c Check) string {
+			return fmt.Sprintf("%.2f%% of WebSocket sessions did not connect against A's %.2f%% (allowed: +%.2f points%s)", c.B, c.A, c.Limit, noiseNote(c))
+		}})
+	add(figure{name: "WebSocket frames lost", unit: "%", allowed: th.MaxWSLoss * 100,
+		get:   func(f *Figures) (float64, measure) { return (1 - f.Delivery) * 100, traffic(f.FramesWant) },
+		value: unit("%.2f%%"), lacks: "server WebSocket frames", worse: func(c Check) string {
+			return fmt.Sprintf("%.2f%% of the server's WebSocket frames were not delivered in order against A's %.2f%% (allowed: +%.2f points%s)", c.B, c.A, c.Limit, noiseNote(c))
+		}})
+	add(figure{name: "memory kept after idle", unit: "MiB", allowed: float64(th.MaxRSSGrowth) / (1 << 20),
+		get: func(f *Figures) (float64, measure) {
+			if f.Proxy == nil {
+				return 0, missing
+			}
+			return float64(f.Proxy.RSSGrowth) / (1 << 20), measured
+		}, value: unit("%.1f MiB"), lacks: noSamples, worse: func(c Check) string {
+			return fmt.Sprintf("resident memory grew by %.1f MiB over the run and did not come back after idle, against A's %.1f MiB (allowed: +%.1f MiB%s)", c.B, c.A, c.Limit, noiseNote(c))
+		}})
+	add(figure{name: "sockets left open", allowed: float64(th.MaxSocketsLeft),
+		get: func(f *Figures) (float64, measure) {
+			if f.Proxy == nil {
+				return 0, missing
+			}
+			return float64(f.Proxy.SocketsLeft()), measured
+		}, value: unit("%.0f"), lacks: noSamples, worse: func(c Check) string {
+			cw := ""
+			if b.Proxy != nil && b.Proxy.CloseWaitEnd > 0 {
+				cw = fmt.Sprintf(", %d of them in CLOSE_WAIT", b.Proxy.CloseWaitEnd)
+			}
+			return fmt.Sprintf("%.0f sockets left open after the run and idle%s, against A's %.0f (allowed: +%.0f%s): a socket leak", c.B, cw, c.A, c.Limit, noiseNote(c))
+		}})
+	if !th.FailOnRestart {
+		th.Off = maps.Clone(th.Off)
+		if th.Off == nil {
+			th.Off = map[string]bool{}
 		}
-		return float64(f.Proxy.RSSGrowth) / (1 << 20), true
-	}, func(c Check) string {
-		return fmt.Sprintf("resident memory grew by %.1f MiB over the run and did not come back after idle, against A's %.1f MiB (allowed: +%.1f MiB%s)", c.B, c.A, c.Limit, noiseNote(c))
-	})
-	add("sockets left open", "", float64(th.MaxSocketsLeft), func(f *Figures) (float64, bool) {
-		if f.Proxy == nil {
-			return 0, false
-		}
-		return float64(f.Proxy.SocketsLeft()), true
-	}, func(c Check) string {
-		cw := ""
-		if b.Proxy != nil && b.Proxy.CloseWaitEnd > 0 {
-			cw = fmt.Sprintf(", %d of them in CLOSE_WAIT", b.Proxy.CloseWaitEnd)
-		}
-		return fmt.Sprintf("%.0f sockets left open after the run and idle%s, against A's %.0f (allowed: +%.0f%s): a socket leak", c.B, cw, c.A, c.Limit, noiseNote(c))
-	})
-	if th.FailOnRestart {
-		add("restarts", "", 0, func(f *Figures) (float64, bool) { return float64(f.Restarts), true }, func(c Check) string {
+		th.Off["restarts"], th.Off["liveness probe unanswered"] = true, true
+	}
+	add(figure{name: "restarts", get: func(f *Figures) (float64, measure) { return float64(f.Restarts), measured },
+		value: times, worse: func(c Check) string {
 			s := fmt.Sprintf("the candidate exited %s during the run against A's %s", times(c.B), times(c.A))
 			if len(b.Exits) > 0 {
 				s += fmt.Sprintf(" (first: %s at %s of trace time", b.Exits[0].Cause, clock(b.Exits[0].At))
@@ -149,17 +265,17 @@ func judge(a, b *Figures, noise []*Figures, th Thresholds) Verdict {
 				}
 			}
 			return s
-		})
-		add("liveness probe unanswered", "s", 2, func(f *Figures) (float64, bool) {
+		}})
+	add(figure{name: "liveness probe unanswered", unit: "s", allowed: 2,
+		get: func(f *Figures) (float64, measure) {
 			if f.Proxy == nil {
-				return 0, false
+				return 0, missing
 			}
-			return float64(f.Proxy.Unanswered), true
-		}, func(c Check) string {
+			return float64(f.Proxy.Unanswered), measured
+		}, value: unit("%.0f s"), lacks: noSamples, worse: func(c Check) string {
 			return fmt.Sprintf("the candidate did not answer its liveness probe (/_chp_healthz) for about %.0f s from %s of trace time on, against A's %.0f s, while its process ran: it hung (in z2jh the liveness probe would restart it)",
 				c.B, clock(b.Proxy.UnansweredFrom), c.A)
-		})
-	}
+		}})
 	return v
 }
 

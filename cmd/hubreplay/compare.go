@@ -21,9 +21,17 @@ import (
 	"github.com/hubreplay/hubreplay/replay"
 )
 
-const verdictHelp = `Exit status: 0 when B is no worse than A, 1 for a regression (the report
-names why), 2 when the comparison itself failed (a candidate that would not
-start, a damaged trace, a bad command line).
+const verdictHelp = `Every figure is judged both ways: B is worse, better or the same as A
+(beyond or within the threshold and the noise between A's runs), or it was
+not measured. The report's first lines say what B did worse and what it did
+better.
+
+Exit status: 0 when B is no worse than A, 1 for a regression (the report
+names why), 2 when the comparison gave no answer: it failed (a candidate
+that would not start, a damaged trace, a bad command line), or a check in
+force could not be measured (plain replay results hold no samples of the
+proxy: give --max-rss-growth off --max-sockets-left off
+--fail-on-restart=false to judge them without).
 
 B is worse than A when, beyond the thresholds and beyond the noise between
 A's runs (--noise-runs), its p99 latency is higher (--max-p99-regression,
@@ -37,36 +45,58 @@ exited during the run or hung, its liveness probe (/_chp_healthz) unanswered
 
 // verdictFlags are the thresholds, shared by compare and report.
 type verdictFlags struct {
-	p99, errRate, wsLoss, rssGrowth string
-	minP99                          time.Duration
-	socketsLeft                     int
-	failOnRestart                   bool
+	p99, errRate, wsLoss, rssGrowth, socketsLeft string
+	minP99                                       time.Duration
+	failOnRestart                                bool
 }
 
 func (v *verdictFlags) add(f *pflag.FlagSet) {
 	d := compare.DefaultThresholds()
-	f.StringVar(&v.p99, "max-p99-regression", "10%", "how much higher B's p99 latency may be than A's")
+	f.StringVar(&v.p99, "max-p99-regression", "10%", "how much higher B's p99 latency may be than A's ('off': not judged)")
 	f.DurationVar(&v.minP99, "min-p99-delta", d.MinP99Delta, "a p99 difference smaller than this is never a regression")
-	f.StringVar(&v.errRate, "max-error-rate", "0.5%", "how many more of B's requests may fail (percentage points)")
-	f.StringVar(&v.wsLoss, "max-ws-loss", "0.5%", "how many more WebSocket sessions and frames B may lose (percentage points)")
-	f.StringVar(&v.rssGrowth, "max-rss-growth", "64Mi", "how much more memory B may keep after the run and idle")
-	f.IntVar(&v.socketsLeft, "max-sockets-left", d.MaxSocketsLeft, "how many more sockets B may leave open after the run and idle")
+	f.StringVar(&v.errRate, "max-error-rate", "0.5%", "how many more of B's requests may fail, in percentage points ('off': not judged)")
+	f.StringVar(&v.wsLoss, "max-ws-loss", "0.5%", "how many more WebSocket sessions and frames B may lose, in percentage points ('off': not judged)")
+	f.StringVar(&v.rssGrowth, "max-rss-growth", "64Mi", "how much more memory B may keep after the run and idle ('off': not judged)")
+	f.StringVar(&v.socketsLeft, "max-sockets-left", strconv.Itoa(d.MaxSocketsLeft), "how many more sockets B may leave open after the run and idle ('off': not judged)")
 	f.BoolVar(&v.failOnRestart, "fail-on-restart", true, "a B that exits (crash, OOM) more often than A, or hangs, is a regression")
 }
 
 func (v *verdictFlags) thresholds() (compare.Thresholds, error) {
-	th := compare.Thresholds{MinP99Delta: v.minP99, MaxSocketsLeft: v.socketsLeft, FailOnRestart: v.failOnRestart}
+	th := compare.Thresholds{MinP99Delta: v.minP99, FailOnRestart: v.failOnRestart, Off: map[string]bool{}}
 	var err error
+	// "off" takes a check out of force: shown, never judged.
+	off := func(val string, checks ...string) bool {
+		if strings.EqualFold(strings.TrimSpace(val), "off") {
+			for _, c := range checks {
+				th.Off[c] = true
+			}
+			return true
+		}
+		return false
+	}
 	for _, p := range []struct {
 		flag, val string
 		dst       *float64
-	}{{"--max-p99-regression", v.p99, &th.MaxP99Regression}, {"--max-error-rate", v.errRate, &th.MaxErrorRate}, {"--max-ws-loss", v.wsLoss, &th.MaxWSLoss}} {
+		checks    []string
+	}{{"--max-p99-regression", v.p99, &th.MaxP99Regression, []string{"latency p99"}},
+		{"--max-error-rate", v.errRate, &th.MaxErrorRate, []string{"failed requests"}},
+		{"--max-ws-loss", v.wsLoss, &th.MaxWSLoss, []string{"WebSocket connects failed", "WebSocket frames lost"}}} {
+		if off(p.val, p.checks...) {
+			continue
+		}
 		if *p.dst, err = parseShare(p.val); err != nil {
-			return th, usageError{fmt.Errorf("%s: %w", p.flag, err)}
+			return th, usageError{fmt.Errorf("%s: %w (or 'off')", p.flag, err)}
 		}
 	}
-	if th.MaxRSSGrowth, err = parseSize(v.rssGrowth); err != nil {
-		return th, usageError{fmt.Errorf("--max-rss-growth: %w", err)}
+	if !off(v.rssGrowth, "memory kept after idle") {
+		if th.MaxRSSGrowth, err = parseSize(v.rssGrowth); err != nil {
+			return th, usageError{fmt.Errorf("--max-rss-growth: %w (or 'off')", err)}
+		}
+	}
+	if !off(v.socketsLeft, "sockets left open") {
+		if th.MaxSocketsLeft, err = strconv.Atoi(strings.TrimSpace(v.socketsLeft)); err != nil || th.MaxSocketsLeft < 0 {
+			return th, usageError{fmt.Errorf("--max-sockets-left: %q is not a count of sockets (or 'off')", v.socketsLeft)}
+		}
 	}
 	return th, nil
 }
@@ -293,8 +323,11 @@ func writeReports(ctx context.Context, stdout, stderr io.Writer, th compare.Thre
 	}
 	html, _ := filepath.Abs(filepath.Join(dir, "report.html"))
 	fmt.Fprintf(stderr, "\n%s\nreport: %s (also report.md, report.json)\n", rep.Headline(), html)
-	if rep.Verdict.Regression {
+	switch {
+	case rep.Verdict.Regression:
 		return exitError{1, errors.New("regression: " + strings.Join(rep.Verdict.Reasons, "; "))}
+	case rep.Verdict.Unanswered:
+		return exitError{2, errors.New("no answer: " + strings.Join(rep.Verdict.Unmeasured, "; "))}
 	}
 	return nil
 }

@@ -55,14 +55,17 @@ func TestCompareExitStatus(t *testing.T) {
 	// (latency aside: see TestVerdict on p99 under the race detector).
 	r = hubreplay(t, nil, "report", filepath.Join(out, "A.results"), filepath.Join(out, "A-noise.results"), "--min-p99-delta", "1s", "-o", filepath.Join(dir, "same"))
 	assert.Equal(t, 0, r.code, r.stderr)
-	assert.Contains(t, r.stderr, "OK: ")
+	assert.Contains(t, r.stderr, "SAME: ")
 	assert.FileExists(t, filepath.Join(dir, "same", "report.html"))
 
 	// The same regression, judged again with looser failure thresholds,
 	// passes (latency aside, as above: the 503s are what is re-judged).
 	r = hubreplay(t, nil, "report", filepath.Join(out, "A.results"), filepath.Join(out, "B.results"), "--max-error-rate", "20%", "--max-ws-loss", "20%",
-		"--min-p99-delta", "1s", "-o", filepath.Join(dir, "loose"))
+		"--min-p99-delta", "1s", "--max-rss-growth", "off", "-o", filepath.Join(dir, "loose"))
 	assert.Equal(t, 0, r.code, r.stderr)
+	assert.Contains(t, r.stdout, "Not judged: memory kept after idle: not judged", "a check turned off is shown as such")
+	r = hubreplay(t, nil, "report", filepath.Join(out, "A.results"), filepath.Join(out, "B.results"), "--max-sockets-left", "some")
+	assert.Equal(t, 2, r.code, r.stderr)
 
 	// A comparison that cannot be made: exit status 2, with the reason.
 	dead := "cmd:echo gone; exit 3 # {port}"
