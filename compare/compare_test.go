@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -361,4 +362,59 @@ func TestVerdict(t *testing.T) {
 		assert.Contains(t, strings.Join(rep.Verdict.Reasons, " "), "the candidate exited")
 		assert.Equal(t, e.At.Minutes(), b.Series.Exits[0], "the restart is marked on the plots")
 	})
+}
+
+// A request the recording sent while its user's route was in place, which
+// a slow candidate made the replayer send only after the hub stub had
+// deleted that route at its recorded time, is the harness's lateness: never
+// a missing route the candidate is blamed for.
+func TestLateRequestsAreNotBlamedOnTheCandidate(t *testing.T) {
+	start := time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)
+	h := trace.Header{Format: trace.FormatName, Version: trace.Version, Start: start, Source: "test"}
+	s := time.Second
+	recs := []trace.Record{
+		&trace.Route{TS: 0, Op: trace.RouteAdd, Path: "/user/u-late/", Target: "http://h-1:8888", User: "u-late"},
+		&trace.ConnOpen{TS: 100 * time.Millisecond, Conn: 1, Client: "c-1:40000", Server: "s-1:8000"},
+	}
+	for i := range 20 {
+		ts := 200*time.Millisecond + time.Duration(i)*250*time.Millisecond
+		recs = append(recs, &trace.HTTP{TS: ts, Conn: 1, User: "u-late",
+			Req:  trace.Request{End: ts, Method: "GET", Target: "/user/u-late/api/contents/notes?_=" + strconv.Itoa(i), Proto: "HTTP/1.1"},
+			Resp: &trace.Response{Start: ts + 10*time.Millisecond, End: ts + 20*time.Millisecond, Status: 200, BodySize: 100}})
+	}
+	recs = append(recs, &trace.Route{TS: 6 * s, Op: trace.RouteDelete, Path: "/user/u-late/", User: "u-late"},
+		&trace.ConnClose{TS: 7 * s, Conn: 1, How: trace.CloseFIN, By: trace.SideClient})
+	b, err := tracetest.Encode(h, nil, recs)
+	require.NoError(t, err)
+	path := filepath.Join(t.TempDir(), "late.trace")
+	require.NoError(t, os.WriteFile(path, b, 0o644))
+	r, err := trace.Open(path)
+	require.NoError(t, err)
+	plan, err := replay.BuildPlan(context.Background(), r, replay.Options{Speed: 2, Seed: 1}, nil)
+	r.Close()
+	require.NoError(t, err)
+	r, err = trace.Open(path)
+	require.NoError(t, err)
+	ix, err := fixtures.BuildIndex(context.Background(), r, nil)
+	r.Close()
+	require.NoError(t, err)
+
+	toy := toy(t)
+	// 600 ms for every answer: the connection's last requests go out long
+	// after the route's recorded end (3 s of wall time at 2×, and the lag),
+	// none held past the timeout.
+	files := run(t, compare.Options{TraceName: path, Plan: plan, Index: ix, A: toy(), B: toy("--delay", "600ms"), Timeout: 30 * time.Second})
+	rep, err := compare.Analyze(context.Background(), compare.DefaultThresholds(), files...)
+	require.NoError(t, err)
+	a, bf := rep.A(), rep.B()
+	assert.Zero(t, a.Failed, "%v", a.Errors)
+	assert.Zero(t, bf.Errors[replay.ErrRouteMissing], "no request is blamed on a missing route: %v", bf.Errors)
+	assert.Greater(t, bf.Errors[replay.ErrLateForRoute], 5, "the late ones are the harness's: %v", bf.Errors)
+	assert.Zero(t, bf.Failed, "and are not failures: %v", bf.Errors)
+	assert.Contains(t, strings.Join(rep.Notes, "\n"), "after their routes' recorded end")
+	for _, c := range rep.Verdict.Checks {
+		if c.Name == "failed requests" {
+			assert.Equal(t, compare.Same, c.Class, c.Why)
+		}
+	}
 }

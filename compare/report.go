@@ -124,6 +124,9 @@ func notes(a, b *Figures) []string {
 			out = append(out, fmt.Sprintf("B logged %d %s lines (A: %d)", b.Logs[k], logKind(k), a.Logs[k]))
 		}
 	}
+	if la, lb := a.Errors[replay.ErrLateForRoute], b.Errors[replay.ErrLateForRoute]; la+lb > 0 {
+		out = append(out, fmt.Sprintf("the replayer sent %d of A's and %d of B's requests after their routes' recorded end (the hub had deleted them): the harness ran late, so they are left out of the failures (try a lower --speed)", la, lb))
+	}
 	if b.API.Failed > a.API.Failed {
 		out = append(out, fmt.Sprintf("%d of B's route API calls failed (A: %d)", b.API.Failed, a.API.Failed))
 	}

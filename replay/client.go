@@ -32,6 +32,7 @@ type client struct {
 	c     *Conn
 	addr  string
 	start time.Time
+	spans routeSpans // when the plan's routes are in place
 
 	nc      net.Conn
 	br      *bufio.Reader
@@ -44,6 +45,22 @@ type client struct {
 }
 
 func (cl *client) at(t time.Duration) time.Time { return cl.r.wall(cl.start, cl.p, t) }
+
+// lateForRoute tells whether a request the proxy had no route for was
+// sent after the recording deleted that route, when the recording had it in
+// place at the request's own time, and how much after.
+func (cl *client) lateForRoute(s *Step, sent time.Time) (time.Duration, bool) {
+	if cl.p.Opts.Speed <= 0 || cl.spans == nil {
+		return 0, false
+	}
+	at := time.Duration(float64(sent.Sub(cl.start)) * cl.p.Opts.Speed) // in replay time
+	path, _, _ := strings.Cut(s.Target, "?")
+	end, ok := cl.spans.endOf(path, s.At)
+	if !ok || at < end {
+		return 0, false
+	}
+	return at - end, true
+}
 func (cl *client) since(t time.Time) time.Duration {
 	return t.Sub(cl.start)
 }
@@ -344,6 +361,10 @@ func (cl *client) read(ctx context.Context, s *Step, res *Request, sent time.Tim
 	switch {
 	case !fromTrace && res.By == "hub" && isUser:
 		res.Error, res.Detail = ErrRouteMissing, resp.Header.Get("X-Hubreplay-Error")
+		if late, ok := cl.lateForRoute(s, sent); ok {
+			res.Error = ErrLateForRoute
+			res.Detail = fmt.Sprintf("sent %s (replay time) after its route's recorded end: the replayer ran late", late.Round(time.Millisecond))
+		}
 	case resp.StatusCode >= 500 && !fromTrace:
 		res.Error = ErrProxy5xx
 	case resp.StatusCode != rec.Resp.Status:

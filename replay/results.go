@@ -40,14 +40,18 @@ const (
 	ErrTimeout        = "timeout"         // no (whole) answer in time
 	ErrProxy5xx       = "proxy_5xx"       // a 5xx the proxy made itself (the fixtures did not send it)
 	ErrRouteMissing   = "route_missing"   // the proxy sent a user's request to the hub: it had no route
-	ErrMismatch       = "mismatch"        // an answer from the fixtures, but not the recorded status
-	ErrBackend5xx     = "backend_5xx"     // the recorded 5xx, from the fixtures: as recorded, not a failure
-	ErrCancelled      = "cancelled"       // the replay was stopped (--duration, Ctrl-C) first
+	// ErrLateForRoute: no route either, but the replayer sent the request
+	// after the recording (and the hub stub) had deleted it: the harness
+	// reordered cause and effect; not the proxy's failure.
+	ErrLateForRoute = "late_for_route"
+	ErrMismatch     = "mismatch"    // an answer from the fixtures, but not the recorded status
+	ErrBackend5xx   = "backend_5xx" // the recorded 5xx, from the fixtures: as recorded, not a failure
+	ErrCancelled    = "cancelled"   // the replay was stopped (--duration, Ctrl-C) first
 )
 
 // Failed says whether a class counts against the proxy.
 func Failed(class string) bool {
-	return class != "" && class != ErrBackend5xx && class != ErrCancelled
+	return class != "" && class != ErrBackend5xx && class != ErrCancelled && class != ErrLateForRoute
 }
 
 // Run says what was replayed, and how: the first record of a results file.

@@ -188,6 +188,7 @@ func (r *Runner) Run(ctx context.Context, p *Plan) (*Summary, error) {
 	}
 	r.started.Store(start.UnixNano())
 
+	spans := newRouteSpans(p.Routes)
 	slots := make(chan struct{}, r.maxOpen())
 	var conns sync.WaitGroup
 	for _, c := range p.Conns {
@@ -203,7 +204,7 @@ func (r *Runner) Run(ctx context.Context, p *Plan) (*Summary, error) {
 		}
 		conns.Go(func() {
 			defer func() { <-slots }()
-			cl := &client{r: r, p: p, c: c, addr: addr, start: start}
+			cl := &client{r: r, p: p, c: c, addr: addr, start: start, spans: spans}
 			cl.run(runCtx)
 		})
 	}

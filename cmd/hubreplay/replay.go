@@ -53,8 +53,10 @@ What happened to every request and session goes to the results file (-o):
 when each was due and sent, latency to the first and last byte, status and
 size against the recording, who answered, and the error class: connect_refused,
 connect_error, reset, closed, timeout, proxy_5xx (made by the proxy),
-route_missing (the proxy sent a user's request to the hub), mismatch,
-backend_5xx (a recorded 5xx, answered again: not a failure). 'hubreplay
+route_missing (the proxy sent a user's request to the hub), late_for_route
+(the same, but sent after the route's recorded end because the replayer ran
+late: not a failure), mismatch, backend_5xx (a recorded 5xx, answered again:
+not a failure). 'hubreplay
 results FILE' prints its summary; 'zstd -dc FILE' shows the records.
 
 --users 3 plays every user three times: the copies under fresh pseudonyms,
