@@ -52,6 +52,8 @@ type Figures struct {
 	WSRTT       replay.Percentiles `json:"ws_rtt_us"`
 
 	Proxy *Resources `json:"proxy,omitempty"` // nil: the results hold no samples (a plain replay)
+	// Harness is how the replayer and the machine kept up.
+	Harness *Harness `json:"harness,omitempty"`
 
 	Restarts int              `json:"restarts"`
 	Exits    []ExitFigure     `json:"exits,omitempty"`
@@ -142,11 +144,12 @@ type Series struct {
 
 // run is one results file, read.
 type run struct {
-	res     *replay.Results
-	cand    *Candidate
-	samples []*Sample
-	exits   []*Exit
-	api     []*APICall
+	res            *replay.Results
+	cand           *Candidate
+	samples        []*Sample
+	exits          []*Exit
+	api            []*APICall
+	harnessSamples []*HarnessSample
 }
 
 func readRun(ctx context.Context, path string) (*run, error) {
@@ -169,6 +172,8 @@ func readRun(ctx context.Context, path string) (*run, error) {
 			err = decodeOnto(&r.exits, u)
 		case TypeAPICall:
 			err = decodeOnto(&r.api, u)
+		case TypeHarness:
+			err = decodeOnto(&r.harnessSamples, u)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("%s: %s record: %w", path, u.TypeName, err)
@@ -217,6 +222,7 @@ func (r *run) figures(role string) *Figures {
 		}
 	}
 	f.Proxy = r.resources(f)
+	f.Harness = r.harness(f)
 	f.exits(r)
 	f.API = r.apiFigures()
 	f.Series = r.series(f)

@@ -32,6 +32,9 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 		b.WriteString("\n")
 	}
 	v := r.Verdict
+	if v.Saturated {
+		fmt.Fprintf(&b, "**Saturated** — %s\n\n", mdEscape(strings.TrimSuffix(r.saturation(), " —")))
+	}
 	switch {
 	case v.Regression:
 		list("**Regression** — B is worse than A:", v.Reasons)
@@ -48,7 +51,7 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	}
 	var other []string
 	for _, c := range v.Checks {
-		if c.Class == NotApplicable || c.Class == Off || c.Class == Unmeasured && v.Regression {
+		if c.Class == NotApplicable || c.Class == Off || c.Class == NotValid || c.Class == Unmeasured && v.Regression {
 			other = append(other, fmt.Sprintf("%s: %s", c.Name, c.Class))
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/hubreplay/hubreplay/fixtures"
+	"github.com/hubreplay/hubreplay/internal/cpustat"
 	"github.com/hubreplay/hubreplay/proxy"
 	"github.com/hubreplay/hubreplay/trace"
 )
@@ -17,6 +18,7 @@ const (
 	TypeSample    trace.Type = "proxy_sample"
 	TypeExit      trace.Type = "proxy_exit"
 	TypeAPICall   trace.Type = "route_api"
+	TypeHarness   trace.Type = "harness_sample"
 )
 
 // Roles of the runs in a comparison.
@@ -52,6 +54,18 @@ type Exit struct {
 	TS time.Duration `json:"ts"`
 	proxy.Exit
 }
+
+// HarnessSample is how the machine's processors were used over the second
+// before TS: by everyone, by hubreplay itself (the replayer and the
+// fixtures), lost to the hypervisor; the candidate's own share is in its
+// samples. With them a run tells whether the harness was the bottleneck.
+type HarnessSample struct {
+	TS time.Duration `json:"ts"`
+	cpustat.Shares
+}
+
+func (*HarnessSample) Type() trace.Type      { return TypeHarness }
+func (h *HarnessSample) Time() time.Duration { return h.TS }
 
 // APICall is one call the hub stub made to the candidate's routes API.
 type APICall struct {

@@ -151,6 +151,21 @@ func (r *Report) WriteJSON(w io.Writer) error {
 // Headline is the verdict in one line, both ways: what B did worse, what
 // it did better, or that it could not be judged.
 func (r *Report) Headline() string {
+	if r.Verdict.Saturated {
+		return r.saturation() + " " + r.headline()
+	}
+	return r.headline()
+}
+
+// saturation says that the harness was the bottleneck, what is left out,
+// and what to do.
+func (r *Report) saturation() string {
+	v := r.Verdict
+	return fmt.Sprintf("SATURATED: the harness, not the candidate, was the bottleneck (%s); left out of the verdict: %s; replay at a lower --speed than %s, with fewer --users, or in shards —",
+		strings.Join(v.Why, "; "), strings.Join(v.LeftOut, ", "), replay.SpeedString(r.Speed))
+}
+
+func (r *Report) headline() string {
 	a, b, v := r.A(), r.B(), r.Verdict
 	switch {
 	case v.Regression:

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/hubreplay/hubreplay/fixtures"
+	"github.com/hubreplay/hubreplay/internal/cpustat"
 	"github.com/hubreplay/hubreplay/internal/wait"
 	"github.com/hubreplay/hubreplay/proxy"
 	"github.com/hubreplay/hubreplay/replay"
@@ -295,19 +296,29 @@ func runOne(ctx context.Context, o *Options, r RunSpec, prog *proxy.Program) err
 	return errors.Join(runErr, cw.Err(), w.Close())
 }
 
-// recorder writes a candidate's samples to its results file as they come.
+// recorder writes a candidate's samples to its results file as they come,
+// and the harness's own.
 type recorder struct {
 	cw   *CandidateWriter
 	cand *proxy.Candidate
 	seen int
 	base *proxy.Sample // the sample before the replay, written first
+	cpu  cpustat.Times // the last reading of the processors
 }
 
 // follow writes new samples every second once the replay has started.
 func (r *recorder) follow(ctx context.Context, run *replay.Runner) {
+	r.cpu, _ = cpustat.Read()
 	wait.Every(ctx, time.Second, func() {
+		now, err := cpustat.Read()
 		if start := run.Started(); !start.IsZero() {
 			r.flush(start)
+			if err == nil && !r.cpu.At.IsZero() {
+				r.cw.write(&HarnessSample{TS: now.At.Sub(start), Shares: now.Since(r.cpu)})
+			}
+		}
+		if err == nil {
+			r.cpu = now
 		}
 	})
 }

@@ -105,6 +105,39 @@ func (r *Report) rows() []row {
 	add("route API: calls, failed, p99", "", func(f *Figures) string {
 		return fmt.Sprintf("%d, %d, %s", f.API.Calls, f.API.Failed, ms(f.API.Latency.P99))
 	})
+	section = "Harness"
+	hs := func(get func(h *Harness) string) func(f *Figures) string {
+		return func(f *Figures) string {
+			if f.Harness == nil {
+				return "–"
+			}
+			return get(f.Harness)
+		}
+	}
+	add("replayer lag p50 / p99 / max", "", hs(func(h *Harness) string {
+		return ms(h.Lag.P50) + " / " + ms(h.Lag.P99) + " / " + ms(h.Lag.Max)
+	}))
+	add(fmt.Sprintf("requests got to more than %s late", LateBy), "", hs(func(h *Harness) string {
+		return fmt.Sprintf("%d (%.2f%%)", h.Late, h.LateShare*100)
+	}))
+	add("processors busy: mean / peak (steal)", "", hs(func(h *Harness) string {
+		if h.Samples == 0 {
+			return "not measured"
+		}
+		return fmt.Sprintf("%.0f%% / %.0f%% (%.0f%%)", h.BusyMean*100, h.BusyPeak*100, h.StealMean*100)
+	}))
+	add("hubreplay's share of the processors", "", hs(func(h *Harness) string {
+		if h.Samples == 0 {
+			return "not measured"
+		}
+		return fmt.Sprintf("%.0f%%", h.SelfMean*100)
+	}))
+	add("saturated", "", hs(func(h *Harness) string {
+		if h.Saturated {
+			return "yes: " + strings.Join(h.Why, "; ")
+		}
+		return "no"
+	}))
 	return out
 }
 

@@ -5,6 +5,8 @@ import (
 	"maps"
 	"math"
 	"time"
+
+	"github.com/hubreplay/hubreplay/replay"
 )
 
 // Thresholds decide the verdict: how much worse than A, beyond the noise
@@ -56,6 +58,8 @@ const (
 	NotApplicable Class = "not applicable"
 	// Off: the check was turned off (--max-…=off, --fail-on-restart=false).
 	Off Class = "not judged"
+	// NotValid: the harness was saturated; the figure measured it too.
+	NotValid Class = "not valid (harness saturated)"
 )
 
 // Check is one comparison of B with A.
@@ -89,6 +93,12 @@ type Verdict struct {
 	Reasons    []string `json:"reasons,omitempty"`
 	Better     []string `json:"better,omitempty"`
 	Unmeasured []string `json:"unmeasured,omitempty"`
+	// Saturated: in some run the harness, not the candidate, was the
+	// bottleneck (Why says where); LeftOut names the figures the verdict
+	// then leaves out.
+	Saturated bool     `json:"saturated,omitempty"`
+	Why       []string `json:"saturated_why,omitempty"`
+	LeftOut   []string `json:"left_out,omitempty"`
 }
 
 // Of returns the classes of the checks, by class, for headlines.
@@ -138,6 +148,17 @@ type figure struct {
 // judge compares B with A (and A's noise runs), both ways.
 func judge(a, b *Figures, noise []*Figures, th Thresholds) Verdict {
 	var v Verdict
+	for _, f := range append([]*Figures{a, b}, noise...) {
+		if f.Harness != nil && f.Harness.Saturated {
+			v.Saturated = true
+			for _, w := range f.Harness.Why {
+				v.Why = append(v.Why, fmt.Sprintf("%s (%s): %s", f.Role, f.Spec, w))
+			}
+		}
+	}
+	if v.Saturated {
+		v.LeftOut = []string{"latency", "timeouts", "probe silences", "frames delivered in order and in time"}
+	}
 	// spread is how far A's runs were apart on a figure.
 	spread := func(get func(*Figures) (float64, measure)) float64 {
 		av, _ := get(a)
@@ -156,6 +177,8 @@ func judge(a, b *Figures, noise []*Figures, th Thresholds) Verdict {
 		switch {
 		case th.Off[f.name]:
 			c.Class, c.Why = Off, "turned off"
+		case v.Saturated && saturatedChecks[f.name] != "":
+			c.Class, c.Why = NotValid, "the harness was saturated: this figure measured it as much as the candidate"
 		case am == noTraffic && bm == noTraffic:
 			c.Class, c.Why = NotApplicable, "neither run had "+f.lacks
 		case am != measured || bm != measured:
@@ -209,10 +232,18 @@ func judge(a, b *Figures, noise []*Figures, th Thresholds) Verdict {
 		get: p99, value: unit("%.1f ms"), lacks: "answered requests", worse: func(c Check) string {
 			return fmt.Sprintf("p99 latency %.1f ms against A's %.1f ms (allowed: +%.1f ms%s)", c.B, c.A, c.Limit, noiseNote(c))
 		}})
+	failed := func(f *Figures) (float64, measure) { return f.ErrorRate * 100, traffic(f.Requests) }
+	timeouts := ""
+	if v.Saturated {
+		// A saturated harness times requests out itself: judge the rest.
+		failed = func(f *Figures) (float64, measure) {
+			return ratio(f.Failed-f.Errors[replay.ErrTimeout], f.Requests) * 100, traffic(f.Requests)
+		}
+		timeouts = ", timeouts left out"
+	}
 	add(figure{name: "failed requests", unit: "%", allowed: th.MaxErrorRate * 100,
-		get:   func(f *Figures) (float64, measure) { return f.ErrorRate * 100, traffic(f.Requests) },
-		value: unit("%.2f%%"), lacks: "requests", worse: func(c Check) string {
-			return fmt.Sprintf("%.2f%% of requests failed against A's %.2f%% (%s; allowed: +%.2f points%s)", c.B, c.A, errorsLine(b), c.Limit, noiseNote(c))
+		get: failed, value: unit("%.2f%%"), lacks: "requests", worse: func(c Check) string {
+			return fmt.Sprintf("%.2f%% of requests failed against A's %.2f%% (%s; allowed: +%.2f points%s%s)", c.B, c.A, errorsLine(b), c.Limit, noiseNote(c), timeouts)
 		}})
 	add(figure{name: "WebSocket connects failed", unit: "%", allowed: th.MaxWSLoss * 100,
 		get:   func(f *Figures) (float64, measure) { return (1 - f.ConnectRate) * 100, traffic(f.Sessions) },

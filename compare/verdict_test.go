@@ -2,10 +2,12 @@ package compare
 
 import (
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/hubreplay/hubreplay/internal/cpustat"
 	"github.com/hubreplay/hubreplay/replay"
 )
 
@@ -114,4 +116,76 @@ func TestHeadlineSaysBothWays(t *testing.T) {
 	b := figs(20, 2, 0)
 	b.Proxy = nil
 	assert.Regexp(t, `^NO ANSWER: chp@B could not be judged against chp@A — memory kept after idle: not measured for B`, mk(figs(20, 2, 0), b).Headline())
+}
+
+// A saturated harness is named, and what it measured is left out of the
+// verdict: latency, timeouts and probe silences no longer count against B.
+func TestSaturatedHarnessIsNotBlamedOnTheCandidate(t *testing.T) {
+	a, b := figs(20, 2, 0), figs(400, 2, 0)
+	b.Failed += 100
+	b.ErrorRate = float64(b.Failed) / 1000
+	b.Errors = map[string]int{replay.ErrTimeout: 100}
+	b.Proxy.Unanswered = 12
+	a.Role, a.Spec, b.Role, b.Spec = "A", "chp@A", "B", "chp@B"
+
+	// Unsaturated, all three count against B.
+	v := judge(a, b, nil, DefaultThresholds())
+	assert.True(t, v.Regression)
+	assert.Len(t, v.Reasons, 3, "%v", v.Reasons)
+
+	// B's replayer lagged: the same figures are the harness's.
+	b.Harness = &Harness{Saturated: true, Why: []string{"the replayer got to 12.0% of the requests more than 100ms late"}}
+	v = judge(a, b, nil, DefaultThresholds())
+	assert.False(t, v.Regression, "%v", v.Reasons)
+	assert.True(t, v.Saturated)
+	c := classes(v)
+	assert.Equal(t, NotValid, c["latency p99"])
+	assert.Equal(t, NotValid, c["liveness probe unanswered"])
+	assert.Equal(t, Same, c["failed requests"], "timeouts are left out; the rest is judged")
+	assert.Equal(t, []string{"latency", "timeouts", "probe silences", "frames delivered in order and in time"}, v.LeftOut)
+
+	// A fault the harness cannot cause still counts.
+	b.Failed += 60
+	b.Errors[replay.ErrProxy5xx] = 60
+	b.ErrorRate = float64(b.Failed) / 1000
+	v = judge(a, b, nil, DefaultThresholds())
+	assert.True(t, v.Regression)
+	assert.Equal(t, Worse, classes(v)["failed requests"])
+
+	r := &Report{Runs: []*Figures{a, b}, Speed: 50, Verdict: v}
+	assert.Regexp(t, `^SATURATED: the harness, not the candidate, was the bottleneck \(B \(chp@B\): the replayer .*\); left out of the verdict: latency, timeouts, probe silences.*; replay at a lower --speed than 50x, .* REGRESSION`, r.Headline())
+}
+
+// The saturation rule itself: how late the replayer got, how busy the machine was.
+func TestHarnessSaturationRule(t *testing.T) {
+	mk := func(lags []time.Duration, busy []float64) *Harness {
+		r := &run{res: &replay.Results{}}
+		for _, l := range lags {
+			r.res.Requests = append(r.res.Requests, &replay.Request{Lag: l})
+		}
+		for i, x := range busy {
+			r.harnessSamples = append(r.harnessSamples, &HarnessSample{TS: time.Duration(i) * time.Second, Shares: cpustat.Shares{Busy: x, Cores: 2}})
+		}
+		return r.harness(&Figures{})
+	}
+	quiet := make([]time.Duration, 1000)
+	idle := []float64{0.3, 0.4, 0.5, 0.4, 0.3, 0.6, 0.5, 0.4, 0.3, 0.2}
+	h := mk(quiet, idle)
+	assert.False(t, h.Saturated, "%v", h.Why)
+	assert.Zero(t, h.Late)
+
+	late := append([]time.Duration{}, quiet...)
+	for i := range 30 {
+		late[i] = 300 * time.Millisecond
+	}
+	h = mk(late, idle)
+	assert.True(t, h.Saturated)
+	assert.Equal(t, 30, h.Late)
+	assert.Contains(t, h.Why[0], "3.0% of the requests more than 100ms late")
+
+	busy := append([]float64{}, idle...)
+	busy[2], busy[3], busy[4] = 0.99, 0.97, 1
+	h = mk(quiet, busy)
+	assert.True(t, h.Saturated)
+	assert.Contains(t, h.Why[0], "3 of 10 seconds")
 }

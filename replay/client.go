@@ -137,6 +137,11 @@ func (cl *client) exchange(ctx context.Context, s *Step, due time.Time) *Request
 	if cl.ready.After(due) {
 		res.Held = cl.ready.Sub(due)
 	}
+	woke := due
+	if cl.ready.After(due) {
+		woke = cl.ready
+	}
+	res.Lag = max(0, time.Since(woke))
 	defer func() { cl.ready = time.Now() }()
 	if res.Held > cl.r.timeout() {
 		// Earlier answers on this connection came so late that this one

@@ -86,6 +86,11 @@ type Request struct {
 	// Held) is the replayer's own timing error.
 	TS   time.Duration `json:"ts"`
 	Held time.Duration `json:"held_ns,omitempty"`
+	// Lag is how late the replayer itself got to the request: woken after
+	// its time (or after the answer that held it back), before any dial.
+	// A replayer starved of processor time lags; a slow candidate does not
+	// make it lag. The harness's own lateness, for the saturation check.
+	Lag  time.Duration `json:"lag_ns,omitempty"`
 	Sent time.Duration `json:"sent_ns"`
 	// TTFB and TTLB are the latency to the answer's first and last byte,
 	// from Sent.

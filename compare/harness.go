@@ -1,0 +1,90 @@
+package compare
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/hubreplay/hubreplay/replay"
+)
+
+// The harness watches itself. The replayer, the fixtures and the candidate
+// share one machine; when the harness cannot keep up, latency, timeouts
+// and probe silences measure the harness, not the candidate. A run is
+// saturated when the replayer got to more than LateShareLimit of its
+// requests more than LateBy after their time, or when the machine's
+// processors were busy past BusyLimit for SaturatedShare of the run.
+const (
+	LateBy         = 100 * time.Millisecond
+	LateShareLimit = 0.01
+	BusyLimit      = 0.95
+	SaturatedShare = 0.10
+)
+
+// Harness is how the harness did in one run.
+type Harness struct {
+	// Lag is how late the replayer itself got to requests (held back by
+	// earlier answers not counted; before any dial): p50, p99, max in µs.
+	Lag       replay.Percentiles `json:"lag_us"`
+	Late      int                `json:"late_requests"` // lag over LateBy
+	LateShare float64            `json:"late_share"`
+	// The machine's processors, from the harness samples (about one a
+	// second): busy share of all cores at the busiest second and on
+	// average, seconds past BusyLimit, hubreplay's own share, steal.
+	Samples   int      `json:"samples"`
+	BusyPeak  float64  `json:"busy_peak"`
+	BusyMean  float64  `json:"busy_mean"`
+	BusySecs  int      `json:"busy_seconds"`
+	SelfMean  float64  `json:"harness_share_mean"`
+	StealMean float64  `json:"steal_mean"`
+	Cores     int      `json:"cores,omitempty"`
+	Saturated bool     `json:"saturated"`
+	Why       []string `json:"why,omitempty"`
+}
+
+func (r *run) harness(f *Figures) *Harness {
+	h := &Harness{}
+	hist := replay.NewHistogram()
+	for _, q := range r.res.Requests {
+		if q.Lag > LateBy {
+			h.Late++
+		}
+		replay.Record(hist, q.Lag)
+	}
+	h.Lag = replay.PercentilesOf(hist)
+	h.LateShare = ratio(h.Late, len(r.res.Requests))
+	for _, s := range r.harnessSamples {
+		if s.TS < 0 {
+			continue
+		}
+		h.Samples++
+		h.BusyPeak = max(h.BusyPeak, s.Busy)
+		h.BusyMean += s.Busy
+		h.SelfMean += s.Self
+		h.StealMean += s.Steal
+		h.Cores = s.Cores
+		if s.Busy+s.Steal >= BusyLimit {
+			h.BusySecs++
+		}
+	}
+	if h.Samples > 0 {
+		n := float64(h.Samples)
+		h.BusyMean, h.SelfMean, h.StealMean = h.BusyMean/n, h.SelfMean/n, h.StealMean/n
+	}
+	if h.LateShare > LateShareLimit {
+		h.Why = append(h.Why, fmt.Sprintf("the replayer got to %.1f%% of the requests more than %s late (lag p99 %s)",
+			h.LateShare*100, LateBy, time.Duration(h.Lag.P99)*time.Microsecond))
+	}
+	if h.Samples > 0 && h.BusySecs >= 3 && float64(h.BusySecs) >= SaturatedShare*float64(h.Samples) {
+		h.Why = append(h.Why, fmt.Sprintf("the machine's processors were %.0f%% busy or more for %d of %d seconds", BusyLimit*100, h.BusySecs, h.Samples))
+	}
+	h.Saturated = len(h.Why) > 0
+	return h
+}
+
+// saturatedChecks are the figures that measure the harness as much as the
+// candidate when the harness is saturated; the verdict leaves them out.
+var saturatedChecks = map[string]string{
+	"latency p99":               "latency",
+	"liveness probe unanswered": "probe silences",
+	"WebSocket frames lost":     "frames delivered in order and in time",
+}
