@@ -13,6 +13,7 @@ import (
 
 	"github.com/HdrHistogram/hdrhistogram-go"
 
+	"github.com/hubreplay/hubreplay/proxy"
 	"github.com/hubreplay/hubreplay/replay"
 	"github.com/hubreplay/hubreplay/trace"
 )
@@ -64,6 +65,21 @@ type Figures struct {
 	Series Series `json:"series"`
 }
 
+// Silence is one stretch of unanswered liveness probes.
+type Silence struct {
+	From time.Duration `json:"from_ns"` // trace time
+	Len  time.Duration `json:"len_ns"`  // wall time
+}
+
+// Longest is the longest silence, in seconds of wall time.
+func (x *Resources) Longest() float64 {
+	var l time.Duration
+	for _, s := range x.Silences {
+		l = max(l, s.Len)
+	}
+	return l.Seconds()
+}
+
 // Resources are what the candidate used, from its samples.
 type Resources struct {
 	Samples  int   `json:"samples"`
@@ -99,6 +115,13 @@ type Resources struct {
 	// UnansweredFrom is the trace time of the first.
 	Unanswered     int           `json:"probes_unanswered"`
 	UnansweredFrom time.Duration `json:"probes_unanswered_from_ns,omitempty"`
+	// Silences are the stretches in which the liveness probe went
+	// unanswered while the process ran: from (trace time) and how long
+	// (wall time, the kubelet's clock).
+	Silences []Silence `json:"silences,omitempty"`
+	// Probed: hubreplay probed the candidate's liveness with its samples
+	// (locally; in a cluster the kubelet does, and its restarts count).
+	Probed bool `json:"probed"`
 }
 
 // SocketsLeft is how many sockets the run left open.
@@ -264,6 +287,7 @@ func (r *run) resources(f *Figures) *Resources {
 		x.CloseWaitPeak = max(x.CloseWaitPeak, s.Sockets["CLOSE_WAIT"])
 		x.HeapPeak = max(x.HeapPeak, s.HeapUsed)
 		cpu[s.PID] = max(cpu[s.PID], s.CPU)
+		x.Probed = x.Probed || s.Probe > 0 || s.Unanswered
 		if s.Unanswered {
 			if x.Unanswered == 0 {
 				x.UnansweredFrom = time.Duration(float64(s.TS) * f.scale())
@@ -271,6 +295,7 @@ func (r *run) resources(f *Figures) *Resources {
 			x.Unanswered++
 		}
 	}
+	x.Silences = silences(up, f.scale())
 	for _, c := range cpu {
 		x.CPUSeconds += c.Seconds()
 	}
@@ -285,6 +310,29 @@ func (r *run) resources(f *Figures) *Resources {
 		f.Logs = last.Logs
 	}
 	return x
+}
+
+// silences finds the stretches of unanswered probes: one begins with the
+// first unanswered probe (it was sent ProbeTimeout before its sample) and
+// ends with the next answered one, or the last sample.
+func silences(up []*Sample, scale float64) []Silence {
+	var out []Silence
+	var from time.Duration
+	in := false
+	for _, s := range up {
+		switch {
+		case s.Unanswered && !in:
+			in, from = true, s.TS-proxy.ProbeTimeout
+		case !s.Unanswered && in:
+			in = false
+			out = append(out, Silence{From: time.Duration(float64(from) * scale), Len: s.TS - from})
+		}
+	}
+	if in {
+		last := up[len(up)-1]
+		out = append(out, Silence{From: time.Duration(float64(from) * scale), Len: last.TS - from})
+	}
+	return out
 }
 
 // scale turns replay time into trace time: the speed, or 1 at max speed,

@@ -93,11 +93,11 @@ func (r *Report) rows() []row {
 		}
 		return fmt.Sprintf("%d (%s)", f.Restarts, strings.Join(ws, "; "))
 	})
-	add("liveness probe unanswered", "liveness probe unanswered", res(func(x *Resources) string {
-		if x.Unanswered == 0 {
-			return "never"
+	add("liveness probe: longest silence (stretches)", "longest probe silence", res(func(x *Resources) string {
+		if len(x.Silences) == 0 {
+			return "always answered"
 		}
-		return fmt.Sprintf("%d s, from %s", x.Unanswered, clock(x.UnansweredFrom))
+		return fmt.Sprintf("%.0f s (%d, first from %s)", x.Longest(), len(x.Silences), clock(x.Silences[0].From))
 	}))
 	add("log lines: EPIPE / ECONNRESET / uncaught", "", func(f *Figures) string {
 		return fmt.Sprintf("%d / %d / %d", f.Logs["epipe"], f.Logs["econnreset"], f.Logs["uncaught"])

@@ -6,6 +6,7 @@ import (
 	"math"
 	"time"
 
+	"github.com/hubreplay/hubreplay/proxy"
 	"github.com/hubreplay/hubreplay/replay"
 )
 
@@ -35,12 +36,43 @@ type Thresholds struct {
 	FailOnRestart bool
 	// Off are checks not in force, by name: shown, never judged.
 	Off map[string]bool `json:"off,omitempty"`
+	// Liveness is the liveness probe the kubelet would run (z2jh's
+	// proxy.chp.livenessProbe): a candidate would have been restarted only
+	// after Failures probes in a row, Period apart, went unanswered.
+	Liveness Liveness `json:"liveness"`
+}
+
+// Liveness is a liveness probe's schedule.
+type Liveness struct {
+	Period   time.Duration `json:"period_ns"`
+	Timeout  time.Duration `json:"timeout_ns"`
+	Failures int           `json:"failure_threshold"`
+}
+
+// DefaultLiveness is z2jh's: every 10 s, 3 s timeout, 30 failures.
+func DefaultLiveness() Liveness {
+	return Liveness{Period: 10 * time.Second, Timeout: 3 * time.Second, Failures: 30}
+}
+
+// restartAfter is how long a silence lasts before the kubelet restarts.
+func (l Liveness) restartAfter() time.Duration {
+	if l.Period <= 0 || l.Failures <= 0 {
+		l = DefaultLiveness()
+	}
+	return time.Duration(l.Failures) * l.Period
+}
+
+func (l Liveness) String() string {
+	if l.Period <= 0 || l.Failures <= 0 {
+		l = DefaultLiveness()
+	}
+	return fmt.Sprintf("every %s, %s timeout, %d failures in a row", l.Period, l.Timeout, l.Failures)
 }
 
 // DefaultThresholds are the verdict's defaults.
 func DefaultThresholds() Thresholds {
 	return Thresholds{MaxP99Regression: 0.10, MinP99Delta: 5 * time.Millisecond, MaxErrorRate: 0.005, MaxWSLoss: 0.005,
-		MaxRSSGrowth: 64 << 20, MaxSocketsLeft: 20, FailOnRestart: true}
+		MaxRSSGrowth: 64 << 20, MaxSocketsLeft: 20, FailOnRestart: true, Liveness: DefaultLiveness()}
 }
 
 // Class is how B did on one figure against A.
@@ -282,7 +314,7 @@ func judge(a, b *Figures, noise []*Figures, th Thresholds) Verdict {
 		if th.Off == nil {
 			th.Off = map[string]bool{}
 		}
-		th.Off["restarts"], th.Off["liveness probe unanswered"] = true, true
+		th.Off["restarts"], th.Off["liveness restarts"], th.Off["longest probe silence"] = true, true, true
 	}
 	add(figure{name: "restarts", get: func(f *Figures) (float64, measure) { return float64(f.Restarts), measured },
 		value: times, worse: func(c Check) string {
@@ -297,15 +329,51 @@ func judge(a, b *Figures, noise []*Figures, th Thresholds) Verdict {
 			}
 			return s
 		}})
-	add(figure{name: "liveness probe unanswered", unit: "s", allowed: 2,
+	// The kubelet's judgement: a silence as long as its failure threshold
+	// would have restarted the candidate. Shorter ones are a figure.
+	kubelet := func(f *Figures) []Silence {
+		var out []Silence
+		if f.Proxy != nil {
+			for _, s := range f.Proxy.Silences {
+				if s.Len >= th.Liveness.restartAfter() {
+					out = append(out, s)
+				}
+			}
+		}
+		return out
+	}
+	probed := func(f *Figures) measure {
+		switch {
+		case f.Proxy == nil:
+			return missing
+		case !f.Proxy.Probed:
+			return noTraffic
+		}
+		return measured
+	}
+	const noProbes = "liveness probes sampled by hubreplay (a cluster's kubelet probes there, and its restarts count as restarts)"
+	add(figure{name: "liveness restarts", get: func(f *Figures) (float64, measure) {
+		return float64(len(kubelet(f))), probed(f)
+	}, value: times, lacks: noProbes, worse: func(c Check) string {
+		first := kubelet(b)[0]
+		return fmt.Sprintf("its liveness probe (/_chp_healthz) went unanswered for %s from %s of trace time while its process ran: it hung, and z2jh's kubelet (%s) would have restarted it %s, against A's %s",
+			first.Len.Round(time.Second), clock(first.From), th.Liveness, times(c.B), times(c.A))
+	}})
+	add(figure{name: "longest probe silence", unit: "s", allowed: 2,
 		get: func(f *Figures) (float64, measure) {
 			if f.Proxy == nil {
 				return 0, missing
 			}
-			return float64(f.Proxy.Unanswered), measured
-		}, value: unit("%.0f s"), lacks: noSamples, worse: func(c Check) string {
-			return fmt.Sprintf("the candidate did not answer its liveness probe (/_chp_healthz) for about %.0f s from %s of trace time on, against A's %.0f s, while its process ran: it hung (in z2jh the liveness probe would restart it)",
-				c.B, clock(b.Proxy.UnansweredFrom), c.A)
+			return f.Proxy.Longest(), probed(f)
+		}, value: unit("%.0f s"), lacks: noProbes, worse: func(c Check) string {
+			from := time.Duration(0)
+			for _, s := range b.Proxy.Silences {
+				if s.Len.Seconds() == c.B {
+					from = s.From
+				}
+			}
+			return fmt.Sprintf("the candidate left its liveness probe (/_chp_healthz, %s timeout) unanswered for up to %.0f s at a time (from %s of trace time), against A's %.0f s (allowed: +%.0f s%s); short of z2jh's restart (%s)",
+				proxy.ProbeTimeout, c.B, clock(from), c.A, c.Limit, noiseNote(c), th.Liveness)
 		}})
 	return v
 }

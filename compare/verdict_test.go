@@ -16,7 +16,7 @@ func figs(p99ms int64, failed int, sockets int) *Figures {
 	return &Figures{Requests: 1000, Failed: failed, ErrorRate: float64(failed) / 1000,
 		Latency:  replay.Percentiles{Count: 1000, P99: p99ms * 1000},
 		Sessions: 10, Connected: 10, ConnectRate: 1, FramesWant: 100, FramesOK: 100, Delivery: 1,
-		Proxy: &Resources{Samples: 30, SocketsStart: 3, SocketsEnd: 3 + sockets}}
+		Proxy: &Resources{Samples: 30, SocketsStart: 3, SocketsEnd: 3 + sockets, Probed: true}}
 }
 
 func classes(v Verdict) map[string]Class {
@@ -76,7 +76,7 @@ func TestVerdictUnmeasuredIsNoPass(t *testing.T) {
 	c := classes(v)
 	assert.Equal(t, Unmeasured, c["memory kept after idle"])
 	assert.Equal(t, Unmeasured, c["sockets left open"])
-	assert.Equal(t, Unmeasured, c["liveness probe unanswered"])
+	assert.Equal(t, Unmeasured, c["longest probe silence"])
 	require.NotEmpty(t, v.Unmeasured)
 	assert.Contains(t, v.Unmeasured[0], "not measured for B")
 	for _, ch := range v.Checks {
@@ -125,7 +125,7 @@ func TestSaturatedHarnessIsNotBlamedOnTheCandidate(t *testing.T) {
 	b.Failed += 100
 	b.ErrorRate = float64(b.Failed) / 1000
 	b.Errors = map[string]int{replay.ErrTimeout: 100}
-	b.Proxy.Unanswered = 12
+	b.Proxy.Silences = []Silence{{From: time.Minute, Len: 12 * time.Second}}
 	a.Role, a.Spec, b.Role, b.Spec = "A", "chp@A", "B", "chp@B"
 
 	// Unsaturated, all three count against B.
@@ -140,7 +140,7 @@ func TestSaturatedHarnessIsNotBlamedOnTheCandidate(t *testing.T) {
 	assert.True(t, v.Saturated)
 	c := classes(v)
 	assert.Equal(t, NotValid, c["latency p99"])
-	assert.Equal(t, NotValid, c["liveness probe unanswered"])
+	assert.Equal(t, NotValid, c["longest probe silence"])
 	assert.Equal(t, Same, c["failed requests"], "timeouts are left out; the rest is judged")
 	assert.Equal(t, []string{"latency", "timeouts", "probe silences", "frames delivered in order and in time"}, v.LeftOut)
 
@@ -188,4 +188,52 @@ func TestHarnessSaturationRule(t *testing.T) {
 	h = mk(quiet, busy)
 	assert.True(t, h.Saturated)
 	assert.Contains(t, h.Why[0], "3 of 10 seconds")
+}
+
+// A silence is a restart only as z2jh's kubelet counts one: 30 probes in a
+// row, 10 s apart (or what the values say); shorter ones are a figure.
+func TestLivenessAsTheKubeletJudgesIt(t *testing.T) {
+	a, b := figs(20, 2, 0), figs(20, 2, 0)
+	b.Proxy.Silences = []Silence{{From: time.Minute, Len: 12 * time.Second}}
+	v := judge(a, b, nil, DefaultThresholds())
+	c := classes(v)
+	assert.Equal(t, Same, c["liveness restarts"], "12 s is no restart")
+	assert.Equal(t, Worse, c["longest probe silence"])
+	assert.NotContains(t, v.Reasons[0], "hung")
+	assert.Contains(t, v.Reasons[0], "short of z2jh's restart (every 10s, 3s timeout, 30 failures in a row)")
+
+	b.Proxy.Silences = []Silence{{From: time.Minute, Len: 301 * time.Second}}
+	v = judge(a, b, nil, DefaultThresholds())
+	assert.Equal(t, Worse, classes(v)["liveness restarts"])
+	assert.Contains(t, v.Reasons[0], "it hung, and z2jh's kubelet (every 10s, 3s timeout, 30 failures in a row) would have restarted it once")
+
+	// A values file with a stricter probe restarts sooner.
+	th := DefaultThresholds()
+	th.Liveness = Liveness{Period: 2 * time.Second, Timeout: time.Second, Failures: 3}
+	b.Proxy.Silences = []Silence{{From: time.Minute, Len: 12 * time.Second}}
+	assert.Equal(t, Worse, classes(judge(a, b, nil, th))["liveness restarts"])
+
+	// Without probes sampled by hubreplay (a cluster's kubelet probes), the
+	// checks do not apply: its restarts are counted as restarts.
+	a.Proxy.Probed, b.Proxy.Probed = false, false
+	v = judge(a, b, nil, DefaultThresholds())
+	assert.Equal(t, NotApplicable, classes(v)["liveness restarts"])
+	assert.False(t, v.Unanswered)
+}
+
+func TestSilencesFromSamples(t *testing.T) {
+	var up []*Sample
+	for i := range 20 {
+		s := &Sample{TS: time.Duration(i) * time.Second}
+		s.Up = true
+		s.Unanswered = i >= 5 && i < 9
+		if !s.Unanswered {
+			s.Probe = time.Millisecond
+		}
+		up = append(up, s)
+	}
+	got := silences(up, 10)
+	require.Len(t, got, 1)
+	assert.Equal(t, 20*time.Second, got[0].From, "trace time at 10×: from the first unanswered probe's start (5 s − the 3 s timeout)")
+	assert.Equal(t, 7*time.Second, got[0].Len, "wall time until the next answer")
 }

@@ -51,9 +51,11 @@ type Sample struct {
 	Unanswered bool          `json:"probe_unanswered,omitempty"`
 }
 
-// ProbeTimeout is how long a sample's liveness probe waits for an answer
-// (z2jh's liveness probe waits 3 s; a sample is taken every second).
-const ProbeTimeout = time.Second
+// ProbeTimeout is how long a sample's liveness probe waits for an answer:
+// z2jh's liveness probe's timeoutSeconds, so that an unanswered probe is a
+// failure as the kubelet counts it (a hung candidate then stretches the
+// second between samples to three).
+const ProbeTimeout = 3 * time.Second
 
 // tcpStates are the state codes of /proc/net/tcp.
 var tcpStates = map[string]string{

@@ -17,6 +17,7 @@ import (
 
 	"github.com/hubreplay/hubreplay/compare"
 	"github.com/hubreplay/hubreplay/fixtures"
+	"github.com/hubreplay/hubreplay/kindcluster"
 	"github.com/hubreplay/hubreplay/proxy"
 	"github.com/hubreplay/hubreplay/replay"
 )
@@ -40,8 +41,10 @@ refused, reset, timed out, the proxy's own 502/503, missing routes), fewer
 WebSocket sessions connected or fewer server frames arrived in order
 (--max-ws-loss), it kept more memory after standing idle (--max-rss-growth)
 or left more sockets open (--max-sockets-left: the leak), or it
-exited during the run or hung, its liveness probe (/_chp_healthz) unanswered
-(--fail-on-restart).`
+exited during the run, or would have been restarted by z2jh's liveness
+probe (/_chp_healthz unanswered as the kubelet counts it: every 10 s, 3 s
+timeout, 30 failures in a row, or what --values says), or left its probe
+unanswered for longer stretches than A (--fail-on-restart).`
 
 // verdictFlags are the thresholds, shared by compare and report.
 type verdictFlags struct {
@@ -178,6 +181,9 @@ must be there ('hubreplay kind image', or --kind-build SRC).
 			if err != nil {
 				return err
 			}
+			if th.Liveness, err = livenessOf(kind.values); err != nil {
+				return err
+			}
 			mem, err := parseSize(memLimit)
 			if err != nil {
 				return usageError{fmt.Errorf("--memory-limit: %w", err)}
@@ -259,8 +265,8 @@ func wallTime(p *replay.Plan) string {
 
 func newReportCmd() *cobra.Command {
 	var (
-		out     string
-		verdict verdictFlags
+		out, values string
+		verdict     verdictFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "report A.results B.results [A-noise.results...]",
@@ -279,6 +285,9 @@ report.json into -o (default: the first file's directory).
 			if err != nil {
 				return err
 			}
+			if th.Liveness, err = livenessOf(values); err != nil {
+				return err
+			}
 			if out == "" {
 				out = filepath.Dir(args[0])
 			}
@@ -286,8 +295,24 @@ report.json into -o (default: the first file's directory).
 		},
 	}
 	cmd.Flags().StringVarP(&out, "output", "o", "", "directory for the reports (default: the first results file's)")
+	cmd.Flags().StringVar(&values, "values", "", "a z2jh values file: its proxy.chp.livenessProbe says when the kubelet would restart a silent candidate")
 	verdict.add(cmd.Flags())
 	return cmd
+}
+
+// livenessOf is the liveness probe of a z2jh values file (z2jh's defaults
+// without one): the kubelet's judgement of a candidate that stops answering.
+func livenessOf(values string) (compare.Liveness, error) {
+	v, err := kindcluster.LoadValues(values)
+	if err != nil {
+		return compare.Liveness{}, err
+	}
+	p := v.Proxy.CHP.LivenessProbe
+	l := compare.Liveness{Period: time.Duration(p.PeriodSeconds) * time.Second, Timeout: time.Duration(p.TimeoutSeconds) * time.Second, Failures: int(p.FailureThreshold)}
+	if l.Period <= 0 || l.Failures <= 0 {
+		return compare.Liveness{}, usageError{fmt.Errorf("%s: proxy.chp.livenessProbe needs periodSeconds and failureThreshold above 0", values)}
+	}
+	return l, nil
 }
 
 // writeReports analyzes results files, writes the three reports, prints
