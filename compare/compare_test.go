@@ -6,9 +6,11 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -417,4 +419,39 @@ func TestLateRequestsAreNotBlamedOnTheCandidate(t *testing.T) {
 			assert.Equal(t, compare.Same, c.Class, c.Why)
 		}
 	}
+}
+
+// A harness starved of processor time (here: the test itself spinning
+// every core, as a replayer and fixtures too big for the machine would) is
+// named in the report, and what it then measured is left out: the same
+// proxy against itself is no regression.
+func TestSaturatedHarnessIsNamed(t *testing.T) {
+	path, plan, ix := setup(t, 30, 60)
+	toy := toy(t)
+	stop := make(chan struct{})
+	var spin sync.WaitGroup
+	for range 2 * runtime.NumCPU() {
+		spin.Go(func() {
+			for n := 0; ; n++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+			}
+		})
+	}
+	files := run(t, compare.Options{TraceName: path, Plan: plan, Index: ix, A: toy(), B: toy()})
+	close(stop)
+	spin.Wait()
+	rep, err := compare.Analyze(context.Background(), compare.DefaultThresholds(), files...)
+	require.NoError(t, err)
+	require.NotNil(t, rep.B().Harness)
+	assert.True(t, rep.Verdict.Saturated, "processors: A %+v, B %+v", rep.A().Harness, rep.B().Harness)
+	assert.False(t, rep.Verdict.Regression, "%v", rep.Verdict.Reasons)
+	assert.True(t, strings.HasPrefix(rep.Headline(), "SATURATED: the harness, not the candidate, was the bottleneck"), rep.Headline())
+	assert.Contains(t, rep.Headline(), "left out of the verdict: latency, timeouts, probe silences")
+	var md bytes.Buffer
+	require.NoError(t, rep.WriteMarkdown(&md))
+	assert.Contains(t, md.String(), "**Saturated**")
 }
