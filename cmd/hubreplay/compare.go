@@ -220,6 +220,16 @@ must be there ('hubreplay kind image', or --kind-build SRC).
 			default:
 				return usageError{fmt.Errorf("--backend %q: local or kind", kind.backend)}
 			}
+			// What this machine's harness held before says whether this speed will do.
+			var capacity *compare.Capacity
+			if kind.backend == "local" {
+				if capacity, err = compare.LoadCapacity(capacityFile()); err != nil {
+					fmt.Fprintf(stderr, "hubreplay: %v (starting afresh)\n", err)
+				}
+				if advice := capacity.Advise(plan); advice != "" {
+					fmt.Fprintf(stderr, "warning: %s\n", advice)
+				}
+			}
 			runs := 2 + noiseRuns
 			fmt.Fprintf(stderr, "comparing %s (A) with %s (B) on %s: %d requests, %d WebSocket sessions over %s of trace time at %s; %d runs of about %s each, then %s idle\n",
 				specA, specB, tracePath, plan.Requests, plan.Sessions, plan.Length.Round(time.Second), replay.SpeedString(plan.Opts.Speed),
@@ -234,7 +244,13 @@ must be there ('hubreplay kind image', or --kind-build SRC).
 				}
 				return exitError{2, err}
 			}
-			return writeReports(ctx, cmd.OutOrStdout(), stderr, th, out, files)
+			rep, err := analyzeAndWrite(ctx, cmd.OutOrStdout(), stderr, th, out, files)
+			if rep != nil && capacity != nil {
+				if cerr := capacity.Record(plan, rep); cerr != nil {
+					fmt.Fprintf(stderr, "hubreplay: %v\n", cerr)
+				}
+			}
+			return err
 		},
 	}
 	f := cmd.Flags()
@@ -300,6 +316,12 @@ report.json into -o (default: the first file's directory).
 	return cmd
 }
 
+// capacityFile is where compare keeps what this machine's harness held:
+// beside the candidate cache ($HUBREPLAY_CACHE, or ~/.cache/hubreplay).
+func capacityFile() string {
+	return filepath.Join(filepath.Dir(proxy.DefaultCache().Dir), "harness.json")
+}
+
 // livenessOf is the liveness probe of a z2jh values file (z2jh's defaults
 // without one): the kubelet's judgement of a candidate that stops answering.
 func livenessOf(values string) (compare.Liveness, error) {
@@ -318,10 +340,23 @@ func livenessOf(values string) (compare.Liveness, error) {
 // writeReports analyzes results files, writes the three reports, prints
 // the Markdown and the verdict, and returns the exit status as an error.
 func writeReports(ctx context.Context, stdout, stderr io.Writer, th compare.Thresholds, dir string, files []string) error {
+	_, err := analyzeAndWrite(ctx, stdout, stderr, th, dir, files)
+	return err
+}
+
+// analyzeAndWrite is writeReports, and returns the report (nil if it could
+// not be made).
+func analyzeAndWrite(ctx context.Context, stdout, stderr io.Writer, th compare.Thresholds, dir string, files []string) (*compare.Report, error) {
 	rep, err := compare.Analyze(ctx, th, files...)
 	if err != nil {
-		return exitError{2, err}
+		return nil, exitError{2, err}
 	}
+	return rep, renderReports(stdout, stderr, rep, dir)
+}
+
+// renderReports writes the three reports, prints the Markdown and the
+// verdict, and returns the exit status as an error.
+func renderReports(stdout, stderr io.Writer, rep *compare.Report, dir string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return exitError{2, fmt.Errorf("reports: %w", err)}
 	}

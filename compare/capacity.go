@@ -1,0 +1,107 @@
+package compare
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"runtime"
+	"time"
+
+	"github.com/hubreplay/hubreplay/replay"
+)
+
+// Capacity is what this machine's harness has held: the peak request rates
+// of earlier local runs, and whether each saturated it. Before a run,
+// compare says when the plan asks for a rate that saturated the machine
+// before, and at what speed it would not.
+type Capacity struct {
+	Path string        `json:"-"`
+	Runs []CapacityRun `json:"runs"`
+}
+
+// CapacityRun is one run's load and outcome.
+type CapacityRun struct {
+	At        time.Time `json:"at"`
+	Cores     int       `json:"cores"`
+	Peak      float64   `json:"peak_requests_per_s"`
+	Saturated bool      `json:"saturated"`
+}
+
+// maxCapacityRuns bounds the file: the newest runs are kept.
+const maxCapacityRuns = 200
+
+// LoadCapacity reads the capacity file (none yet is an empty record).
+func LoadCapacity(path string) (*Capacity, error) {
+	c := &Capacity{Path: path}
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return c, nil
+	}
+	if err == nil {
+		err = json.Unmarshal(b, c)
+	}
+	if err != nil {
+		return c, fmt.Errorf("harness capacity %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Record adds the runs of a comparison and writes the file.
+func (c *Capacity) Record(plan *replay.Plan, rep *Report) error {
+	peak := plan.PeakRate()
+	for _, f := range rep.Runs {
+		if f.Harness == nil || f.Harness.Samples == 0 {
+			continue // not run here (a cluster backend)
+		}
+		c.Runs = append(c.Runs, CapacityRun{At: time.Now().UTC(), Cores: runtime.NumCPU(), Peak: peak, Saturated: f.Harness.Saturated})
+	}
+	c.Runs = c.Runs[max(0, len(c.Runs)-maxCapacityRuns):]
+	b, err := json.MarshalIndent(c, "", "  ")
+	if err == nil {
+		if err = os.MkdirAll(filepath.Dir(c.Path), 0o755); err == nil {
+			err = os.WriteFile(c.Path, b, 0o644)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("record harness capacity in %s: %w", c.Path, err)
+	}
+	return nil
+}
+
+// Held is the highest peak rate a run held on a machine of this size, and
+// Saturated the lowest one that saturated it (0: none yet).
+func (c *Capacity) Held() (held, saturated float64) {
+	for _, r := range c.Runs {
+		if r.Cores != runtime.NumCPU() {
+			continue
+		}
+		if r.Saturated {
+			if saturated == 0 || r.Peak < saturated {
+				saturated = r.Peak
+			}
+		} else {
+			held = max(held, r.Peak)
+		}
+	}
+	return held, saturated
+}
+
+// Advise says, before a run, whether the plan's peak rate saturated this
+// machine before, and at what speed it would stay under what it held ("":
+// nothing to say).
+func (c *Capacity) Advise(plan *replay.Plan) string {
+	peak := plan.PeakRate()
+	held, sat := c.Held()
+	speed := plan.Opts.Speed
+	if sat == 0 || peak < sat || speed <= 0 {
+		return ""
+	}
+	s := fmt.Sprintf("at %s this trace asks for up to %.0f requests a second; runs asking for %.0f or more saturated this machine's harness before, so expect a SATURATED report", replay.SpeedString(speed), peak, sat)
+	if held > 0 {
+		s += fmt.Sprintf("; it held %.0f a second: --speed %.3g stays under that", held, speed*held/peak)
+	}
+	return s
+}
