@@ -32,9 +32,15 @@ import (
 func setup(t *testing.T, users int, speed float64) (string, *replay.Plan, *fixtures.Index) {
 	t.Helper()
 	h, recs := lecturepeak.Generate(lecturepeak.Options{Users: users, Duration: 5 * time.Minute, Seed: 3})
+	return planned(t, "peak.trace", h, recs, speed)
+}
+
+// planned writes records as a trace, plans it at speed and indexes it.
+func planned(t *testing.T, name string, h trace.Header, recs []trace.Record, speed float64) (string, *replay.Plan, *fixtures.Index) {
+	t.Helper()
 	b, err := tracetest.Encode(h, nil, recs)
 	require.NoError(t, err)
-	path := filepath.Join(t.TempDir(), "peak.trace")
+	path := filepath.Join(t.TempDir(), name)
 	require.NoError(t, os.WriteFile(path, b, 0o644))
 	r, err := trace.Open(path)
 	require.NoError(t, err)
@@ -386,20 +392,7 @@ func TestLateRequestsAreNotBlamedOnTheCandidate(t *testing.T) {
 	}
 	recs = append(recs, &trace.Route{TS: 6 * s, Op: trace.RouteDelete, Path: "/user/u-late/", User: "u-late"},
 		&trace.ConnClose{TS: 7 * s, Conn: 1, How: trace.CloseFIN, By: trace.SideClient})
-	b, err := tracetest.Encode(h, nil, recs)
-	require.NoError(t, err)
-	path := filepath.Join(t.TempDir(), "late.trace")
-	require.NoError(t, os.WriteFile(path, b, 0o644))
-	r, err := trace.Open(path)
-	require.NoError(t, err)
-	plan, err := replay.BuildPlan(context.Background(), r, replay.Options{Speed: 2, Seed: 1}, nil)
-	r.Close()
-	require.NoError(t, err)
-	r, err = trace.Open(path)
-	require.NoError(t, err)
-	ix, err := fixtures.BuildIndex(context.Background(), r, nil)
-	r.Close()
-	require.NoError(t, err)
+	path, plan, ix := planned(t, "late.trace", h, recs, 2)
 
 	toy := toy(t)
 	// 600 ms for every answer: the connection's last requests go out long
