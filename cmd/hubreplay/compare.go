@@ -44,7 +44,12 @@ or left more sockets open (--max-sockets-left: the leak), or it
 exited during the run, or would have been restarted by z2jh's liveness
 probe (/_chp_healthz unanswered as the kubelet counts it: every 10 s, 3 s
 timeout, 30 failures in a row, or what --values says), or left its probe
-unanswered for longer stretches than A (--fail-on-restart).`
+unanswered for longer stretches than A (--fail-on-restart).
+
+When the harness itself was the bottleneck in a run (the replayer got to
+over 1% of its requests more than 100 ms late, or the processors were 95%
+busy for a tenth of the run), the headline says SATURATED, and latency,
+timeouts, probe silences and frame delivery are left out of the verdict.`
 
 // verdictFlags are the thresholds, shared by compare and report.
 type verdictFlags struct {
