@@ -14,7 +14,7 @@ import (
 // figs is a run's figures with the ones the checks read.
 func figs(p99ms int64, failed int, sockets int) *Figures {
 	return &Figures{Requests: 1000, Failed: failed, ErrorRate: float64(failed) / 1000,
-		Latency:  replay.Percentiles{Count: 1000, P99: p99ms * 1000},
+		Latency:  replay.Percentiles{Count: 1000, P99: p99ms * 1000}, TypicalP99: float64(p99ms),
 		Sessions: 10, Connected: 10, ConnectRate: 1, FramesWant: 100, FramesOK: 100, Delivery: 1,
 		Proxy: &Resources{Samples: 30, SocketsStart: 3, SocketsEnd: 3 + sockets, Probed: true}}
 }
@@ -236,4 +236,29 @@ func TestSilencesFromSamples(t *testing.T) {
 	require.Len(t, got, 1)
 	assert.Equal(t, 20*time.Second, got[0].From, "trace time at 10×: from the first unanswered probe's start (5 s − the 3 s timeout)")
 	assert.Equal(t, 7*time.Second, got[0].Len, "wall time until the next answer")
+}
+
+// The typical p99 stays put when one stretch of the run had a pause, and
+// moves when the proxy is slower throughout.
+func TestTypicalP99(t *testing.T) {
+	mk := func(latency func(i int) time.Duration) *Figures {
+		r := &run{res: &replay.Results{}}
+		for i := range 6000 { // 100 a second for a minute of trace time
+			r.res.Requests = append(r.res.Requests, &replay.Request{Sent: time.Duration(i)*10*time.Millisecond + time.Millisecond, TTLB: latency(i)})
+		}
+		f := &Figures{Speed: 1, Length: time.Minute, Latency: replay.Percentiles{Count: 6000, P99: 999_000}}
+		r.series(f)
+		return f
+	}
+	steady := mk(func(i int) time.Duration { return time.Duration(5+i%7) * time.Millisecond })
+	paused := mk(func(i int) time.Duration {
+		if i >= 3000 && i < 3060 { // a 600 ms stretch of 400 ms answers
+			return 400 * time.Millisecond
+		}
+		return time.Duration(5+i%7) * time.Millisecond
+	})
+	slower := mk(func(i int) time.Duration { return time.Duration(65+i%7) * time.Millisecond })
+	assert.InDelta(t, 11, steady.TypicalP99, 0.5)
+	assert.Equal(t, steady.TypicalP99, paused.TypicalP99, "one pause does not move it")
+	assert.InDelta(t, 71, slower.TypicalP99, 0.5, "slower throughout does")
 }
