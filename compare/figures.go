@@ -47,8 +47,8 @@ type Figures struct {
 	// minBucketRequests requests (the whole run's p99 if none did). The
 	// whole run's p99 swings with a single pause of the proxy (A against
 	// A: 19 to 61 ms at 20× here); a proxy slower throughout moves this.
-	TypicalP99 float64 `json:"latency_p99_typical_ms"`
-	TTFB        replay.Percentiles `json:"ttfb_us"`
+	TypicalP99 float64            `json:"latency_p99_typical_ms"`
+	TTFB       replay.Percentiles `json:"ttfb_us"`
 
 	Sessions    int                `json:"ws_sessions"`
 	Connected   int                `json:"ws_connected"`

@@ -14,7 +14,7 @@ import (
 // figs is a run's figures with the ones the checks read.
 func figs(p99ms int64, failed int, sockets int) *Figures {
 	return &Figures{Requests: 1000, Failed: failed, ErrorRate: float64(failed) / 1000,
-		Latency:  replay.Percentiles{Count: 1000, P99: p99ms * 1000}, TypicalP99: float64(p99ms),
+		Latency: replay.Percentiles{Count: 1000, P99: p99ms * 1000}, TypicalP99: float64(p99ms),
 		Sessions: 10, Connected: 10, ConnectRate: 1, FramesWant: 100, FramesOK: 100, Delivery: 1,
 		Proxy: &Resources{Samples: 30, SocketsStart: 3, SocketsEnd: 3 + sockets, Probed: true}}
 }
