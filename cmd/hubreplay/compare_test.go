@@ -59,11 +59,12 @@ func TestCompareExitStatus(t *testing.T) {
 	assert.FileExists(t, filepath.Join(dir, "same", "report.html"))
 
 	// The same regression, judged again with looser failure thresholds,
-	// passes (latency aside, as above: the 503s are what is re-judged).
-	r = hubreplay(t, nil, "report", filepath.Join(out, "A.results"), filepath.Join(out, "B.results"), "--max-error-rate", "20%", "--max-ws-loss", "20%",
+	// passes (latency and WebSocket delivery aside: under make test B's
+	// lost sessions vary from run to run; the 503s are what is re-judged).
+	r = hubreplay(t, nil, "report", filepath.Join(out, "A.results"), filepath.Join(out, "B.results"), "--max-error-rate", "20%", "--max-ws-loss", "off",
 		"--min-p99-delta", "1s", "--max-rss-growth", "off", "-o", filepath.Join(dir, "loose"))
 	assert.Equal(t, 0, r.code, r.stderr)
-	assert.Contains(t, r.stdout, "Not judged: memory kept after idle: not judged", "a check turned off is shown as such")
+	assert.Regexp(t, `Not judged: .*memory kept after idle: not judged`, r.stdout, "a check turned off is shown as such")
 	r = hubreplay(t, nil, "report", filepath.Join(out, "A.results"), filepath.Join(out, "B.results"), "--max-sockets-left", "some")
 	assert.Equal(t, 2, r.code, r.stderr)
 
