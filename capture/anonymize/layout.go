@@ -2,7 +2,6 @@ package anonymize
 
 import (
 	"net"
-	"net/url"
 	"strings"
 	"unicode/utf8"
 )
@@ -46,11 +45,7 @@ func segs(p string) (raw, dec []string) {
 	raw = strings.Split(p, "/")
 	dec = make([]string, len(raw))
 	for i, s := range raw {
-		d, err := url.PathUnescape(s)
-		if err != nil {
-			d = s
-		}
-		dec[i] = d
+		dec[i] = unescapeOr(s)
 	}
 	return raw, dec
 }

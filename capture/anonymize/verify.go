@@ -198,11 +198,7 @@ func (v *Verifier) Verify(ctx context.Context, r *trace.Reader, progress func(in
 // Verify scans a whole trace.
 func Verify(ctx context.Context, r *trace.Reader, secrets []string, progress func(int64)) (*Verifier, error) {
 	v := NewVerifier(secrets)
-	err := r.Each(ctx, progress, func(rec trace.Record) error {
-		v.Check(rec)
-		return nil
-	})
-	return v, err
+	return v, v.Verify(ctx, r, progress)
 }
 
 // Check scans one record, as its JSON line, with payloads and bodies also
