@@ -51,13 +51,22 @@ func LoadCapacity(path string) (*Capacity, error) {
 
 // Record adds the runs of a comparison and writes the file.
 func (c *Capacity) Record(plan *replay.Plan, rep *Report) error {
-	peak := plan.PeakRate()
 	for _, f := range rep.Runs {
 		if f.Harness == nil || f.Harness.Samples == 0 {
 			continue // not run here (a cluster backend)
 		}
-		c.Runs = append(c.Runs, CapacityRun{At: time.Now().UTC(), Cores: runtime.NumCPU(), Peak: peak, Saturated: f.Harness.Saturated})
+		c.Add(plan.PeakRate(), f.Harness.Saturated)
 	}
+	return c.Save()
+}
+
+// Add notes one run's peak rate and whether it saturated the harness.
+func (c *Capacity) Add(peak float64, saturated bool) {
+	c.Runs = append(c.Runs, CapacityRun{At: time.Now().UTC(), Cores: runtime.NumCPU(), Peak: peak, Saturated: saturated})
+}
+
+// Save writes the file, the newest runs kept.
+func (c *Capacity) Save() error {
 	c.Runs = c.Runs[max(0, len(c.Runs)-maxCapacityRuns):]
 	b, err := json.MarshalIndent(c, "", "  ")
 	if err == nil {
@@ -89,19 +98,31 @@ func (c *Capacity) Held() (held, saturated float64) {
 	return held, saturated
 }
 
-// Advise says, before a run, whether the plan's peak rate saturated this
-// machine before, and at what speed it would stay under what it held ("":
-// nothing to say).
-func (c *Capacity) Advise(plan *replay.Plan) string {
+// Advise says, before a run, whether the harness on this machine holds the
+// plan's peak rate: within what it held before, beyond what saturated it
+// (then at what speed it would stay under what it held), or not known.
+// Saturated is true when the plan asks for what saturated it before.
+func (c *Capacity) Advise(plan *replay.Plan) (advice string, saturated bool) {
 	peak := plan.PeakRate()
 	held, sat := c.Held()
 	speed := plan.Opts.Speed
-	if sat == 0 || peak < sat || speed <= 0 {
-		return ""
+	asks := fmt.Sprintf("at %s this trace asks for up to %.0f requests a second", replay.SpeedString(speed), peak)
+	switch {
+	case held == 0 && sat == 0:
+		return "this machine's harness capacity is not known yet ('hubreplay capacity' measures it)", false
+	case sat > 0 && peak >= sat:
+		s := fmt.Sprintf("%s; runs asking for %.0f or more saturated this machine's harness before, so expect a SATURATED report", asks, sat)
+		if held > 0 && speed > 0 {
+			s += fmt.Sprintf("; it held %.0f a second: --speed %.3g stays under that", held, speed*held/peak)
+		}
+		return s, true
+	case peak <= held:
+		return fmt.Sprintf("%s; this machine's harness has held %.0f a second", asks, held), false
+	default:
+		s := fmt.Sprintf("%s, more than this machine's harness has been seen to hold (%.0f a second)", asks, held)
+		if sat > 0 {
+			s += fmt.Sprintf(" and less than what saturated it (%.0f)", sat)
+		}
+		return s + ": the report will say whether it held", false
 	}
-	s := fmt.Sprintf("at %s this trace asks for up to %.0f requests a second; runs asking for %.0f or more saturated this machine's harness before, so expect a SATURATED report", replay.SpeedString(speed), peak, sat)
-	if held > 0 {
-		s += fmt.Sprintf("; it held %.0f a second: --speed %.3g stays under that", held, speed*held/peak)
-	}
-	return s
 }

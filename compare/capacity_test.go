@@ -32,19 +32,47 @@ func TestCapacityAdvice(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "harness.json")
 	c, err := LoadCapacity(path)
 	require.NoError(t, err)
-	assert.Empty(t, c.Advise(planAt(10)), "nothing known: nothing to say")
+	advice, sat := c.Advise(planAt(10))
+	assert.Contains(t, advice, "not known yet ('hubreplay capacity' measures it)")
+	assert.False(t, sat)
 
 	held := &Report{Runs: []*Figures{{Harness: &Harness{Samples: 30}}}}
-	sat := &Report{Runs: []*Figures{{Harness: &Harness{Samples: 30, Saturated: true}}}}
+	saturated := &Report{Runs: []*Figures{{Harness: &Harness{Samples: 30, Saturated: true}}}}
 	require.NoError(t, c.Record(planAt(2), held))
-	require.NoError(t, c.Record(planAt(8), sat))
+	require.NoError(t, c.Record(planAt(8), saturated))
 
 	c, err = LoadCapacity(path)
 	require.NoError(t, err)
 	require.Len(t, c.Runs, 2, "kept in the file")
-	assert.Empty(t, c.Advise(planAt(5)), "500 a second: under what saturated it")
-	advice := c.Advise(planAt(10))
+	advice, sat = c.Advise(planAt(1))
+	assert.Equal(t, "at 1x this trace asks for up to 100 requests a second; this machine's harness has held 200 a second", advice)
+	assert.False(t, sat)
+	advice, sat = c.Advise(planAt(5))
+	assert.Equal(t, "at 5x this trace asks for up to 500 requests a second, more than this machine's harness has been seen to hold (200 a second) and less than what saturated it (800): the report will say whether it held", advice)
+	assert.False(t, sat)
+	advice, sat = c.Advise(planAt(10))
+	assert.True(t, sat)
 	assert.Contains(t, advice, "at 10x this trace asks for up to 1000 requests a second")
 	assert.Contains(t, advice, "runs asking for 800 or more saturated this machine's harness before")
 	assert.Contains(t, advice, "--speed 2 stays under that")
+}
+
+// The busiest stretch of a plan is found in trace time.
+func TestBusiest(t *testing.T) {
+	p := &replay.Plan{Opts: replay.Options{Speed: 1}, Length: 10 * time.Minute}
+	c := &replay.Conn{}
+	for i := range 600 { // one a second
+		c.Steps = append(c.Steps, &replay.Step{At: time.Duration(i) * time.Second})
+	}
+	for i := range 100 { // and a burst at 7:00
+		c.Steps = append(c.Steps, &replay.Step{At: 7*time.Minute + time.Duration(i)*100*time.Millisecond})
+	}
+	p.Conns = []*replay.Conn{c}
+	w := p.Busiest(time.Minute)
+	assert.LessOrEqual(t, w.From, 7*time.Minute)
+	assert.GreaterOrEqual(t, w.To, 7*time.Minute+10*time.Second, "the burst is inside")
+	assert.Equal(t, time.Minute, w.To-w.From)
+	assert.Equal(t, 10*time.Minute, p.Busiest(time.Hour).To, "longer than the plan: all of it")
+	p.Opts.Window.From = time.Hour
+	assert.Equal(t, time.Hour+w.From, p.Busiest(time.Minute).From, "from the trace's start, not the window's")
 }

@@ -235,6 +235,15 @@ func (r *run) figures(role string) *Figures {
 	if c := r.cand; c != nil {
 		f.Spec, f.Version, f.Limit = c.Spec, c.Version, c.Limit
 	}
+	// A session that never connected for a reason not the proxy's (the
+	// harness sent its upgrade too late for its route, or the replay was
+	// stopped) is not a session the proxy failed, nor are its frames.
+	for _, ws := range res.Sessions {
+		if !ws.Connected && (ws.Error == replay.ErrLateForRoute || ws.Error == replay.ErrCancelled) {
+			f.Sessions--
+			f.FramesWant -= ws.WantReceived
+		}
+	}
 	f.ErrorRate = ratio(f.Failed, f.Requests)
 	f.ConnectRate = ratio(f.Connected, f.Sessions)
 	f.Delivery = ratio(f.FramesOK, f.FramesWant)

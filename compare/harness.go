@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/hubreplay/hubreplay/fixtures"
 	"github.com/hubreplay/hubreplay/replay"
 )
 
@@ -27,6 +28,14 @@ type Harness struct {
 	Lag       replay.Percentiles `json:"lag_us"`
 	Late      int                `json:"late_requests"` // lag over LateBy
 	LateShare float64            `json:"late_share"`
+	// Fixtures: how often the fixtures themselves woke more than LateBy
+	// after an answer or frame came due; Stub: the hub stub, for the
+	// recorded route changes.
+	Fixtures     fixtures.LateCount `json:"fixtures"`
+	FixtureShare float64            `json:"fixtures_late_share"`
+	StubChanges  int                `json:"stub_changes"`
+	StubLate     int                `json:"stub_late"`
+	StubLagMax   time.Duration      `json:"stub_lag_max_ns"`
 	// The machine's processors, from the harness samples (about one a
 	// second): busy share of all cores at the busiest second and on
 	// average, seconds past BusyLimit, hubreplay's own share, steal.
@@ -62,6 +71,7 @@ func (r *run) harness(f *Figures) *Harness {
 		h.SelfMean += s.Self
 		h.StealMean += s.Steal
 		h.Cores = s.Cores
+		h.Fixtures = h.Fixtures.Add(s.Fixtures)
 		if s.Busy+s.Steal >= BusyLimit {
 			h.BusySecs++
 		}
@@ -70,9 +80,28 @@ func (r *run) harness(f *Figures) *Harness {
 		n := float64(h.Samples)
 		h.BusyMean, h.SelfMean, h.StealMean = h.BusyMean/n, h.SelfMean/n, h.StealMean/n
 	}
+	h.FixtureShare = ratio(h.Fixtures.Late, h.Fixtures.Due)
+	for _, c := range r.api {
+		if c.Why == "event" {
+			h.StubChanges++
+			h.StubLagMax = max(h.StubLagMax, c.Lag)
+			if c.Lag > LateBy {
+				h.StubLate++
+			}
+		}
+	}
 	if h.LateShare > LateShareLimit {
 		h.Why = append(h.Why, fmt.Sprintf("the replayer got to %.1f%% of the requests more than %s late (lag p99 %s)",
 			h.LateShare*100, LateBy, time.Duration(h.Lag.P99)*time.Microsecond))
+	}
+	if f.Speed <= 0 {
+		// No schedule to fall behind: the replayer sends as fast as the
+		// candidate answers, and the harness runs flat out beside it.
+		h.Why = append(h.Why, "at max speed the replayer keeps no schedule and runs flat out beside the candidate")
+	}
+	if h.FixtureShare > LateShareLimit {
+		h.Why = append(h.Why, fmt.Sprintf("the fixtures woke more than %s late for %.1f%% of their answers and frames (at worst %s)",
+			LateBy, h.FixtureShare*100, h.Fixtures.Max.Round(time.Millisecond)))
 	}
 	if h.Samples > 0 && h.BusySecs >= 3 && float64(h.BusySecs) >= SaturatedShare*float64(h.Samples) {
 		h.Why = append(h.Why, fmt.Sprintf("the machine's processors were %.0f%% busy or more for %d of %d seconds", BusyLimit*100, h.BusySecs, h.Samples))

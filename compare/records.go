@@ -62,6 +62,9 @@ type Exit struct {
 type HarnessSample struct {
 	TS time.Duration `json:"ts"`
 	cpustat.Shares
+	// Fixtures is how late the fixtures woke for their answers and frames
+	// over that second.
+	Fixtures fixtures.LateCount `json:"fixtures"`
 }
 
 func (*HarnessSample) Type() trace.Type      { return TypeHarness }
@@ -75,11 +78,12 @@ type APICall struct {
 	Path    string        `json:"path"`
 	Status  int           `json:"status,omitempty"`
 	Latency time.Duration `json:"latency_ns"`
+	Lag     time.Duration `json:"lag_ns,omitempty"` // how late the stub woke for it
 	Err     string        `json:"err,omitempty"`
 }
 
 func apiCall(c fixtures.APICall, start time.Time) *APICall {
-	return &APICall{TS: c.At.Sub(start), Why: c.Why, Method: c.Method, Path: c.Path, Status: c.Status, Latency: c.Latency, Err: c.Err}
+	return &APICall{TS: c.At.Sub(start), Why: c.Why, Method: c.Method, Path: c.Path, Status: c.Status, Latency: c.Latency, Lag: c.Lag, Err: c.Err}
 }
 
 func (*Candidate) Type() trace.Type { return TypeCandidate }

@@ -258,7 +258,7 @@ func runOne(ctx context.Context, o *Options, r RunSpec, prog *proxy.Program) err
 	// Samples go to the file as they come, so a comparison stopped half-way
 	// keeps them; their times are known once the replay has started.
 	cw := &CandidateWriter{W: w}
-	rec := &recorder{cw: cw, cand: cand, base: &baseline}
+	rec := &recorder{cw: cw, cand: cand, base: &baseline, late: &resp.Late}
 	sampling, stopSampling := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	wg.Go(func() { rec.follow(sampling, run) })
@@ -304,6 +304,7 @@ type recorder struct {
 	seen int
 	base *proxy.Sample // the sample before the replay, written first
 	cpu  cpustat.Times // the last reading of the processors
+	late *fixtures.Lateness
 }
 
 // follow writes new samples every second once the replay has started.
@@ -314,7 +315,7 @@ func (r *recorder) follow(ctx context.Context, run *replay.Runner) {
 		if start := run.Started(); !start.IsZero() {
 			r.flush(start)
 			if err == nil && !r.cpu.At.IsZero() {
-				r.cw.write(&HarnessSample{TS: now.At.Sub(start), Shares: now.Since(r.cpu)})
+				r.cw.write(&HarnessSample{TS: now.At.Sub(start), Shares: now.Since(r.cpu), Fixtures: r.late.Take()})
 			}
 		}
 		if err == nil {

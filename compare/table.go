@@ -120,6 +120,18 @@ func (r *Report) rows() []row {
 	add(fmt.Sprintf("requests got to more than %s late", LateBy), "", hs(func(h *Harness) string {
 		return fmt.Sprintf("%d (%.2f%%)", h.Late, h.LateShare*100)
 	}))
+	add(fmt.Sprintf("fixtures' answers and frames more than %s late (worst)", LateBy), "", hs(func(h *Harness) string {
+		if h.Fixtures.Due == 0 {
+			return "not measured"
+		}
+		return fmt.Sprintf("%d of %d (%.2f%%, %s)", h.Fixtures.Late, h.Fixtures.Due, h.FixtureShare*100, ms(h.Fixtures.Max.Microseconds()))
+	}))
+	add(fmt.Sprintf("hub stub's route changes more than %s late (worst)", LateBy), "", hs(func(h *Harness) string {
+		if h.StubChanges == 0 {
+			return "none made"
+		}
+		return fmt.Sprintf("%d of %d (%s)", h.StubLate, h.StubChanges, ms(h.StubLagMax.Microseconds()))
+	}))
 	add("processors busy: mean / peak (steal)", "", hs(func(h *Harness) string {
 		if h.Samples == 0 {
 			return "not measured"

@@ -414,6 +414,9 @@ func errorsLine(f *Figures) string {
 // clock shows trace time as m:ss (or h:mm:ss).
 func clock(d time.Duration) string {
 	d = d.Round(time.Second)
+	if d < 0 {
+		return "-" + clock(-d)
+	}
 	h, m, s := int(d.Hours()), int(d.Minutes())%60, int(d.Seconds())%60
 	if h > 0 {
 		return fmt.Sprintf("%d:%02d:%02d", h, m, s)

@@ -7,6 +7,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/hubreplay/hubreplay/fixtures"
 	"github.com/hubreplay/hubreplay/internal/cpustat"
 	"github.com/hubreplay/hubreplay/replay"
 )
@@ -188,6 +189,24 @@ func TestHarnessSaturationRule(t *testing.T) {
 	h = mk(quiet, busy)
 	assert.True(t, h.Saturated)
 	assert.Contains(t, h.Why[0], "3 of 10 seconds")
+
+	// The fixtures' own lateness: a few late wake-ups are noise, more than
+	// one in a hundred a starved harness.
+	withFixtures := func(due, late int) *Harness {
+		r := &run{res: &replay.Results{}}
+		for i := range 10 {
+			s := &HarnessSample{TS: time.Duration(i) * time.Second, Shares: cpustat.Shares{Busy: 0.4, Cores: 2}}
+			s.Fixtures = fixtures.LateCount{Due: due / 10, Late: late / 10, Max: 150 * time.Millisecond}
+			r.harnessSamples = append(r.harnessSamples, s)
+		}
+		return r.harness(&Figures{})
+	}
+	h = withFixtures(10000, 50)
+	assert.False(t, h.Saturated, "%v", h.Why)
+	assert.Equal(t, 50, h.Fixtures.Late)
+	h = withFixtures(10000, 300)
+	assert.True(t, h.Saturated)
+	assert.Contains(t, h.Why[0], "the fixtures woke more than 100ms late for 3.0% of their answers and frames (at worst 150ms)")
 }
 
 // A silence is a restart only as z2jh's kubelet counts one: 30 probes in a
@@ -261,4 +280,12 @@ func TestTypicalP99(t *testing.T) {
 	assert.InDelta(t, 11, steady.TypicalP99, 0.5)
 	assert.Equal(t, steady.TypicalP99, paused.TypicalP99, "one pause does not move it")
 	assert.InDelta(t, 71, slower.TypicalP99, 0.5, "slower throughout does")
+}
+
+// Trace time before the replay began (a silence during start-up) reads as
+// such, not as "0:-3".
+func TestClock(t *testing.T) {
+	assert.Equal(t, "1:05", clock(65*time.Second))
+	assert.Equal(t, "1:00:00", clock(time.Hour))
+	assert.Equal(t, "-0:03", clock(-3*time.Second))
 }

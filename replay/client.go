@@ -369,6 +369,12 @@ func (cl *client) read(ctx context.Context, s *Step, res *Request, sent time.Tim
 		if late, ok := cl.lateForRoute(s, sent); ok {
 			res.Error = ErrLateForRoute
 			res.Detail = fmt.Sprintf("sent %s (replay time) after its route's recorded end: the replayer ran late", late.Round(time.Millisecond))
+		} else if lr, ok := cl.r.Routes.(LateRoutes); ok {
+			path, _, _ := strings.Cut(s.Target, "?")
+			if lag, late := lr.LateAdd(path, sent); late {
+				res.Error = ErrLateForRoute
+				res.Detail = fmt.Sprintf("its route's add came due before it was sent, but the hub stub woke %s late for it: the harness ran late", lag.Round(time.Millisecond))
+			}
 		}
 	case resp.StatusCode >= 500 && !fromTrace:
 		res.Error = ErrProxy5xx

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -252,4 +253,45 @@ func TestSlowReaderKeepsRecordedPace(t *testing.T) {
 	q := out.read(t).Requests[0]
 	assert.EqualValues(t, size, q.Bytes)
 	assert.GreaterOrEqual(t, q.TTLB, 480*ms, "read over the recorded half second")
+}
+
+// lateStub is a route driver that made no route and says, as the hub stub
+// does when it woke late, that the routes of the users in late were not in
+// place in time by its own fault.
+type lateStub struct{ late string }
+
+func (lateStub) Prime(context.Context) error                { return nil }
+func (lateStub) Run(ctx context.Context, _ time.Time) error { <-ctx.Done(); return nil }
+func (s lateStub) LateAdd(path string, _ time.Time) (time.Duration, bool) {
+	return 300 * ms, s.late != "" && strings.HasPrefix(path, s.late)
+}
+
+// A request the proxy had no route for is the harness's lateness when the
+// route driver says it woke late for the route's add, and the proxy's
+// missing route when it does not.
+func TestLateRouteAddIsTheHarnesses(t *testing.T) {
+	h, recs := session()
+	path := writeTrace(t, h, recs)
+	_, _, srv := fixturesFor(t, path, 1)
+	for _, tc := range []struct {
+		name, late, want string
+	}{
+		{"stub woke late", "/user/", replay.ErrLateForRoute},
+		{"stub on time", "", replay.ErrRouteMissing},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := plan(t, path, replay.Options{Speed: 4})
+			out := &memResults{}
+			// Straight at the hub's emulator: like a proxy with no routes.
+			run := &replay.Runner{Target: srv.Hub(), Results: out, Routes: lateStub{late: tc.late}, Timeout: 5 * time.Second}
+			_, err := run.Run(context.Background(), p)
+			require.NoError(t, err)
+			got := map[string]int{}
+			for _, q := range out.read(t).Requests {
+				got[q.Error]++
+			}
+			assert.Positive(t, got[tc.want], "%v", got)
+			assert.Zero(t, got[replay.ErrRouteMissing]+got[replay.ErrLateForRoute]-got[tc.want], "every user request the hub got is classed alike: %v", got)
+		})
+	}
 }

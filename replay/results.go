@@ -41,8 +41,9 @@ const (
 	ErrProxy5xx       = "proxy_5xx"       // a 5xx the proxy made itself (the fixtures did not send it)
 	ErrRouteMissing   = "route_missing"   // the proxy sent a user's request to the hub: it had no route
 	// ErrLateForRoute: no route either, but the replayer sent the request
-	// after the recording (and the hub stub) had deleted it: the harness
-	// reordered cause and effect; not the proxy's failure.
+	// after the recording (and the hub stub) had deleted it, or before the
+	// hub stub, waking late, had added it: the harness reordered cause and
+	// effect; not the proxy's failure.
 	ErrLateForRoute = "late_for_route"
 	ErrMismatch     = "mismatch"    // an answer from the fixtures, but not the recorded status
 	ErrBackend5xx   = "backend_5xx" // the recorded 5xx, from the fixtures: as recorded, not a failure

@@ -32,6 +32,13 @@ type RouteDriver interface {
 	Run(ctx context.Context, start time.Time) error
 }
 
+// LateRoutes is what a route driver may tell of its own lateness: that
+// the route serving path was not yet in place at sent because the driver
+// woke late for its add (and how late). The hub stub does.
+type LateRoutes interface {
+	LateAdd(path string, sent time.Time) (time.Duration, bool)
+}
+
 // Runner replays plans against a target proxy.
 type Runner struct {
 	// Target is the proxy's public URL, e.g. http://127.0.0.1:8000.

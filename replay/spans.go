@@ -1,7 +1,6 @@
 package replay
 
 import (
-	"strings"
 	"time"
 
 	"github.com/hubreplay/hubreplay/trace"
@@ -38,7 +37,7 @@ func newRouteSpans(routes []*trace.Route) routeSpans {
 func (rs routeSpans) endOf(path string, at time.Duration) (time.Duration, bool) {
 	best := ""
 	for p := range rs {
-		if len(p) > len(best) && under(path, p) {
+		if len(p) > len(best) && trace.Holds(p, path) {
 			best = p
 		}
 	}
@@ -51,10 +50,4 @@ func (rs routeSpans) endOf(path string, at time.Duration) (time.Duration, bool) 
 		}
 	}
 	return 0, false
-}
-
-// under tells whether path is in the route prefix p (whole segments).
-func under(path, p string) bool {
-	p = strings.TrimSuffix(p, "/")
-	return path == p || strings.HasPrefix(path, p+"/") || p == ""
 }

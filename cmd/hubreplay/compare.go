@@ -47,9 +47,12 @@ timeout, 30 failures in a row, or what --values says), or left its probe
 unanswered for longer stretches than A (--fail-on-restart).
 
 When the harness itself was the bottleneck in a run (the replayer got to
-over 1% of its requests more than 100 ms late, or the processors were 95%
-busy for a tenth of the run), the headline says SATURATED, and latency,
-timeouts, probe silences and frame delivery are left out of the verdict.`
+over 1% of its requests more than 100 ms late, or the fixtures to over 1%
+of their answers and frames, or the processors were 95% busy for a tenth of
+the run, or it ran at --speed max), the headline says SATURATED, and
+latency, timeouts, probe silences and frame delivery are left out of the
+verdict. 'hubreplay capacity' finds the highest speed this machine's harness
+holds a trace at; compare says before a run whether its speed is within it.`
 
 // verdictFlags are the thresholds, shared by compare and report.
 type verdictFlags struct {
@@ -231,8 +234,10 @@ must be there ('hubreplay kind image', or --kind-build SRC).
 				if capacity, err = compare.LoadCapacity(capacityFile()); err != nil {
 					fmt.Fprintf(stderr, "hubreplay: %v (starting afresh)\n", err)
 				}
-				if advice := capacity.Advise(plan); advice != "" {
+				if advice, saturates := capacity.Advise(plan); saturates {
 					fmt.Fprintf(stderr, "warning: %s\n", advice)
+				} else {
+					fmt.Fprintf(stderr, "harness: %s\n", advice)
 				}
 			}
 			runs := 2 + noiseRuns

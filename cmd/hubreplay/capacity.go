@@ -1,0 +1,160 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/hubreplay/hubreplay/compare"
+	"github.com/hubreplay/hubreplay/proxy"
+	"github.com/hubreplay/hubreplay/replay"
+	"github.com/hubreplay/hubreplay/trace"
+)
+
+func newCapacityCmd() *cobra.Command {
+	var (
+		tracePath, candidate, speeds, out, users string
+		stretch, timeout                         time.Duration
+		seed                                     uint64
+	)
+	cmd := &cobra.Command{
+		Use:   "capacity --trace TRACE",
+		Short: "Find the highest --speed at which this machine's harness keeps up with a trace",
+		Long: `The replayer, the fixtures and the candidate share this machine. Past some
+speed the harness, not the candidate, is the bottleneck: then latency,
+timeouts and probe silences measure the harness, and compare's report says
+SATURATED and leaves them out. capacity finds that speed before a
+comparison does: it replays a stretch of TRACE that ends with its busiest
+minute (--stretch of trace time, so that the sessions open by then are
+open) against one candidate at rising --speeds, each behind fresh fixtures
+as compare runs it, until one saturates the harness, then once between the
+highest that held and the lowest that did not.
+
+Each step goes to the capacity file beside the candidate cache
+(~/.cache/hubreplay/harness.json); compare reads it before a run and says
+whether the harness held the plan's peak rate before. The results of each
+step go to -o.`,
+		Example: `  hubreplay capacity --trace peak.trace
+  hubreplay capacity --trace peak.trace --candidate chp@4.6.2 --users 2 --speeds 5,10,20`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if tracePath == "" {
+				return usageError{errors.New("capacity needs --trace TRACE")}
+			}
+			spec, err := proxy.ParseSpec(candidate)
+			if err != nil {
+				return usageError{fmt.Errorf("--candidate: %w", err)}
+			}
+			var ladder []float64
+			for _, s := range strings.Split(speeds, ",") {
+				v, err := replay.ParseSpeed(strings.TrimSpace(s))
+				if err != nil || v <= 0 {
+					return usageError{fmt.Errorf("--speeds %q: give factors from 0.1 to 100, e.g. 5,10,20", speeds)}
+				}
+				ladder = append(ladder, v)
+			}
+			n, err := strconv.Atoi(strings.TrimRight(users, "x×"))
+			if err != nil || n < 1 || n > 1000 {
+				return usageError{fmt.Errorf("--users %q: give 1 to 1000 copies of every user, e.g. 3 or 3x", users)}
+			}
+			if stretch <= 0 {
+				return usageError{fmt.Errorf("--stretch %s: give a length of trace time, e.g. 10m", stretch)}
+			}
+			if out == "" {
+				out = "capacity-" + time.Now().Format("20060102-150405")
+			}
+			ctx, stderr := cmd.Context(), cmd.ErrOrStderr()
+			opts := replay.Options{Speed: 1, Users: n, Seed: seed, Jitter: time.Minute}
+			whole, err := buildPlan(ctx, tracePath, opts)
+			if err != nil {
+				return exitError{2, err}
+			}
+			if whole.Requests == 0 {
+				return exitError{2, replay.ErrEmpty}
+			}
+			busiest := whole.Busiest(time.Minute)
+			opts.Window = trace.Window{From: max(0, busiest.To-stretch), To: busiest.To}
+			ix, err := readIndex(ctx, tracePath)
+			if err != nil {
+				return exitError{2, err}
+			}
+			capacity, err := compare.LoadCapacity(capacityFile())
+			if err != nil {
+				fmt.Fprintf(stderr, "hubreplay: %v (starting afresh)\n", err)
+			}
+			fmt.Fprintf(stderr, "measuring this machine's harness on %s: trace time %s to %s (its busiest minute from %s), against %s at %s\n",
+				tracePath, offset(opts.Window.From), offset(opts.Window.To), offset(busiest.From), spec, speeds)
+			w := &compareWatch{w: stderr}
+			res, err := compare.RunProbe(ctx, compare.Probe{TraceName: tracePath, Spec: spec, Index: ix, Speeds: ladder, Timeout: timeout, Dir: out,
+				PlanAt: func(ctx context.Context, speed float64) (*replay.Plan, error) {
+					o := opts
+					o.Speed = speed
+					return buildPlan(ctx, tracePath, o)
+				},
+				Watch: w.watch,
+				Step: func(s compare.ProbeStep) {
+					w.stop()
+					fmt.Fprintf(stderr, "at %s (%.0f requests a second at the peak): %s\n", replay.SpeedString(s.Speed), s.Peak, probeOutcome(s.Harness))
+				},
+			}, capacity)
+			w.stop()
+			if res != nil {
+				fmt.Fprintln(cmd.OutOrStdout(), probeSummary(tracePath, res))
+			}
+			if err != nil {
+				return exitError{2, err}
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&tracePath, "trace", "", "the trace to measure with (required)")
+	f.StringVar(&candidate, "candidate", "chp@5", "the proxy to run while measuring (it shares the machine)")
+	f.StringVar(&speeds, "speeds", "5,10,20,40,70,100", "the speeds to try, in rising order until one saturates")
+	f.DurationVar(&stretch, "stretch", 10*time.Minute, "how much trace time each step replays, ending with the busiest minute")
+	f.StringVar(&users, "users", "1", "play every user this many times, as compare would")
+	f.Uint64Var(&seed, "seed", 1, "seed for the copies' pseudonyms and jitter")
+	f.DurationVar(&timeout, "timeout", 30*time.Second, "how long an answer may take beyond its recorded time")
+	f.StringVarP(&out, "output", "o", "", "directory for each step's results (default capacity-DATE-TIME)")
+	return cmd
+}
+
+// offset shows trace time from the trace's start, as inspect does.
+func offset(d time.Duration) string { return "+" + d.Round(time.Second).String() }
+
+// buildPlan reads a trace into a plan.
+func buildPlan(ctx context.Context, path string, o replay.Options) (*replay.Plan, error) {
+	r, err := openTrace(path, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	return replay.BuildPlan(ctx, r, o, nil)
+}
+
+func probeOutcome(h *compare.Harness) string {
+	figures := fmt.Sprintf("replayer lag p99 %s, %.2f%% of requests and %.2f%% of the fixtures' answers more than %s late, processors %.0f%% busy on average",
+		time.Duration(h.Lag.P99)*time.Microsecond, h.LateShare*100, h.FixtureShare*100, compare.LateBy, h.BusyMean*100)
+	if h.Saturated {
+		return "SATURATED: " + strings.Join(h.Why, "; ")
+	}
+	return "held (" + figures + ")"
+}
+
+func probeSummary(tracePath string, res *compare.ProbeResult) string {
+	switch {
+	case res.Held == 0 && res.Saturated == 0:
+		return "no step finished"
+	case res.Held == 0:
+		return fmt.Sprintf("this machine's harness did not hold %s even at %s: replay it in shards, or on a bigger machine", tracePath, replay.SpeedString(res.Saturated))
+	case res.Saturated == 0:
+		return fmt.Sprintf("this machine's harness holds %s up to --speed %g at least (%.0f requests a second at the peak); it never saturated", tracePath, res.Held, res.HeldPeak)
+	}
+	return fmt.Sprintf("this machine's harness holds %s up to --speed %g (%.0f requests a second at the peak); at %s (%.0f a second) it saturated",
+		tracePath, res.Held, res.HeldPeak, replay.SpeedString(res.Saturated), res.SatPeak)
+}
