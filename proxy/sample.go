@@ -15,6 +15,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+
+	"github.com/hubreplay/hubreplay/internal/cpustat"
 )
 
 // Sample is one look at the candidate.
@@ -63,27 +65,14 @@ var tcpStates = map[string]string{
 	"06": "TIME_WAIT", "07": "CLOSE", "08": "CLOSE_WAIT", "09": "LAST_ACK", "0A": "LISTEN", "0B": "CLOSING",
 }
 
-// clockTicks is USER_HZ, 100 on every Linux this runs on.
-const clockTicks = 100
-
 // procSample reads a process's figures from /proc.
 func procSample(pid int, ports []int, own func(local, remote int) bool, s *Sample) error {
 	dir := fmt.Sprintf("/proc/%d", pid)
-	stat, err := os.ReadFile(dir + "/stat")
+	proc, err := cpustat.ReadProc(strconv.Itoa(pid))
 	if err != nil {
 		return err
 	}
-	// Fields after the command name, which may hold spaces: ") S ppid ...".
-	if i := strings.LastIndexByte(string(stat), ')'); i > 0 {
-		f := strings.Fields(string(stat[i+1:]))
-		if len(f) > 22 {
-			utime, _ := strconv.ParseInt(f[11], 10, 64)
-			stime, _ := strconv.ParseInt(f[12], 10, 64)
-			s.CPU = time.Duration(utime+stime) * time.Second / clockTicks
-			rss, _ := strconv.ParseInt(f[21], 10, 64)
-			s.RSS = rss * int64(os.Getpagesize())
-		}
-	}
+	s.CPU, s.RSS = proc.CPU, proc.RSS
 	inodes := map[string]bool{}
 	fds, err := os.ReadDir(dir + "/fd")
 	if err == nil {

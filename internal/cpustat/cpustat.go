@@ -1,5 +1,5 @@
 // Package cpustat reads how busy the machine's processors are (/proc/stat)
-// and how much of them this process used (/proc/self/stat), so that a run
+// and how much of them a process used (/proc/PID/stat), so that a run
 // can tell when the harness, not the candidate, was the bottleneck.
 package cpustat
 
@@ -54,22 +54,42 @@ func Read() (Times, error) {
 			t.Cores++
 		}
 	}
-	self, err := os.ReadFile("/proc/self/stat")
+	self, err := ReadProc("self")
 	if err != nil {
 		return t, fmt.Errorf("read this process's processor time: %w", err)
 	}
+	t.Self = self.CPU
+	return t, nil
+}
+
+// Proc is what /proc/PID/stat says of one process.
+type Proc struct {
+	CPU time.Duration // user and system time since it started
+	RSS int64         // resident memory, bytes
+}
+
+// ReadProc reads /proc/PID/stat (pid "self" for this process).
+func ReadProc(pid string) (Proc, error) {
+	var p Proc
+	path := "/proc/" + pid + "/stat"
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return p, err
+	}
 	// The command may hold spaces and parentheses: fields count from the last ')'.
-	rest := strings.Fields(string(self[bytes.LastIndexByte(self, ')')+1:]))
-	if len(rest) < 13 {
-		return t, fmt.Errorf("/proc/self/stat: too short")
+	rest := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	if len(rest) < 22 {
+		return p, fmt.Errorf("%s: too short", path)
 	}
 	ut, err1 := strconv.ParseInt(rest[11], 10, 64)
 	st, err2 := strconv.ParseInt(rest[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return t, fmt.Errorf("/proc/self/stat: utime %q, stime %q", rest[11], rest[12])
+	rss, err3 := strconv.ParseInt(rest[21], 10, 64)
+	if err1 != nil || err2 != nil || err3 != nil {
+		return p, fmt.Errorf("%s: utime %q, stime %q, rss %q", path, rest[11], rest[12], rest[21])
 	}
-	t.Self = time.Duration(ut+st) * time.Second / clockTicks
-	return t, nil
+	p.CPU = time.Duration(ut+st) * time.Second / clockTicks
+	p.RSS = rss * int64(os.Getpagesize())
+	return p, nil
 }
 
 // Shares is how the cores' time went between two readings, as shares of

@@ -25,3 +25,12 @@ func TestSharesSeeThisProcessWork(t *testing.T) {
 	assert.GreaterOrEqual(t, s.Busy+0.02, s.Self, "this process's time is part of the busy time")
 	assert.InDelta(t, 1, s.Busy+s.Idle+s.Steal, 0.01, "the shares cover all the time")
 }
+
+// A process's own figures: this one holds memory; one that is gone is an error.
+func TestReadProc(t *testing.T) {
+	p, err := ReadProc("self")
+	require.NoError(t, err)
+	assert.Positive(t, p.RSS)
+	_, err = ReadProc("999999999")
+	assert.Error(t, err)
+}
