@@ -115,7 +115,12 @@ type Resources struct {
 	CloseWaitEnd   int            `json:"close_wait_end"`
 	StatesEnd      map[string]int `json:"socket_states_end,omitempty"`
 	CPUSeconds     float64        `json:"cpu_seconds"`
-	Settle         time.Duration  `json:"settle_ns"`
+	// CPUPeak is the candidate's busiest stretch between two samples, in
+	// cores; CPUBusy how many samples found it at CPUBusyAt of a core or
+	// more: a proxy on one Node.js thread is then its own bottleneck.
+	CPUPeak float64       `json:"cpu_peak_cores"`
+	CPUBusy int           `json:"cpu_busy_samples"`
+	Settle  time.Duration `json:"settle_ns"`
 	// Unanswered counts samples (about one a second) whose liveness probe
 	// got no answer while the process ran: a hang, not a crash;
 	// UnansweredFrom is the trace time of the first.
@@ -128,6 +133,17 @@ type Resources struct {
 	// Probed: hubreplay probed the candidate's liveness with its samples
 	// (locally; in a cluster the kubelet does, and its restarts count).
 	Probed bool `json:"probed"`
+}
+
+// CPUBusyAt is the share of one core at which a sample counts the
+// candidate as busy.
+const CPUBusyAt = 0.9
+
+// Overloaded tells whether the candidate was at CPUBusyAt of a core or
+// more for a tenth of the run (and 3 samples): then it, not the harness,
+// set the pace, and the run tested its throughput more than the trace.
+func (x *Resources) Overloaded() bool {
+	return x.CPUBusy >= 3 && float64(x.CPUBusy) >= SaturatedShare*float64(x.Samples)
 }
 
 // SocketsLeft is how many sockets the run left open.
@@ -294,7 +310,14 @@ func (r *run) resources(f *Figures) *Resources {
 		x.Settle = r.cand.Settle
 	}
 	cpu := map[int]time.Duration{} // per process: CPU is counted per life
-	for _, s := range up {
+	for i, s := range up {
+		if p := up[max(0, i-1)]; i > 0 && p.PID == s.PID && s.At.After(p.At) {
+			cores := float64(s.CPU-p.CPU) / float64(s.At.Sub(p.At))
+			x.CPUPeak = max(x.CPUPeak, cores)
+			if cores >= CPUBusyAt {
+				x.CPUBusy++
+			}
+		}
 		x.RSSPeak = max(x.RSSPeak, s.RSS)
 		x.FDsPeak = max(x.FDsPeak, s.FDs)
 		x.SocketsPeak = max(x.SocketsPeak, s.SocketFDs)

@@ -44,7 +44,10 @@ type ProbeStep struct {
 	Speed   float64  `json:"speed"`
 	Peak    float64  `json:"peak_requests_per_s"`
 	Harness *Harness `json:"harness"`
-	Results string   `json:"results"`
+	// Candidate is the candidate's side (nil if it was never up): at
+	// high speeds it, not the harness, may set the pace.
+	Candidate *Resources `json:"candidate"`
+	Results   string     `json:"results"`
 }
 
 // ProbeResult is what the probe found: Held the highest speed that did not
@@ -54,6 +57,10 @@ type ProbeResult struct {
 	Steps             []ProbeStep
 	Held, Saturated   float64
 	HeldPeak, SatPeak float64 // their peak request rates
+	// KeptUp is the highest speed that held at which the candidate was
+	// not its own bottleneck either (0: none): up to it a comparison
+	// tests the trace, beyond it the candidates' throughput.
+	KeptUp float64
 }
 
 // RunProbe runs the probe and adds each step to capacity (saved as it goes).
@@ -85,11 +92,12 @@ func RunProbe(ctx context.Context, p Probe, capacity *Capacity) (*ProbeResult, e
 		if err != nil {
 			return false, fmt.Errorf("capacity probe at %s: %w", replay.SpeedString(speed), err)
 		}
-		h := r.figures(RoleA).Harness
+		f := r.figures(RoleA)
+		h := f.Harness
 		if h == nil || h.Samples == 0 {
 			return false, fmt.Errorf("capacity probe at %s: the harness took no samples of the processors", replay.SpeedString(speed))
 		}
-		step := ProbeStep{Speed: speed, Peak: plan.PeakRate(), Harness: h, Results: results}
+		step := ProbeStep{Speed: speed, Peak: plan.PeakRate(), Harness: h, Candidate: f.Proxy, Results: results}
 		res.Steps = append(res.Steps, step)
 		if p.Step != nil {
 			p.Step(step)
@@ -106,6 +114,9 @@ func RunProbe(ctx context.Context, p Probe, capacity *Capacity) (*ProbeResult, e
 			}
 		} else if speed > res.Held {
 			res.Held, res.HeldPeak = speed, step.Peak
+		}
+		if !h.Saturated && f.Proxy != nil && !f.Proxy.Overloaded() {
+			res.KeptUp = max(res.KeptUp, speed)
 		}
 		return h.Saturated, ctx.Err()
 	}

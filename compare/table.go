@@ -77,7 +77,9 @@ func (r *Report) rows() []row {
 		}
 		return fmt.Sprintf("%d / %d / %d", x.CloseWaitStart, x.CloseWaitPeak, x.CloseWaitEnd)
 	}))
-	add("CPU seconds", "", res(func(x *Resources) string { return fmt.Sprintf("%.1f", x.CPUSeconds) }))
+	add("CPU seconds; busiest (samples at 90%+ of a core)", "", res(func(x *Resources) string {
+		return fmt.Sprintf("%.1f; %.0f%% of a core (%d)", x.CPUSeconds, x.CPUPeak*100, x.CPUBusy)
+	}))
 	section = "Crashes and logs"
 	add("restarts", "restarts", func(f *Figures) string {
 		if f.Restarts == 0 {

@@ -167,7 +167,7 @@ func TestHarnessSaturationRule(t *testing.T) {
 		for i, x := range busy {
 			r.harnessSamples = append(r.harnessSamples, &HarnessSample{TS: time.Duration(i) * time.Second, Shares: cpustat.Shares{Busy: x, Cores: 2}})
 		}
-		return r.harness(&Figures{})
+		return r.harness(&Figures{Speed: 10})
 	}
 	quiet := make([]time.Duration, 1000)
 	idle := []float64{0.3, 0.4, 0.5, 0.4, 0.3, 0.6, 0.5, 0.4, 0.3, 0.2}
@@ -199,7 +199,7 @@ func TestHarnessSaturationRule(t *testing.T) {
 			s.Fixtures = fixtures.LateCount{Due: due / 10, Late: late / 10, Max: 150 * time.Millisecond}
 			r.harnessSamples = append(r.harnessSamples, s)
 		}
-		return r.harness(&Figures{})
+		return r.harness(&Figures{Speed: 10})
 	}
 	h = withFixtures(10000, 50)
 	assert.False(t, h.Saturated, "%v", h.Why)
@@ -207,6 +207,12 @@ func TestHarnessSaturationRule(t *testing.T) {
 	h = withFixtures(10000, 300)
 	assert.True(t, h.Saturated)
 	assert.Contains(t, h.Why[0], "the fixtures woke more than 100ms late for 3.0% of their answers and frames (at worst 150ms)")
+
+	// At max speed there is no schedule: the harness runs flat out.
+	r := &run{res: &replay.Results{Requests: []*replay.Request{{}}}}
+	h = r.harness(&Figures{Speed: 0})
+	assert.True(t, h.Saturated)
+	assert.Contains(t, h.Why[0], "at max speed")
 }
 
 // A silence is a restart only as z2jh's kubelet counts one: 30 probes in a
@@ -288,4 +294,33 @@ func TestClock(t *testing.T) {
 	assert.Equal(t, "1:05", clock(65*time.Second))
 	assert.Equal(t, "1:00:00", clock(time.Hour))
 	assert.Equal(t, "-0:03", clock(-3*time.Second))
+}
+
+// A candidate busy on its one core for a tenth of the run set the pace
+// itself; one with headroom did not.
+func TestCandidateOverload(t *testing.T) {
+	mk := func(busy int) *Resources {
+		r := &run{res: &replay.Results{}}
+		at, cpu := time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC), time.Duration(0)
+		for i := range 20 {
+			s := &Sample{TS: time.Duration(i) * time.Second}
+			s.Up, s.PID, s.At, s.CPU = true, 7, at.Add(time.Duration(i)*time.Second), cpu
+			r.samples = append(r.samples, s)
+			if i < busy {
+				cpu += 950 * time.Millisecond
+			} else {
+				cpu += 200 * time.Millisecond
+			}
+		}
+		return r.resources(&Figures{Speed: 1})
+	}
+	idle := mk(0)
+	assert.InDelta(t, 0.2, idle.CPUPeak, 0.01)
+	assert.Zero(t, idle.CPUBusy)
+	assert.False(t, idle.Overloaded())
+	busy := mk(5)
+	assert.InDelta(t, 0.95, busy.CPUPeak, 0.01)
+	assert.Equal(t, 5, busy.CPUBusy)
+	assert.True(t, busy.Overloaded())
+	assert.False(t, mk(2).Overloaded(), "two busy seconds are a moment, not the run")
 }

@@ -99,7 +99,7 @@ step go to -o.`,
 				Watch: w.watch,
 				Step: func(s compare.ProbeStep) {
 					w.stop()
-					fmt.Fprintf(stderr, "at %s (%.0f requests a second at the peak): %s\n", replay.SpeedString(s.Speed), s.Peak, probeOutcome(s.Harness))
+					fmt.Fprintf(stderr, "at %s (%.0f requests a second at the peak): %s; %s\n", replay.SpeedString(s.Speed), s.Peak, probeOutcome(s.Harness), candidateLoad(s.Candidate))
 				},
 			}, capacity)
 			w.stop()
@@ -146,7 +146,30 @@ func probeOutcome(h *compare.Harness) string {
 	return "held (" + figures + ")"
 }
 
+func candidateLoad(x *compare.Resources) string {
+	if x == nil {
+		return "the candidate was never up"
+	}
+	s := fmt.Sprintf("the candidate at up to %.0f%% of a core", x.CPUPeak*100)
+	if x.Overloaded() {
+		s += fmt.Sprintf(" (%d of %d samples at %.0f%% or more: it set the pace)", x.CPUBusy, x.Samples, compare.CPUBusyAt*100)
+	}
+	return s
+}
+
 func probeSummary(tracePath string, res *compare.ProbeResult) string {
+	s := harnessSummary(tracePath, res)
+	switch {
+	case res.Held == 0:
+	case res.KeptUp == 0:
+		s += "; the candidate was its own bottleneck at every speed that held: lower speeds test the trace, not its throughput"
+	case res.KeptUp < res.Held:
+		s += fmt.Sprintf("; above --speed %g the candidate, not the harness, set the pace: up to it a comparison tests the trace, beyond it the candidates' throughput", res.KeptUp)
+	}
+	return s
+}
+
+func harnessSummary(tracePath string, res *compare.ProbeResult) string {
 	switch {
 	case res.Held == 0 && res.Saturated == 0:
 		return "no step finished"
