@@ -50,7 +50,7 @@ func (cl *client) at(t time.Duration) time.Time { return cl.r.wall(cl.start, cl.
 // sent after the recording deleted that route, when the recording had it in
 // place at the request's own time, and how much after.
 func (cl *client) lateForRoute(s *Step, sent time.Time) (time.Duration, bool) {
-	if cl.p.Opts.Speed <= 0 || cl.spans == nil {
+	if cl.p.Opts.Speed <= 0 || cl.spans.RouteSpans == nil {
 		return 0, false
 	}
 	at := time.Duration(float64(sent.Sub(cl.start)) * cl.p.Opts.Speed) // in replay time
@@ -362,9 +362,14 @@ func (cl *client) read(ctx context.Context, s *Step, res *Request, sent time.Tim
 		res.Detail = "the recording has no answer to this request"
 		return
 	}
-	isUser := strings.HasPrefix(s.Target, "/user/")
+	// A user's request (under /user/, or under a user's route in the plan
+	// behind a base URL) that the hub answered: the proxy had no route.
+	isUser := func() bool {
+		path, _, _ := strings.Cut(s.Target, "?")
+		return strings.HasPrefix(path, "/user/") || cl.spans.User(path)
+	}
 	switch {
-	case !fromTrace && res.By == "hub" && isUser:
+	case !fromTrace && res.By == "hub" && isUser():
 		res.Error, res.Detail = ErrRouteMissing, resp.Header.Get("X-Hubreplay-Error")
 		if late, ok := cl.lateForRoute(s, sent); ok {
 			res.Error = ErrLateForRoute

@@ -6,7 +6,6 @@ package trace
 
 import (
 	"encoding/json"
-	"strings"
 	"time"
 )
 
@@ -247,13 +246,6 @@ type Route struct {
 	Target string          `json:"target,omitempty"`
 	User   string          `json:"user,omitempty"`
 	Data   json.RawMessage `json:"data,omitempty"`
-}
-
-// Holds tells whether a request for path falls under a route at prefix
-// (whole segments, as the proxy matches them; "/" holds everything).
-func Holds(prefix, path string) bool {
-	prefix = strings.TrimSuffix(prefix, "/")
-	return path == prefix || strings.HasPrefix(path, prefix+"/") || prefix == ""
 }
 
 // Gap records bytes the capture lost on one direction of a connection.

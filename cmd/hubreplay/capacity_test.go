@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -11,7 +10,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/hubreplay/hubreplay/compare"
-	"github.com/hubreplay/hubreplay/internal/testenv"
 	"github.com/hubreplay/hubreplay/internal/toyproxy"
 )
 
@@ -19,16 +17,10 @@ import (
 // this machine's harness holds the trace, and keeps each step where compare
 // reads it before a run.
 func TestCapacityFindsTheSpeedTheHarnessHolds(t *testing.T) {
-	dir := t.TempDir()
+	dir, peak, bin := toyPeak(t)
 	t.Setenv("HUBREPLAY_CACHE", filepath.Join(dir, "cache"))
-	peak := filepath.Join(dir, "peak.trace")
-	r := hubreplay(t, nil, "generate", "lecture-peak", "--users", "25", "--duration", "5m", "-o", peak)
-	require.Equal(t, 0, r.code, r.stderr)
-	testenv.Need(t, "go")
-	bin, err := toyproxy.Build(context.Background(), dir)
-	require.NoError(t, err)
 
-	r = hubreplay(t, nil, "capacity", "--trace", peak, "--speeds", "max")
+	r := hubreplay(t, nil, "capacity", "--trace", peak, "--speeds", "max")
 	assert.Equal(t, 2, r.code, "max keeps no schedule: nothing to hold: %s", r.stderr)
 
 	out := filepath.Join(dir, "probe")

@@ -16,22 +16,30 @@ import (
 	"github.com/hubreplay/hubreplay/internal/toyproxy"
 )
 
-// The exit status CI acts on: 1 for a regression, with the report naming
-// why; 0 for A against itself; 2 when the comparison cannot be made.
-func TestCompareExitStatus(t *testing.T) {
-	dir := t.TempDir()
-	peak := filepath.Join(dir, "peak.trace")
+// toyPeak generates a small lecture peak (25 students, 5 minutes) and
+// builds the toy proxy, in a new directory.
+func toyPeak(t *testing.T) (dir, peak, bin string) {
+	t.Helper()
+	dir = t.TempDir()
+	peak = filepath.Join(dir, "peak.trace")
 	r := hubreplay(t, nil, "generate", "lecture-peak", "--users", "25", "--duration", "5m", "-o", peak)
 	require.Equal(t, 0, r.code, r.stderr)
 	testenv.Need(t, "go")
 	bin, err := toyproxy.Build(context.Background(), dir)
 	require.NoError(t, err)
+	return dir, peak, bin
+}
+
+// The exit status CI acts on: 1 for a regression, with the report naming
+// why; 0 for A against itself; 2 when the comparison cannot be made.
+func TestCompareExitStatus(t *testing.T) {
+	dir, peak, bin := toyPeak(t)
 	good, broken := toyproxy.Spec(bin), toyproxy.Spec(bin, "--fail-503", "0.05")
 	out := filepath.Join(dir, "out")
 	summary := filepath.Join(dir, "step-summary.md")
 	t.Setenv("GITHUB_STEP_SUMMARY", summary)
 
-	r = hubreplay(t, nil, "compare", "--trace", peak, "--a", good, "--b", broken, "--noise-runs", "1", "--speed", "60", "--settle", "1s", "-o", out)
+	r := hubreplay(t, nil, "compare", "--trace", peak, "--a", good, "--b", broken, "--noise-runs", "1", "--speed", "60", "--settle", "1s", "-o", out)
 	require.Equal(t, 1, r.code, "a regression: %s", r.stderr)
 	assert.Contains(t, r.stderr, "A (cmd:exec", "progress names each run")
 	assert.Contains(t, r.stderr, "replaying")
@@ -83,4 +91,19 @@ func TestCompareExitStatus(t *testing.T) {
 	r = hubreplay(t, nil, "compare", "--trace", peak, "--a", "chp@4.5.6")
 	assert.Equal(t, 2, r.code, r.stderr)
 	assert.Contains(t, r.stderr, "--b SPEC")
+}
+
+// A comparison run faster than the harness keeps a schedule at (here max:
+// none at all) is no regression: its headline says SATURATED and names what
+// it leaves out of the verdict.
+func TestTooFastIsSaturatedNotARegression(t *testing.T) {
+	dir, peak, bin := toyPeak(t)
+	t.Setenv("HUBREPLAY_CACHE", filepath.Join(dir, "cache"))
+	out := filepath.Join(dir, "out")
+	r := hubreplay(t, nil, "compare", "--trace", peak, "--a", toyproxy.Spec(bin), "--b", toyproxy.Spec(bin), "--speed", "max", "--settle", "1s", "-o", out)
+	assert.Equal(t, 0, r.code, r.stderr)
+	md, err := os.ReadFile(filepath.Join(out, "report.md"))
+	require.NoError(t, err)
+	assert.Regexp(t, `\*\*Saturated\*\* — the harness, not the candidate, was the bottleneck .*left out of the verdict: latency, timeouts, probe silences`, string(md))
+	assert.Regexp(t, `(?m)^SATURATED: the harness, not the candidate, was the bottleneck \(.*at max speed.*\); left out of the verdict: latency, timeouts, probe silences`, r.stderr)
 }
