@@ -51,6 +51,9 @@ func LoadCapacity(path string) (*Capacity, error) {
 
 // Record adds the runs of a comparison and writes the file.
 func (c *Capacity) Record(plan *replay.Plan, rep *Report) error {
+	if plan.Opts.Speed <= 0 {
+		return nil // at max speed a peak rate says nothing of what was held
+	}
 	for _, f := range rep.Runs {
 		if f.Harness == nil || f.Harness.Samples == 0 {
 			continue // not run here (a cluster backend)

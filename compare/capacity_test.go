@@ -41,9 +41,11 @@ func TestCapacityAdvice(t *testing.T) {
 	require.NoError(t, c.Record(planAt(2), held))
 	require.NoError(t, c.Record(planAt(8), saturated))
 
+	require.NoError(t, c.Record(planAt(0), held))
+
 	c, err = LoadCapacity(path)
 	require.NoError(t, err)
-	require.Len(t, c.Runs, 2, "kept in the file")
+	require.Len(t, c.Runs, 2, "kept in the file; a run at max speed is not one")
 	advice, sat = c.Advise(planAt(1))
 	assert.Equal(t, "at 1x this trace asks for up to 100 requests a second; this machine's harness has held 200 a second", advice)
 	assert.False(t, sat)
