@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"time"
 
 	"github.com/hubreplay/hubreplay/replay"
@@ -24,10 +25,13 @@ type Capacity struct {
 
 // CapacityRun is one run's load and outcome.
 type CapacityRun struct {
-	At        time.Time `json:"at"`
-	Cores     int       `json:"cores"`
-	Peak      float64   `json:"peak_requests_per_s"`
-	Saturated bool      `json:"saturated"`
+	At    time.Time `json:"at"`
+	Cores int       `json:"cores"`
+	// Candidate is the proxy that ran: the same traffic costs the harness
+	// more through some (4.5.6 makes it work 2.5 times as hard as 4.6.2).
+	Candidate string  `json:"candidate,omitempty"`
+	Peak      float64 `json:"peak_requests_per_s"`
+	Saturated bool    `json:"saturated"`
 }
 
 // maxCapacityRuns bounds the file: the newest runs are kept.
@@ -58,14 +62,14 @@ func (c *Capacity) Record(plan *replay.Plan, rep *Report) error {
 		if f.Harness == nil || f.Harness.Samples == 0 {
 			continue // not run here (a cluster backend)
 		}
-		c.Add(plan.PeakRate(), f.Harness.Saturated)
+		c.Add(f.Spec, plan.PeakRate(), f.Harness.Saturated)
 	}
 	return c.Save()
 }
 
-// Add notes one run's peak rate and whether it saturated the harness.
-func (c *Capacity) Add(peak float64, saturated bool) {
-	c.Runs = append(c.Runs, CapacityRun{At: time.Now().UTC(), Cores: runtime.NumCPU(), Peak: peak, Saturated: saturated})
+// Add notes one run's candidate, peak rate and whether it saturated the harness.
+func (c *Capacity) Add(candidate string, peak float64, saturated bool) {
+	c.Runs = append(c.Runs, CapacityRun{At: time.Now().UTC(), Cores: runtime.NumCPU(), Candidate: candidate, Peak: peak, Saturated: saturated})
 }
 
 // Save writes the file, the newest runs kept.
@@ -83,31 +87,38 @@ func (c *Capacity) Save() error {
 	return nil
 }
 
-// Held is the highest peak rate a run held on a machine of this size, and
-// Saturated the lowest one that saturated it (0: none yet).
-func (c *Capacity) Held() (held, saturated float64) {
-	for _, r := range c.Runs {
-		if r.Cores != runtime.NumCPU() {
-			continue
+// Held is the highest peak rate a run with one of the candidates held on
+// a machine of this size, below the lowest that saturated it, and
+// Saturated that lowest (0: none yet). With no candidates, or none of
+// theirs recorded, every run counts.
+func (c *Capacity) Held(candidates ...string) (held, saturated float64) {
+	runs := c.Runs
+	if mine := slices.DeleteFunc(slices.Clone(runs), func(r CapacityRun) bool {
+		return !slices.Contains(candidates, r.Candidate)
+	}); len(mine) > 0 {
+		runs = mine
+	}
+	for _, r := range runs {
+		if r.Cores == runtime.NumCPU() && r.Saturated && (saturated == 0 || r.Peak < saturated) {
+			saturated = r.Peak
 		}
-		if r.Saturated {
-			if saturated == 0 || r.Peak < saturated {
-				saturated = r.Peak
-			}
-		} else {
+	}
+	for _, r := range runs {
+		if r.Cores == runtime.NumCPU() && !r.Saturated && (saturated == 0 || r.Peak < saturated) {
 			held = max(held, r.Peak)
 		}
 	}
 	return held, saturated
 }
 
-// Advise says, before a run, whether the harness on this machine holds the
-// plan's peak rate: within what it held before, beyond what saturated it
-// (then at what speed it would stay under what it held), or not known.
-// Saturated is true when the plan asks for what saturated it before.
-func (c *Capacity) Advise(plan *replay.Plan) (advice string, saturated bool) {
+// Advise says, before a run of the candidates, whether the harness on this
+// machine holds the plan's peak rate: within what it held before, beyond
+// what saturated it (then at what speed it would stay under what it held),
+// or not known. Saturated is true when the plan asks for what saturated
+// it before.
+func (c *Capacity) Advise(plan *replay.Plan, candidates ...string) (advice string, saturated bool) {
 	peak := plan.PeakRate()
-	held, sat := c.Held()
+	held, sat := c.Held(candidates...)
 	speed := plan.Opts.Speed
 	asks := fmt.Sprintf("at %s this trace asks for up to %.0f requests a second", replay.SpeedString(speed), peak)
 	switch {

@@ -59,6 +59,26 @@ func TestCapacityAdvice(t *testing.T) {
 	assert.Contains(t, advice, "--speed 2 stays under that")
 }
 
+// The same traffic costs the harness more through some candidates: the
+// advice counts the runs of the candidates at hand, and what a run held
+// above what saturated another says nothing.
+func TestCapacityAdvicePerCandidate(t *testing.T) {
+	c, err := LoadCapacity(filepath.Join(t.TempDir(), "harness.json"))
+	require.NoError(t, err)
+	c.Add("chp@4.6.2", 1500, false)
+	c.Add("chp@4.5.6", 800, true)
+	c.Add("chp@4.5.6", 500, false)
+	advice, sat := c.Advise(planAt(10), "chp@4.6.2", "chp@4.6.2")
+	assert.False(t, sat, advice)
+	assert.Contains(t, advice, "has held 1500 a second")
+	advice, sat = c.Advise(planAt(10), "chp@4.6.2", "chp@4.5.6")
+	assert.True(t, sat, advice)
+	assert.Contains(t, advice, "runs asking for 800 or more saturated")
+	assert.Contains(t, advice, "it held 500 a second: --speed 5 stays under that", "not the 1500 above what saturated")
+	advice, _ = c.Advise(planAt(10), "chp:../fork")
+	assert.Contains(t, advice, "runs asking for 800 or more saturated", "no runs of its own: every run counts")
+}
+
 // The busiest stretch of a plan is found in trace time.
 func TestBusiest(t *testing.T) {
 	p := &replay.Plan{Opts: replay.Options{Speed: 1}, Length: 10 * time.Minute}

@@ -103,7 +103,7 @@ func RunProbe(ctx context.Context, p Probe, capacity *Capacity) (*ProbeResult, e
 			p.Step(step)
 		}
 		if capacity != nil {
-			capacity.Add(step.Peak, h.Saturated)
+			capacity.Add(p.Spec.Raw, step.Peak, h.Saturated)
 			if err := capacity.Save(); err != nil {
 				return false, err
 			}

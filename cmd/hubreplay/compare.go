@@ -234,7 +234,7 @@ must be there ('hubreplay kind image', or --kind-build SRC).
 				if capacity, err = compare.LoadCapacity(capacityFile()); err != nil {
 					fmt.Fprintf(stderr, "hubreplay: %v (starting afresh)\n", err)
 				}
-				if advice, saturates := capacity.Advise(plan); saturates {
+				if advice, saturates := capacity.Advise(plan, specA.Raw, specB.Raw); saturates {
 					fmt.Fprintf(stderr, "warning: %s\n", advice)
 				} else {
 					fmt.Fprintf(stderr, "harness: %s\n", advice)
