@@ -33,7 +33,7 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	}
 	v := r.Verdict
 	if v.Saturated {
-		fmt.Fprintf(&b, "**Saturated** — %s\n\n", mdEscape(strings.TrimSuffix(r.saturation(), " —")))
+		fmt.Fprintf(&b, "**Saturated** — %s\n\n", mdEscape(strings.TrimPrefix(strings.TrimSuffix(r.saturation(), " —"), "SATURATED: ")))
 	}
 	switch {
 	case v.Regression:

@@ -161,8 +161,12 @@ func (r *Report) Headline() string {
 // and what to do.
 func (r *Report) saturation() string {
 	v := r.Verdict
-	return fmt.Sprintf("SATURATED: the harness, not the candidate, was the bottleneck (%s); left out of the verdict: %s; replay at a lower --speed than %s, with fewer --users, or in shards —",
-		strings.Join(v.Why, "; "), strings.Join(v.LeftOut, ", "), replay.SpeedString(r.Speed))
+	todo := "replay at a lower --speed than " + replay.SpeedString(r.Speed)
+	if r.Speed <= 0 {
+		todo = "replay at a --speed 'hubreplay capacity' finds the harness holds"
+	}
+	return fmt.Sprintf("SATURATED: the harness, not the candidate, was the bottleneck (%s); left out of the verdict: %s; %s, with fewer --users, or in shards —",
+		strings.Join(v.Why, "; "), strings.Join(v.LeftOut, ", "), todo)
 }
 
 func (r *Report) headline() string {

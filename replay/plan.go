@@ -369,8 +369,8 @@ func planRoutes(routes []*trace.Route, win trace.Window, o Options, shiftOf func
 					paths = append(paths, r.Path)
 				}
 				live[r.Path] = r
-			} else {
-				delete(live, r.Path)
+			} else if r.TS < win.From {
+				delete(live, r.Path) // at max speed, a delete in the window is not made
 			}
 		case r.TS < win.To:
 			in = append(in, r)

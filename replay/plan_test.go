@@ -185,8 +185,22 @@ func TestShardsPartition(t *testing.T) {
 func TestMaxSpeedRoutes(t *testing.T) {
 	p := plan(t, peakFile(t), replay.Options{Speed: 0})
 	require.NotEmpty(t, p.Routes)
+	max := map[string]bool{}
 	for _, r := range p.Routes {
 		assert.Zero(t, r.TS)
 		assert.Equal(t, trace.RouteAdd, r.Op)
+		max[r.Path] = true
 	}
+	// Every route the trace ever adds, those it deletes later too: their
+	// users' requests come at any moment.
+	all, deleted := map[string]bool{}, 0
+	for _, r := range plan(t, peakFile(t), replay.Options{Speed: 1}).Routes {
+		if r.Op == trace.RouteAdd {
+			all[r.Path] = true
+		} else {
+			deleted++
+		}
+	}
+	require.Positive(t, deleted, "the trace deletes routes")
+	assert.Equal(t, all, max)
 }

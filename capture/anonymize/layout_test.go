@@ -172,3 +172,16 @@ func TestAUsersOwnPathIsNotTakenForTheBaseURL(t *testing.T) {
 	assert.Equal(t, "/"+a.segment("jhub")+"/user/"+a.User("bob")+"/tree", got)
 	assert.Equal(t, a.User("bob"), user)
 }
+
+// A listed address is looked for whole: its octets and port are numbers a
+// trace keeps (a pseudonymized host keeps its port), not parts of a name.
+func TestVerifyLooksForAddressesWhole(t *testing.T) {
+	v := NewVerifier([]string{"127.0.0.1:38291", "10.1.2.3"})
+	v.Check(&trace.Route{Op: trace.RouteAdd, Path: "/user/u-1a2b3c4d/", Target: "http://h-e8332941:38291"})
+	assert.Empty(t, v.Findings, "the pseudonym's last digit and the kept port are no leak")
+	v.Check(&trace.Route{Op: trace.RouteAdd, Path: "/user/u-1a2b3c4d/", Target: "http://127.0.0.1:38291"})
+	v.Check(&trace.HTTP{Req: trace.Request{Method: "GET", Target: "/hub/api?ip=10.1.2.3"}})
+	require.Len(t, v.Findings, 2, "%v", v.Findings)
+	assert.Equal(t, "listed secret 1", v.Findings[0].What)
+	assert.Equal(t, "listed secret 2", v.Findings[1].What)
+}

@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"regexp"
@@ -139,6 +141,9 @@ func needles(secrets []string) []needle {
 			}
 		}
 		out = append(out, whole)
+		if isAddress(s) {
+			continue // its octets and port are numbers, not parts of a name: the whole is looked for
+		}
 		seen := map[string]bool{strings.ToLower(s): true}
 		for _, p := range strings.FieldsFunc(s, func(r rune) bool { return r == '.' || r == '@' || r == ' ' }) {
 			l := strings.ToLower(p)
@@ -155,6 +160,16 @@ func needles(secrets []string) []needle {
 }
 
 var defaultWords = newMatcher(DefaultRules().KeepWords)
+
+// isAddress tells whether a listed secret is an IP address, with or
+// without a port.
+func isAddress(s string) bool {
+	if host, _, err := net.SplitHostPort(s); err == nil {
+		s = host
+	}
+	_, err := netip.ParseAddr(s)
+	return err == nil
+}
 
 // textForms are the lower-cased ways s is written in URLs, cookie names
 // and host names.
