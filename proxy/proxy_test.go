@@ -117,7 +117,9 @@ func TestRealCHPRunsAndIsMeasured(t *testing.T) {
 			for _, wc := range held {
 				wc.Close()
 			}
-			assert.GreaterOrEqual(t, after.Sockets["ESTABLISHED"], before.Sockets["ESTABLISHED"]+600, "each WebSocket holds a client and a backend socket")
+			// (Not counted from before: the connections of the first request and
+			// WebSocket may still be closing then.)
+			assert.GreaterOrEqual(t, after.Sockets["ESTABLISHED"], 600, "each WebSocket holds a client and a backend socket")
 			assert.GreaterOrEqual(t, after.FDs, before.FDs+500, "and their file descriptors")
 			assert.GreaterOrEqual(t, after.SocketFDs, 600+after.Sockets["LISTEN"], "two socket descriptors per WebSocket, and its listeners")
 			assert.Greater(t, after.RSS, before.RSS, "memory rises with the load")
