@@ -28,7 +28,7 @@ type CapacityRun struct {
 	At    time.Time `json:"at"`
 	Cores int       `json:"cores"`
 	// Candidate is the proxy that ran: the same traffic costs the harness
-	// more through some (4.5.6 makes it work 2.5 times as hard as 4.6.2).
+	// more through some (4.5.6 made it work up to 2.5 times as hard as 4.6.2).
 	Candidate string  `json:"candidate,omitempty"`
 	Peak      float64 `json:"peak_requests_per_s"`
 	Saturated bool    `json:"saturated"`
