@@ -35,6 +35,13 @@ open) against one candidate at rising --speeds, each behind fresh fixtures
 as compare runs it, until one saturates the harness, then once between the
 highest that held and the lowest that did not.
 
+The capacity is the harness's and the candidate's together: measure with
+the candidates you will compare (through chp@4.5.6, which closes every
+client connection after its answer, the harness worked up to 2.5 times as
+hard as through 4.6.2 on the same trace). Above some speed the candidate
+itself, on its one Node.js thread, sets the pace; capacity says where, as a
+comparison beyond it tests throughput more than the trace.
+
 Each step goes to the capacity file beside the candidate cache
 (~/.cache/hubreplay/harness.json); compare reads it before a run and says
 whether the harness held the plan's peak rate before. The results of each

@@ -51,7 +51,7 @@ func sampleFile(t *testing.T) (string, trace.Header, []trace.Record) {
 }
 
 func TestEveryVerbHasHelp(t *testing.T) {
-	for _, verb := range []string{"", "version", "capture", "verify", "generate", "fixtures", "proxy", "inspect", "slice", "cat"} {
+	for _, verb := range []string{"", "version", "capture", "verify", "generate", "fixtures", "proxy", "inspect", "slice", "cat", "capacity"} {
 		args := []string{"--help"}
 		if verb != "" {
 			args = []string{verb, "--help"}
