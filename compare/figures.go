@@ -310,14 +310,16 @@ func (r *run) resources(f *Figures) *Resources {
 		x.Settle = r.cand.Settle
 	}
 	cpu := map[int]time.Duration{} // per process: CPU is counted per life
-	for i, s := range up {
-		if p := up[max(0, i-1)]; i > 0 && p.PID == s.PID && s.At.After(p.At) {
+	var prev *Sample
+	for _, s := range up {
+		if p := prev; p != nil && p.PID == s.PID && s.At.After(p.At) {
 			cores := float64(s.CPU-p.CPU) / float64(s.At.Sub(p.At))
 			x.CPUPeak = max(x.CPUPeak, cores)
 			if cores >= CPUBusyAt {
 				x.CPUBusy++
 			}
 		}
+		prev = s
 		x.RSSPeak = max(x.RSSPeak, s.RSS)
 		x.FDsPeak = max(x.FDsPeak, s.FDs)
 		x.SocketsPeak = max(x.SocketsPeak, s.SocketFDs)

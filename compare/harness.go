@@ -15,7 +15,7 @@ import (
 // requests more than LateBy after their time, or when the machine's
 // processors were busy past BusyLimit for SaturatedShare of the run.
 const (
-	LateBy         = 100 * time.Millisecond
+	LateBy         = fixtures.LateAfter
 	LateShareLimit = 0.01
 	BusyLimit      = 0.95
 	SaturatedShare = 0.10

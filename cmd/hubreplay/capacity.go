@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
@@ -65,9 +64,9 @@ step go to -o.`,
 				}
 				ladder = append(ladder, v)
 			}
-			n, err := strconv.Atoi(strings.TrimRight(users, "x×"))
-			if err != nil || n < 1 || n > 1000 {
-				return usageError{fmt.Errorf("--users %q: give 1 to 1000 copies of every user, e.g. 3 or 3x", users)}
+			n, err := parseUsers(users)
+			if err != nil {
+				return err
 			}
 			if stretch <= 0 {
 				return usageError{fmt.Errorf("--stretch %s: give a length of trace time, e.g. 10m", stretch)}

@@ -205,6 +205,15 @@ func (p *playFlags) args() []string {
 	return a
 }
 
+// parseUsers reads --users: 1 to 1000 copies of every user ("3" or "3x").
+func parseUsers(s string) (int, error) {
+	n, err := strconv.Atoi(strings.TrimRight(s, "x×"))
+	if err != nil || n < 1 || n > 1000 {
+		return 0, usageError{fmt.Errorf("--users %q: give 1 to 1000 copies of every user, e.g. 3 or 3x", s)}
+	}
+	return n, nil
+}
+
 // plan checks the flags and reads the trace into a plan.
 func (p *playFlags) plan(ctx context.Context, path string, stdin io.Reader, stderr io.Writer) (*replay.Plan, error) {
 	var o replay.Options
@@ -217,9 +226,9 @@ func (p *playFlags) plan(ctx context.Context, path string, stdin io.Reader, stde
 			return nil, usageError{fmt.Errorf("--shard: %w", err)}
 		}
 	}
-	users, err := strconv.Atoi(strings.TrimRight(p.users, "x×"))
-	if err != nil || users < 1 || users > 1000 {
-		return nil, usageError{fmt.Errorf("--users %q: give 1 to 1000 copies of every user, e.g. 3 or 3x", p.users)}
+	users, err := parseUsers(p.users)
+	if err != nil {
+		return nil, err
 	}
 	o.Users, o.Jitter, o.Seed = users, p.jitter, p.seed
 	if p.startAt != "" {
