@@ -204,7 +204,7 @@ func (a *Anonymizer) Query(q string) string {
 		switch {
 		case !hasV:
 			out = append(out, k)
-		case a.keepQuery.has(name) && plainRE.MatchString(v) && !LooksSecret(v):
+		case a.keepQuery.has(name) && plainValue(v):
 			out = append(out, k+"="+v)
 		default:
 			val, err := url.QueryUnescape(v)
@@ -217,9 +217,27 @@ func (a *Anonymizer) Query(q string) string {
 	return strings.Join(out, "&")
 }
 
-// plainRE is a value kept for a kept query key: a version, a format, a
-// number.
-var plainRE = regexp.MustCompile(`^[A-Za-z0-9._:-]{0,64}$`)
+// plainValue tells whether a kept query key's value may stay as it is: a
+// short word or number, or a longer version or timestamp (digits and
+// separators). Anything longer gets a pseudonym whatever it looks like:
+// whether a string "looks random" is a guess, and about one random
+// 32-character token in two hundred happens to look like a word to
+// LooksSecret (no digit in it, or letters that repeat), so a guess must
+// never be what keeps a value.
+func plainValue(v string) bool {
+	if len(v) <= maxPlain {
+		return plainRE.MatchString(v) && !LooksSecret(v)
+	}
+	return len(v) <= 64 && numericRE.MatchString(v)
+}
+
+// maxPlain is the longest value kept for its shape alone.
+const maxPlain = 16
+
+var (
+	plainRE   = regexp.MustCompile(`^[A-Za-z0-9._:-]*$`)
+	numericRE = regexp.MustCompile(`^v?[0-9][0-9._:-]*$`)
+)
 
 func (a *Anonymizer) queryKey(name string) string {
 	if queryKeys[name] || a.keepQuery.has(name) {
