@@ -39,11 +39,11 @@ bench:
 	@scripts/bench-tools
 	$(GO) test -run '^$$' -bench . -benchmem -timeout 60m ./...
 
-# Each fuzz target for FUZZTIME (3 minutes: about 20 for all; CI runs
+# Each fuzz target for FUZZTIME (3 minutes: about 21 for all; CI runs
 # 20 s each); seeds live in */testdata/fuzz and run in `make test`.
 # scripts/fuzz tells Go 1.26's end-of-run deadline race from a finding.
 FUZZ_TARGETS := trace:FuzzReader trace:FuzzParseJSON capture/httpstream:FuzzStream \
-	capture/wsframe:FuzzFrames capture:FuzzPcap capture/anonymize:FuzzAnonymize
+	capture/wsframe:FuzzFrames capture:FuzzPcap capture/anonymize:FuzzAnonymize internal/sockstat:FuzzParse
 fuzz:
 	@for t in $(FUZZ_TARGETS); do scripts/fuzz $${t%%:*} $${t##*:} $(FUZZTIME) || exit 1; done
 

@@ -32,7 +32,15 @@ type CapacityRun struct {
 	Candidate string  `json:"candidate,omitempty"`
 	Peak      float64 `json:"peak_requests_per_s"`
 	Saturated bool    `json:"saturated"`
+	// Rule is the saturation rule the run was judged by (SaturationRule
+	// then); runs judged by another rule do not count.
+	Rule int `json:"rule,omitempty"`
 }
+
+// SaturationRule numbers the saturation rule in force. Raise it when the
+// rule changes, so that what an older rule called held is not trusted.
+// 2: requests sent on a full machine count (TailShare).
+const SaturationRule = 2
 
 // maxCapacityRuns bounds the file: the newest runs are kept.
 const maxCapacityRuns = 200
@@ -69,7 +77,7 @@ func (c *Capacity) Record(plan *replay.Plan, rep *Report) error {
 
 // Add notes one run's candidate, peak rate and whether it saturated the harness.
 func (c *Capacity) Add(candidate string, peak float64, saturated bool) {
-	c.Runs = append(c.Runs, CapacityRun{At: time.Now().UTC(), Cores: runtime.NumCPU(), Candidate: candidate, Peak: peak, Saturated: saturated})
+	c.Runs = append(c.Runs, CapacityRun{At: time.Now().UTC(), Cores: runtime.NumCPU(), Candidate: candidate, Peak: peak, Saturated: saturated, Rule: SaturationRule})
 }
 
 // Save writes the file, the newest runs kept.
@@ -92,7 +100,7 @@ func (c *Capacity) Save() error {
 // Saturated that lowest (0: none yet). With no candidates, or none of
 // theirs recorded, every run counts.
 func (c *Capacity) Held(candidates ...string) (held, saturated float64) {
-	runs := c.Runs
+	runs := slices.DeleteFunc(slices.Clone(c.Runs), func(r CapacityRun) bool { return r.Rule != SaturationRule })
 	if mine := slices.DeleteFunc(slices.Clone(runs), func(r CapacityRun) bool {
 		return !slices.Contains(candidates, r.Candidate)
 	}); len(mine) > 0 {

@@ -1,7 +1,10 @@
 package compare
 
 import (
+	"os"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"testing"
 	"time"
 
@@ -97,4 +100,18 @@ func TestBusiest(t *testing.T) {
 	assert.Equal(t, 10*time.Minute, p.Busiest(time.Hour).To, "longer than the plan: all of it")
 	p.Opts.Window.From = time.Hour
 	assert.Equal(t, time.Hour+w.From, p.Busiest(time.Minute).From, "from the trace's start, not the window's")
+}
+
+// What an older saturation rule called held is not trusted: a run judged
+// by it says nothing of what the rule in force would have said.
+func TestCapacityIgnoresRunsOfAnOlderRule(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "harness.json")
+	require.NoError(t, os.WriteFile(path, []byte(`{"runs":[{"cores":`+strconv.Itoa(runtime.NumCPU())+`,"candidate":"chp@4.5.6","peak_requests_per_s":1500,"saturated":false}]}`), 0o644))
+	c, err := LoadCapacity(path)
+	require.NoError(t, err)
+	advice, _ := c.Advise(planAt(10), "chp@4.5.6")
+	assert.Contains(t, advice, "not known yet", "a run without the rule's number is an older rule's")
+	c.Add("chp@4.5.6", 500, false)
+	held, _ := c.Held("chp@4.5.6")
+	assert.Equal(t, 500.0, held)
 }

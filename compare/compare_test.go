@@ -255,6 +255,11 @@ func TestVerdict(t *testing.T) {
 		require.NotNil(t, b.Proxy)
 		assert.True(t, rep.Verdict.Regression)
 		assert.Positive(t, b.Proxy.CloseWaitEnd, "the leaked sockets wait in CLOSE_WAIT")
+		if runtime.GOOS == "linux" {
+			require.NotNil(t, b.Harness)
+			assert.GreaterOrEqual(t, b.Harness.TimeWait, 0, "the sockets in TIME_WAIT at the start are known")
+			assert.GreaterOrEqual(t, b.Harness.WaitMean, 0.0, "and how long the candidate waited for a processor")
+		}
 		assert.GreaterOrEqual(t, b.Proxy.SocketsLeft(), b.Connected/2, "about a socket per session left open")
 		reasons := strings.Join(rep.Verdict.Reasons, "\n")
 		assert.Contains(t, reasons, "sockets left open after the run and idle")
@@ -272,10 +277,17 @@ func TestVerdict(t *testing.T) {
 		assert.False(t, same.Verdict.Regression, "%v", same.Verdict.Reasons)
 		assert.Equal(t, "A'", same.B().Role)
 		assert.Empty(t, same.Diff, "A answered as A did")
-		for _, c := range same.Verdict.Checks {
-			assert.Contains(t, []compare.Class{compare.Same, compare.NotApplicable}, c.Class, "A against A is neither worse nor better: %s: %s", c.Name, c.Why)
+		// Under make test the machine may be full (the race detector, other
+		// packages' tests): then the report says so and leaves out what the
+		// harness measured too, which is not a verdict either way.
+		ok := []compare.Class{compare.Same, compare.NotApplicable}
+		if same.Verdict.Saturated {
+			ok = append(ok, compare.NotValid)
 		}
-		assert.True(t, strings.HasPrefix(same.Headline(), "SAME: "), same.Headline())
+		for _, c := range same.Verdict.Checks {
+			assert.Contains(t, ok, c.Class, "A against A is neither worse nor better: %s: %s", c.Name, c.Why)
+		}
+		assert.Contains(t, same.Headline(), "SAME: ")
 	})
 
 	t.Run("503 for one request in twenty", func(t *testing.T) {
@@ -420,6 +432,15 @@ func TestLateRequestsAreNotBlamedOnTheCandidate(t *testing.T) {
 	rep, err := compare.Analyze(context.Background(), compare.DefaultThresholds(), files...)
 	require.NoError(t, err)
 	a, bf := rep.A(), rep.B()
+	if bf.Errors[replay.ErrLateForRoute] <= 5 { // what B's requests met, to tell why
+		res, _ := replay.ReadResults(context.Background(), files[1])
+		for _, q := range res.Requests {
+			t.Logf("B: sent %v ts %v held %v status %d err %q by %q ttfb %v", q.Sent, q.TS, q.Held, q.Status, q.Error, q.By, q.TTFB)
+		}
+		for _, x := range rep.Runs {
+			t.Logf("%s: harness %+v, API %+v", x.Spec, x.Harness, x.API)
+		}
+	}
 	assert.Zero(t, a.Failed, "%v", a.Errors)
 	assert.Zero(t, bf.Errors[replay.ErrRouteMissing], "no request is blamed on a missing route: %v", bf.Errors)
 	assert.Greater(t, bf.Errors[replay.ErrLateForRoute], 5, "the late ones are the harness's: %v", bf.Errors)

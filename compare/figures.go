@@ -195,6 +195,9 @@ type run struct {
 	exits          []*Exit
 	api            []*APICall
 	harnessSamples []*HarnessSample
+	// stretches are the buckets of run time the typical p99 is taken
+	// from (set by series).
+	stretches [][2]time.Duration
 }
 
 func readRun(ctx context.Context, path string) (*run, error) {
@@ -276,10 +279,10 @@ func (r *run) figures(role string) *Figures {
 		}
 	}
 	f.Proxy = r.resources(f)
-	f.Harness = r.harness(f)
 	f.exits(r)
 	f.API = r.apiFigures()
 	f.Series = r.series(f)
+	f.Harness = r.harness(f) // after the series: it judges the typical p99's stretches
 	return f
 }
 
@@ -472,6 +475,8 @@ func (r *run) series(f *Figures) Series {
 		}
 	}
 	var typical []float64
+	// runTime is where bucket i starts in run time, as requests were sent.
+	runTime := func(i int) time.Duration { return time.Duration(float64(time.Duration(i)*bucket) / speed) }
 	for i := range n {
 		s.ReqRate[i] /= bucket.Seconds()
 		s.ErrRate[i] /= bucket.Seconds()
@@ -480,6 +485,7 @@ func (r *run) series(f *Figures) Series {
 			s.P99[i] = float64(h.ValueAtQuantile(99)) / 1000
 			if h.TotalCount() >= minBucketRequests {
 				typical = append(typical, s.P99[i])
+				r.stretches = append(r.stretches, [2]time.Duration{runTime(i), runTime(i + 1)})
 			}
 		}
 	}

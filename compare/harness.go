@@ -2,6 +2,7 @@ package compare
 
 import (
 	"fmt"
+	"sort"
 	"time"
 
 	"github.com/hubreplay/hubreplay/fixtures"
@@ -12,8 +13,15 @@ import (
 // share one machine; when the harness cannot keep up, latency, timeouts
 // and probe silences measure the harness, not the candidate. A run is
 // saturated when the replayer got to more than LateShareLimit of its
-// requests more than LateBy after their time, or when the machine's
-// processors were busy past BusyLimit for SaturatedShare of the run.
+// requests more than LateBy after their time, when the machine's
+// processors were busy past BusyLimit for SaturatedShare of the run, or
+// when SaturatedShare of the stretches the typical p99 is taken from
+// overlapped such a second.
+//
+// The last rule is the one latency needs. The verdict judges the median
+// of the stretches' p99s, so a few full seconds move it little, but the
+// busiest seconds fall where the traffic is: a run can spend 3 seconds of
+// 36 on a full machine and have a tenth of its stretches there.
 const (
 	LateBy         = fixtures.LateAfter
 	LateShareLimit = 0.01
@@ -39,19 +47,45 @@ type Harness struct {
 	// The machine's processors, from the harness samples (about one a
 	// second): busy share of all cores at the busiest second and on
 	// average, seconds past BusyLimit, hubreplay's own share, steal.
-	Samples   int      `json:"samples"`
-	BusyPeak  float64  `json:"busy_peak"`
-	BusyMean  float64  `json:"busy_mean"`
-	BusySecs  int      `json:"busy_seconds"`
-	SelfMean  float64  `json:"harness_share_mean"`
-	StealMean float64  `json:"steal_mean"`
-	Cores     int      `json:"cores,omitempty"`
-	Saturated bool     `json:"saturated"`
-	Why       []string `json:"why,omitempty"`
+	Samples  int     `json:"samples"`
+	BusyPeak float64 `json:"busy_peak"`
+	BusyMean float64 `json:"busy_mean"`
+	BusySecs int     `json:"busy_seconds"`
+	// Stretches: how many of the stretches the typical p99 is taken from
+	// overlapped a second the processors were busy past BusyLimit.
+	Stretches     int `json:"latency_stretches"`
+	BusyStretches int `json:"latency_stretches_busy"`
+	// The candidate's main thread (Node's event loop) waiting for a
+	// processor while ready to run, as a share of the time: on average
+	// and between the two samples where it waited most (-1: not measured).
+	// Shown, not judged: every wake-up waits a little, so it follows how
+	// often the candidate wakes as much as how full the machine is.
+	WaitMean  float64 `json:"candidate_wait_mean"`
+	WaitPeak  float64 `json:"candidate_wait_peak"`
+	SelfMean  float64 `json:"harness_share_mean"`
+	StealMean float64 `json:"steal_mean"`
+	Cores     int     `json:"cores,omitempty"`
+	// TimeWait: the machine's sockets in TIME_WAIT at the start, after
+	// waiting Waited for an earlier run's to expire (-1: not known).
+	TimeWait  int           `json:"time_wait_at_start"`
+	Waited    time.Duration `json:"time_wait_waited_ns,omitempty"`
+	Saturated bool          `json:"saturated"`
+	Why       []string      `json:"why,omitempty"`
 }
 
 func (r *run) harness(f *Figures) *Harness {
-	h := &Harness{}
+	h := &Harness{TimeWait: -1}
+	if r.cand != nil && r.cand.Waited > 0 { // measured (runs before it was are not)
+		h.TimeWait, h.Waited = r.cand.TimeWait, r.cand.Waited
+	}
+	busy := r.busySeconds()
+	h.WaitMean, h.WaitPeak = r.waiting()
+	for _, st := range r.stretches {
+		h.Stretches++
+		if busy.overlaps(st) {
+			h.BusyStretches++
+		}
+	}
 	hist := replay.NewHistogram()
 	for _, q := range r.res.Requests {
 		if q.Lag > LateBy {
@@ -105,6 +139,9 @@ func (r *run) harness(f *Figures) *Harness {
 	}
 	if h.Samples > 0 && h.BusySecs >= 3 && float64(h.BusySecs) >= SaturatedShare*float64(h.Samples) {
 		h.Why = append(h.Why, fmt.Sprintf("the machine's processors were %.0f%% busy or more for %d of %d seconds", BusyLimit*100, h.BusySecs, h.Samples))
+	} else if h.BusyStretches > 0 && float64(h.BusyStretches) >= SaturatedShare*float64(h.Stretches) {
+		h.Why = append(h.Why, fmt.Sprintf("%d of the %d stretches the typical latency is taken from overlapped seconds in which the machine's processors were %.0f%% busy or more (%d of %d seconds)",
+			h.BusyStretches, h.Stretches, BusyLimit*100, h.BusySecs, h.Samples))
 	}
 	h.Saturated = len(h.Why) > 0
 	return h
@@ -116,4 +153,58 @@ var saturatedChecks = map[string]string{
 	"latency p99":           "latency",
 	"longest probe silence": "probe silences",
 	"WebSocket frames lost": "frames delivered in order and in time",
+}
+
+// spans are the stretches of a run, in run time, over which the machine's
+// processors were busy past BusyLimit, in order.
+type spans [][2]time.Duration
+
+// busySeconds lists the seconds the harness samples found the processors
+// busy past BusyLimit. A sample covers the time since the one before it.
+func (r *run) busySeconds() spans {
+	var out spans
+	prev := time.Duration(-1)
+	for _, s := range r.harnessSamples {
+		from := prev
+		if from < 0 {
+			from = s.TS - time.Second
+		}
+		prev = s.TS
+		if s.Busy+s.Steal >= BusyLimit {
+			out = append(out, [2]time.Duration{from, s.TS})
+		}
+	}
+	return out
+}
+
+// waiting is how much of the time the candidate's main thread waited for
+// a processor: on average over the run, and at most between two samples
+// (-1, -1: not measured).
+func (r *run) waiting() (mean, peak float64) {
+	var prev *Sample
+	var waited, over time.Duration
+	measured := false
+	for _, s := range r.samples {
+		if !s.Up || s.Wait < 0 || (s.Wait == 0 && s.CPU > 0) {
+			prev = nil // not measured (results from before it was)
+			continue
+		}
+		if p := prev; p != nil && p.PID == s.PID && s.TS > p.TS {
+			measured = true
+			waited += s.Wait - p.Wait
+			over += s.TS - p.TS
+			peak = max(peak, float64(s.Wait-p.Wait)/float64(s.TS-p.TS))
+		}
+		prev = s
+	}
+	if !measured {
+		return -1, -1
+	}
+	return float64(waited) / float64(over), peak
+}
+
+// overlaps says whether the stretch [from, to) meets one of the spans.
+func (s spans) overlaps(st [2]time.Duration) bool {
+	i := sort.Search(len(s), func(i int) bool { return s[i][1] > st[0] })
+	return i < len(s) && s[i][0] < st[1]
 }

@@ -41,6 +41,12 @@ type Candidate struct {
 	// Settle is how long the candidate stood idle after the replay,
 	// before its last sample: what it does not give back is a leak.
 	Settle time.Duration `json:"settle_ns"`
+	// TimeWait is how many sockets on the machine were in TIME_WAIT when
+	// the run started, after waiting for an earlier run's to expire
+	// (WaitedTW: how many there were before, Waited: how long).
+	TimeWait int           `json:"time_wait_at_start,omitempty"`
+	WaitedTW int           `json:"time_wait_before,omitempty"`
+	Waited   time.Duration `json:"time_wait_waited_ns,omitempty"`
 }
 
 // Sample is one resource sample of the candidate.

@@ -21,6 +21,7 @@ import (
 
 	"github.com/hubreplay/hubreplay/fixtures"
 	"github.com/hubreplay/hubreplay/internal/cpustat"
+	"github.com/hubreplay/hubreplay/internal/sockstat"
 	"github.com/hubreplay/hubreplay/internal/wait"
 	"github.com/hubreplay/hubreplay/proxy"
 	"github.com/hubreplay/hubreplay/replay"
@@ -80,8 +81,18 @@ type Backend interface {
 type CandidateWriter struct {
 	W     replay.RecordWriter
 	Start time.Time // the wall-clock time of replay time 0
-	err   error
+	// The machine's sockets in TIME_WAIT when the run started, and before
+	// it waited for them (for how long): see Candidate.
+	TimeWait, WaitedTW int
+	Waited             time.Duration
+	err                error
 }
+
+// QuietTimeWait is how few sockets in TIME_WAIT a local run waits for
+// before it starts: an idle machine has tens; a run through a candidate
+// that closes every connection leaves tens of thousands, against about
+// 28,000 ephemeral ports. A few thousand cost a new connection little.
+const QuietTimeWait = 4096
 
 // Sample records a resource sample.
 func (c *CandidateWriter) Sample(s proxy.Sample) { c.write(&Sample{TS: s.At.Sub(c.Start), Sample: s}) }
@@ -94,7 +105,8 @@ func (c *CandidateWriter) APICall(a fixtures.APICall) { c.write(apiCall(a, c.Sta
 
 // Candidate records which candidate this is, last.
 func (c *CandidateWriter) Candidate(role, spec, version, backend, limit string, settle time.Duration) {
-	c.write(&Candidate{Role: role, Spec: spec, Version: version, Backend: backend, Limit: limit, Started: c.Start, Settle: settle})
+	c.write(&Candidate{Role: role, Spec: spec, Version: version, Backend: backend, Limit: limit, Started: c.Start, Settle: settle,
+		TimeWait: c.TimeWait, WaitedTW: c.WaitedTW, Waited: c.Waited})
 }
 
 // Err is the first write error.
@@ -217,6 +229,19 @@ func runOne(ctx context.Context, o *Options, r RunSpec, prog *proxy.Program) err
 	if fixSpeed <= 0 {
 		fixSpeed = 1e6 // as fast as possible: recorded server times are not waited for
 	}
+	// An earlier run's sockets in TIME_WAIT would make this run's
+	// connections dearer: wait them out (a minute at most).
+	waitFrom := time.Now()
+	o.watch(r.Role, r.Spec.Raw, "waiting for the sockets earlier runs left in TIME_WAIT to expire", nil)
+	twBefore, tw, err := sockstat.Drain(ctx, QuietTimeWait, 250*time.Millisecond)
+	if err != nil && ctx.Err() != nil {
+		return err
+	}
+	waited := time.Since(waitFrom)
+	if err != nil {
+		o.log().Warn("cannot tell how many sockets are in TIME_WAIT", "err", err)
+		waited = 0 // not measured
+	}
 	o.watch(r.Role, r.Spec.Raw, "starting", nil)
 	resp := &fixtures.Responder{Index: o.Index, Speed: fixSpeed, Log: o.log()}
 	srv, err := fixtures.Listen(resp, o.Index.Targets)
@@ -257,7 +282,7 @@ func runOne(ctx context.Context, o *Options, r RunSpec, prog *proxy.Program) err
 
 	// Samples go to the file as they come, so a comparison stopped half-way
 	// keeps them; their times are known once the replay has started.
-	cw := &CandidateWriter{W: w}
+	cw := &CandidateWriter{W: w, TimeWait: tw, WaitedTW: twBefore, Waited: waited}
 	rec := &recorder{cw: cw, cand: cand, base: &baseline, late: &resp.Late}
 	sampling, stopSampling := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup

@@ -140,6 +140,24 @@ func (r *Report) rows() []row {
 		}
 		return fmt.Sprintf("%.0f%% / %.0f%% (%.0f%%)", h.BusyMean*100, h.BusyPeak*100, h.StealMean*100)
 	}))
+	add(fmt.Sprintf("seconds / latency stretches with processors %.0f%%+ busy", BusyLimit*100), "", hs(func(h *Harness) string {
+		if h.Samples == 0 {
+			return "not measured"
+		}
+		return fmt.Sprintf("%d of %d / %d of %d", h.BusySecs, h.Samples, h.BusyStretches, h.Stretches)
+	}))
+	add("candidate waiting for a processor: mean / worst second", "", hs(func(h *Harness) string {
+		if h.WaitMean < 0 {
+			return "not measured"
+		}
+		return fmt.Sprintf("%.0f%% / %.0f%%", h.WaitMean*100, h.WaitPeak*100)
+	}))
+	add("sockets in TIME_WAIT at the start (waited)", "", hs(func(h *Harness) string {
+		if h.TimeWait < 0 {
+			return "not measured"
+		}
+		return fmt.Sprintf("%d (%s)", h.TimeWait, h.Waited.Round(time.Second))
+	}))
 	add("hubreplay's share of the processors", "", hs(func(h *Harness) string {
 		if h.Samples == 0 {
 			return "not measured"

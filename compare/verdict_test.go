@@ -9,6 +9,7 @@ import (
 
 	"github.com/hubreplay/hubreplay/fixtures"
 	"github.com/hubreplay/hubreplay/internal/cpustat"
+	"github.com/hubreplay/hubreplay/proxy"
 	"github.com/hubreplay/hubreplay/replay"
 )
 
@@ -190,6 +191,49 @@ func TestHarnessSaturationRule(t *testing.T) {
 	assert.True(t, h.Saturated)
 	assert.Contains(t, h.Why[0], "3 of 10 seconds")
 
+	// One or two full seconds are too few to count by themselves, unless
+	// they fall where the traffic is: the typical p99 is the median of
+	// the stretches', and a tenth of them on a full machine can move it.
+	oneBusy := append([]float64{}, idle...)
+	oneBusy[6] = 0.98 // the second (5 s, 6 s]
+	withStretches := func(busy []float64, stretches ...[2]time.Duration) *Harness {
+		r := &run{res: &replay.Results{}, stretches: stretches}
+		for i, x := range busy {
+			r.harnessSamples = append(r.harnessSamples, &HarnessSample{TS: time.Duration(i) * time.Second, Shares: cpustat.Shares{Busy: x, Cores: 2}})
+		}
+		return r.harness(&Figures{Speed: 10})
+	}
+	every := func(from, to, step time.Duration) (out [][2]time.Duration) {
+		for t := from; t < to; t += step {
+			out = append(out, [2]time.Duration{t, t + step})
+		}
+		return out
+	}
+	spread := every(0, 10*time.Second, 100*time.Millisecond) // 100 stretches, 10 in the full second
+	h = withStretches(oneBusy, spread...)
+	assert.True(t, h.Saturated)
+	assert.Equal(t, [2]int{10, 100}, [2]int{h.BusyStretches, h.Stretches})
+	assert.Contains(t, h.Why[0], "10 of the 100 stretches the typical latency is taken from overlapped seconds in which the machine's processors were 95% busy or more (1 of 10 seconds)")
+	h = withStretches(idle, spread...)
+	assert.False(t, h.Saturated, "the same stretches on a machine with room: %v", h.Why)
+	// The traffic elsewhere: the full second holds 5 of 100 stretches.
+	elsewhere := append(every(0, 5*time.Second, 50*time.Millisecond), every(5*time.Second, 10*time.Second, time.Second)...)
+	h = withStretches(oneBusy, elsewhere...)
+	assert.False(t, h.Saturated, "%d of %d stretches: %v", h.BusyStretches, h.Stretches, h.Why)
+	assert.Equal(t, 1, h.BusyStretches)
+
+	// The candidate's waiting for a processor is shown, not judged.
+	r := &run{res: &replay.Results{}}
+	for i := range 10 {
+		r.samples = append(r.samples, &Sample{TS: time.Duration(i) * time.Second, Sample: proxy.Sample{Up: true, PID: 7, CPU: time.Duration(i) * 300 * time.Millisecond, Wait: time.Duration(i*i) * 10 * time.Millisecond}})
+	}
+	h = r.harness(&Figures{Speed: 10})
+	assert.InDelta(t, 0.09, h.WaitMean, 0.001, "810 ms of 9 s")
+	assert.InDelta(t, 0.17, h.WaitPeak, 0.001, "170 ms in the last second")
+	assert.False(t, h.Saturated)
+	h = (&run{res: &replay.Results{}}).harness(&Figures{Speed: 10})
+	assert.Equal(t, -1.0, h.WaitMean, "no samples of the candidate: not measured")
+
 	// The fixtures' own lateness: a few late wake-ups are noise, more than
 	// one in a hundred a starved harness.
 	withFixtures := func(due, late int) *Harness {
@@ -209,7 +253,7 @@ func TestHarnessSaturationRule(t *testing.T) {
 	assert.Contains(t, h.Why[0], "the fixtures woke more than 100ms late for 3.0% of their answers and frames (at worst 150ms)")
 
 	// At max speed there is no schedule: the harness runs flat out.
-	r := &run{res: &replay.Results{Requests: []*replay.Request{{}}}}
+	r = &run{res: &replay.Results{Requests: []*replay.Request{{}}}}
 	h = r.harness(&Figures{Speed: 0})
 	assert.True(t, h.Saturated)
 	assert.Contains(t, h.Why[0], "at max speed")

@@ -30,7 +30,11 @@ type Sample struct {
 	// belong to no process; they are counted by the proxy's ports).
 	RSS int64         `json:"rss_bytes"`
 	CPU time.Duration `json:"cpu_ns"`
-	FDs int           `json:"fds"`
+	// Wait is how long the process's main thread (Node's event loop) has
+	// waited for a processor since it started: time the machine, not the
+	// candidate, added to its answers (-1: not known).
+	Wait time.Duration `json:"run_wait_ns,omitempty"`
+	FDs  int           `json:"fds"`
 	// SocketFDs are the descriptors that are sockets, whatever their
 	// state — also those the kernel has already taken out of its TCP
 	// table (reset by the peer) but the process never closed.
@@ -72,7 +76,7 @@ func procSample(pid int, ports []int, own func(local, remote int) bool, s *Sampl
 	if err != nil {
 		return err
 	}
-	s.CPU, s.RSS = proc.CPU, proc.RSS
+	s.CPU, s.RSS, s.Wait = proc.CPU, proc.RSS, proc.Wait
 	inodes := map[string]bool{}
 	fds, err := os.ReadDir(dir + "/fd")
 	if err == nil {

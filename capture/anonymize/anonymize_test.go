@@ -2,8 +2,8 @@ package anonymize
 
 import (
 	"encoding/binary"
-	"math/rand/v2"
 	"encoding/json"
+	"math/rand/v2"
 	"os"
 	"strconv"
 	"strings"

@@ -49,10 +49,15 @@ unanswered for longer stretches than A (--fail-on-restart).
 When the harness itself was the bottleneck in a run (the replayer got to
 over 1% of its requests more than 100 ms late, or the fixtures to over 1%
 of their answers and frames, or the processors were 95% busy for a tenth of
-the run, or it ran at --speed max), the headline says SATURATED, and
-latency, timeouts, probe silences and frame delivery are left out of the
-verdict. 'hubreplay capacity' finds the highest speed this machine's harness
-holds a trace at; compare says before a run whether its speed is within it.`
+the run or of the stretches the typical latency is taken from, or it ran at
+--speed max), the headline says SATURATED, and latency, timeouts, probe
+silences and frame delivery are left out of the verdict. 'hubreplay
+capacity' finds the highest speed this machine's harness holds a trace at;
+compare says before a run whether its speed is within it.
+
+Every run starts on a machine as quiet as the last run left it: it first
+waits (a minute at most) for the sockets earlier runs left in TIME_WAIT to
+expire, and each emulated user connects from a loopback address of its own.`
 
 // verdictFlags are the thresholds, shared by compare and report.
 type verdictFlags struct {

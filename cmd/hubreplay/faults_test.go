@@ -32,6 +32,12 @@ func TestMain(m *testing.M) {
 		main()
 		return
 	}
+	// What the commands keep (candidates, the harness's capacity) goes to
+	// the tests' cache, not the user's: a test's toy proxy is no record of
+	// what this machine's harness holds.
+	if os.Getenv("HUBREPLAY_CACHE") == "" {
+		os.Setenv("HUBREPLAY_CACHE", filepath.Join(testenv.CacheRoot(), "cli"))
+	}
 	os.Exit(m.Run())
 }
 

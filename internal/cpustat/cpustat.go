@@ -62,10 +62,14 @@ func Read() (Times, error) {
 	return t, nil
 }
 
-// Proc is what /proc/PID/stat says of one process.
+// Proc is what /proc/PID/stat and /proc/PID/schedstat say of one process.
 type Proc struct {
 	CPU time.Duration // user and system time since it started
 	RSS int64         // resident memory, bytes
+	// Wait is how long its main thread (a Node process's event loop) has
+	// waited for a processor while ready to run; -1 where the kernel does
+	// not keep scheduler statistics.
+	Wait time.Duration
 }
 
 // ReadProc reads /proc/PID/stat (pid "self" for this process).
@@ -89,7 +93,26 @@ func ReadProc(pid string) (Proc, error) {
 	}
 	p.CPU = time.Duration(ut+st) * time.Second / clockTicks
 	p.RSS = rss * int64(os.Getpagesize())
+	p.Wait = readWait("/proc/" + pid + "/schedstat")
 	return p, nil
+}
+
+// readWait reads the run-queue wait, in nanoseconds, from a schedstat
+// file: "time on a processor, time waiting for one, time slices".
+func readWait(path string) time.Duration {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return -1
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 2 {
+		return -1
+	}
+	n, err := strconv.ParseInt(f[1], 10, 64)
+	if err != nil {
+		return -1
+	}
+	return time.Duration(n)
 }
 
 // Shares is how the cores' time went between two readings, as shares of

@@ -1,6 +1,10 @@
 package cpustat
 
 import (
+	"os"
+	"os/exec"
+	"runtime"
+	"strconv"
 	"testing"
 	"time"
 
@@ -33,4 +37,32 @@ func TestReadProc(t *testing.T) {
 	assert.Positive(t, p.RSS)
 	_, err = ReadProc("999999999")
 	assert.Error(t, err)
+}
+
+// A process that has to share the processors with more work than there
+// are cores waits for them, and its figures say so.
+func TestReadProcSeesRunQueueWait(t *testing.T) {
+	if _, err := os.Stat("/proc/self/schedstat"); err != nil {
+		t.Skip("this kernel keeps no scheduler statistics")
+	}
+	var spinners []*exec.Cmd
+	for range runtime.NumCPU() + 1 {
+		c := exec.Command("sh", "-c", "while :; do :; done")
+		require.NoError(t, c.Start())
+		spinners = append(spinners, c)
+	}
+	t.Cleanup(func() {
+		for _, c := range spinners {
+			_ = c.Process.Kill()
+			_ = c.Wait()
+		}
+	})
+	pid := strconv.Itoa(spinners[0].Process.Pid)
+	before, err := ReadProc(pid)
+	require.NoError(t, err)
+	time.Sleep(500 * time.Millisecond)
+	after, err := ReadProc(pid)
+	require.NoError(t, err)
+	assert.Positive(t, after.Wait-before.Wait, "one of %d spinners on %d cores waited", len(spinners), runtime.NumCPU())
+	assert.Positive(t, after.CPU-before.CPU, "and ran")
 }

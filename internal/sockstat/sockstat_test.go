@@ -1,6 +1,7 @@
 package sockstat
 
 import (
+	"bytes"
 	"context"
 	"net"
 	"os"
@@ -69,14 +70,16 @@ func TestDrain(t *testing.T) {
 	assert.Equal(t, [2]int{12, 12}, [2]int{before, after})
 
 	require.NoError(t, os.WriteFile(File, []byte("TCP: inuse 3 orphan 0 tw 5000 alloc 3 mem 1\n"), 0o644))
-	go func() {
+	done := make(chan struct{})
+	go func(path string) {
+		defer close(done)
 		time.Sleep(20 * time.Millisecond)
 		// Whole or not at all, as the kernel's file reads.
-		tmp := File + ".new"
-		_ = os.WriteFile(tmp, []byte("TCP: inuse 3 orphan 0 tw 40 alloc 3 mem 1\n"), 0o644)
-		_ = os.Rename(tmp, File)
-	}()
+		_ = os.WriteFile(path+".new", []byte("TCP: inuse 3 orphan 0 tw 40 alloc 3 mem 1\n"), 0o644)
+		_ = os.Rename(path+".new", path)
+	}(File)
 	before, after, err = Drain(context.Background(), 1000, time.Millisecond)
+	<-done
 	require.NoError(t, err)
 	assert.Equal(t, 5000, before)
 	assert.Equal(t, 40, after, "it waited until the count fell")
@@ -90,4 +93,17 @@ func TestDrain(t *testing.T) {
 	File = filepath.Join(dir, "missing")
 	_, _, err = Drain(context.Background(), 1000, time.Millisecond)
 	assert.Error(t, err)
+}
+
+// Whatever the file holds, parse answers with a count or an error.
+func FuzzParse(f *testing.F) {
+	f.Add([]byte("sockets: used 1771\nTCP: inuse 1463 orphan 0 tw 23932 alloc 1463 mem 118\n"))
+	f.Add([]byte("TCP: tw\n"))
+	f.Add([]byte("TCP: inuse 1 tw -5\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		n, err := parse(b)
+		if err == nil && !bytes.Contains(b, []byte("tw")) {
+			t.Fatalf("a count (%d) from a file without tw", n)
+		}
+	})
 }

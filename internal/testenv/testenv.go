@@ -159,18 +159,24 @@ func contains(ss []string, s string) bool {
 	return false
 }
 
+// CacheRoot is the tests' cache: $HUBREPLAY_TEST_CACHE, else the user
+// cache directory's hubreplay-test, never the cache hubreplay itself uses.
+func CacheRoot() string {
+	if dir := os.Getenv("HUBREPLAY_TEST_CACHE"); dir != "" {
+		return dir
+	}
+	base, err := os.UserCacheDir()
+	if err != nil {
+		base = os.TempDir()
+	}
+	return filepath.Join(base, "hubreplay-test")
+}
+
 // CacheDir is where tests keep npm installs between runs:
 // $HUBREPLAY_TEST_CACHE, else the user cache directory.
 func CacheDir(t testing.TB) string {
 	t.Helper()
-	dir := os.Getenv("HUBREPLAY_TEST_CACHE")
-	if dir == "" {
-		base, err := os.UserCacheDir()
-		if err != nil {
-			base = os.TempDir()
-		}
-		dir = filepath.Join(base, "hubreplay-test")
-	}
+	dir := CacheRoot()
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatalf("test cache: %v", err)
 	}
