@@ -3,6 +3,7 @@ package kindcluster
 import (
 	"context"
 	"debug/elf"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/hubreplay/hubreplay/internal/testenv"
 	"github.com/hubreplay/hubreplay/proxy"
 )
 
@@ -48,7 +50,7 @@ func TestBuildImage(t *testing.T) {
 	if host, ok := proxy.DockerEngine(); !ok {
 		_, err := BuildImage(context.Background(), "..", "hubreplay", "test")
 		require.ErrorIs(t, err, ErrNoEngine)
-		t.Skipf("no Docker engine answers at %s: the image cannot be built here (the error says so)", host)
+		testenv.NoDocker(t, fmt.Sprintf("no Docker engine answers at %s: the image cannot be built here (the error says so)", host))
 	}
 	name, err := BuildImage(context.Background(), "..", "hubreplay", "test")
 	require.NoError(t, err)

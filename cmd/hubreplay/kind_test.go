@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -15,8 +16,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/hubreplay/hubreplay/compare"
+	"github.com/hubreplay/hubreplay/internal/testenv"
 	"github.com/hubreplay/hubreplay/kindcluster"
-
 	"github.com/hubreplay/hubreplay/proxy"
 	"github.com/hubreplay/hubreplay/replay"
 )
@@ -69,13 +70,13 @@ func TestCompareKindBackendWithoutEngine(t *testing.T) {
 	assert.Contains(t, r.stderr, "local or kind")
 }
 
-// The kind backend end to end, where Docker runs (GitHub Actions): a kind
+// The kind backend end to end, where Docker runs (the CI workflow's docker job): a kind
 // cluster, hubreplay's image built from this tree, CHP 4.5.6 against 5.3.0
 // from the project's images, two replay shards each.
 func TestCompareOnKind(t *testing.T) {
 	host, ok := proxy.DockerEngine()
 	if !ok {
-		t.Skipf("no Docker engine answers at %s: kind cannot run here (GitHub Actions runs this test)", host)
+		testenv.NoDocker(t, fmt.Sprintf("no Docker engine answers at %s: kind cannot run here (the CI workflow's Docker job runs this test)", host))
 	}
 	if testing.Short() {
 		t.Skip("a kind cluster takes minutes")

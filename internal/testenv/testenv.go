@@ -35,6 +35,18 @@ func Need(t testing.TB, program string) string {
 	return p
 }
 
+// NoDocker is for tests that need a Docker engine, where none answers: it
+// skips with why, or fails where an engine must be there
+// (HUBREPLAY_REQUIRE_DOCKER=1, as the CI workflow's Docker job sets), so
+// that a runner without one cannot pass those tests by skipping them.
+func NoDocker(t testing.TB, why string) {
+	t.Helper()
+	if os.Getenv("HUBREPLAY_REQUIRE_DOCKER") == "1" {
+		t.Fatalf("%s, and HUBREPLAY_REQUIRE_DOCKER=1 says one must", why)
+	}
+	t.Skip(why)
+}
+
 func required(program string) bool {
 	for _, p := range strings.FieldsFunc(os.Getenv("HUBREPLAY_TEST_REQUIRE"), func(r rune) bool { return r == ',' || r == ' ' }) {
 		if p == program || p == "all" {
