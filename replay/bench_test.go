@@ -182,7 +182,7 @@ func BenchmarkScale(b *testing.B) {
 	}
 	// Sessions open over the first 4 s, connections over 6–8 s; all stay
 	// open to 12 s. Memory is read at 5 s and at 10 s.
-	path := benchScaleTrace(b, sessions, conns)
+	path := benchScaleTrace(b, sessions, conns, 12*time.Second)
 	target := fixturesProcess(b, path)
 	p := plan(b, path, replay.Options{Speed: 1})
 	for range b.N {
@@ -240,11 +240,12 @@ func fixturesProcess(tb testing.TB, path string) string {
 	return strings.TrimSpace(line)
 }
 
-func benchScaleTrace(b testing.TB, sessions, conns int) string {
+// benchScaleTrace opens sessions WebSockets over the first 4 s and conns
+// keep-alive connections from 6 s to 8 s, all held open until end.
+func benchScaleTrace(b testing.TB, sessions, conns int, end time.Duration) string {
 	h := trace.Header{Format: trace.FormatName, Version: trace.Version, Start: time.Date(2026, 11, 3, 14, 0, 0, 0, time.UTC), Source: "bench"}
 	var recs []trace.Record
 	id := trace.ConnID(0)
-	end := 12 * time.Second
 	for i := range sessions {
 		id++
 		open := 4 * time.Second * time.Duration(i) / time.Duration(sessions)
