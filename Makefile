@@ -26,10 +26,15 @@ chp:
 
 # The tests: vet, then every package under the race detector. -count=1:
 # many tests run real programs (tcpdump, CHP, node), whose results Go's test
-# cache must not stand in for.
+# cache must not stand in for. internal/testsummary prints a line per
+# package as it ends, each failed test's last lines, and every skipped test
+# with its reason; the whole output stays in build/test.json.
 test:
 	$(GO) vet ./...
-	$(GO) test -race -count=1 ./...
+	@mkdir -p build && $(GO) build -o build/testsummary ./internal/testsummary
+	@{ $(GO) test -race -count=1 -json ./... 2>&1; echo $$? > build/test.status; } | tee build/test.json | build/testsummary; \
+		st=$$?; [ "$$(cat build/test.status)" = 0 ] || st=1; \
+		[ $$st = 0 ] || echo "make test: failed; every line is in build/test.json"; exit $$st
 
 # Benchmarks print their figures (records/s, MB/s, bytes/record); they
 # assert nothing. The side-by-side ones (BenchmarkVersusTshark,
