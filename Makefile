@@ -8,12 +8,20 @@ FUZZTIME ?= 3m
 TESTCACHE ?= $(or $(HUBREPLAY_TEST_CACHE),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/hubreplay-test)
 CHP_VERSIONS ?= 4.5.6 5.3.0
 
-.PHONY: all build test bench fuzz demo chp clean
+.PHONY: all build install test bench fuzz demo chp clean
 
 all: build
 
 build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/hubreplay
+
+# hubreplay on PATH, as the README's commands call it: PREFIX/bin
+# (default ~/.local/bin; PREFIX=/usr/local with sudo for everyone).
+PREFIX ?= $(HOME)/.local
+install: build
+	install -d "$(PREFIX)/bin"
+	install -m 0755 $(BIN) "$(PREFIX)/bin/hubreplay"
+	@case ":$$PATH:" in *":$(PREFIX)/bin:"*) ;; *) echo "add $(PREFIX)/bin to PATH to run hubreplay";; esac
 
 # configurable-http-proxy releases from npm for the tests that run real
 # proxies (tests install a missing one themselves; this does it up front).

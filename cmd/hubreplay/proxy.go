@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -29,7 +30,8 @@ func newProxyCmd() *cobra.Command {
 time), starts it with the flags JupyterHub and z2jh give configurable-http-proxy
 (--ip, --port, --api-ip, --api-port, --default-target, --error-target,
 --log-level, --metrics-port where the build has it; the token in
-CONFIGPROXY_AUTH_TOKEN), waits until it is ready, and then prints a sample
+CONFIGPROXY_AUTH_TOKEN: yours when it is set, else a random one it prints),
+waits until it is ready, and then prints a sample
 every --sample-every: resident memory, CPU, open files, TCP sockets by state,
 Node's heap, and counts of the log lines that matter (EPIPE, ECONNRESET,
 socket hang up, uncaught exceptions, heap limit). A candidate that dies is
@@ -59,8 +61,11 @@ restarted after --restart-delay, and its exit is printed with its cause.
 			if err != nil {
 				return err
 			}
+			// The operator's token, as CHP itself takes it, so that fixtures
+			// and replay in another shell can be given the same one.
+			token := os.Getenv("CONFIGPROXY_AUTH_TOKEN")
 			o := proxy.Options{Port: port, APIPort: apiPort, DefaultTarget: defaultTarget, MemoryLimit: mem, LimitBy: limit,
-				RestartDelay: restartDelay, SampleEvery: every}
+				RestartDelay: restartDelay, SampleEvery: every, Token: token}
 			if showLog {
 				o.Output = stderr
 			}
@@ -69,8 +74,12 @@ restarted after --restart-delay, and its exit is printed with its cause.
 				return err
 			}
 			_, _, metrics := c.Ports()
-			fmt.Fprintf(stderr, "%s (version %s) is up: proxy %s, API %s (token %s), metrics port %d, memory limit: %s\n",
-				spec, p.Version, c.URL(), c.APIURL(), c.Token(), metrics, c.Limit())
+			tokenSays := "its token from CONFIGPROXY_AUTH_TOKEN"
+			if token == "" {
+				tokenSays = "token " + c.Token() + ": export CONFIGPROXY_AUTH_TOKEN=" + c.Token() + " for fixtures and replay"
+			}
+			fmt.Fprintf(stderr, "%s (version %s) is up: proxy %s, API %s (%s), metrics port %d, memory limit: %s\n",
+				spec, p.Version, c.URL(), c.APIURL(), tokenSays, metrics, c.Limit())
 			seenSamples, seenExits := 0, 0
 			tick := time.NewTicker(every)
 			defer tick.Stop()

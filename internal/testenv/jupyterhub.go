@@ -34,7 +34,7 @@ type Hub struct {
 	Port, APIPort, ServicePort int
 	dir                        string
 	cmd                        *exec.Cmd
-	out                        *lockedBuffer
+	out                        *Buffer
 	stopped                    bool
 }
 
@@ -73,7 +73,7 @@ func StartHub(t testing.TB, o HubOptions) *Hub {
 		o.CHPVersion = "4.5.6"
 	}
 	chp := CHP(t, o.CHPVersion)
-	h := &Hub{HubOptions: o, Port: FreePort(t), APIPort: FreePort(t), ServicePort: FreePort(t), dir: t.TempDir(), out: &lockedBuffer{}}
+	h := &Hub{HubOptions: o, Port: FreePort(t), APIPort: FreePort(t), ServicePort: FreePort(t), dir: t.TempDir(), out: &Buffer{}}
 	hubPort := FreePort(t)
 	script := filepath.Join(h.dir, "service.py")
 	if err := os.WriteFile(script, []byte(serviceScript), 0o600); err != nil {

@@ -60,7 +60,7 @@ func required(program string) bool {
 type Dump struct {
 	settle  time.Duration // how long packets may take to reach the file
 	cmd     *exec.Cmd
-	stderr  *lockedBuffer
+	stderr  *Buffer
 	dropped *regexp.Regexp
 	Path    string
 }
@@ -90,7 +90,7 @@ func record(t testing.TB, program string, args []string, readyMarker, dropped, p
 	}
 	cmd := exec.Command(bin, args...)
 	pr, pw := io.Pipe()
-	buf := &lockedBuffer{}
+	buf := &Buffer{}
 	cmd.Stderr = pw
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", program, err)
@@ -145,21 +145,37 @@ func (d *Dump) Stop(t testing.TB) {
 	}
 }
 
-type lockedBuffer struct {
+// Buffer collects a program's output and can be read while it still
+// writes.
+type Buffer struct {
 	mu sync.Mutex
 	b  strings.Builder
 }
 
-func (l *lockedBuffer) write(s string) {
+func (l *Buffer) write(s string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.b.WriteString(s)
 }
 
-func (l *lockedBuffer) String() string {
+// Write adds p.
+func (l *Buffer) Write(p []byte) (int, error) {
+	l.write(string(p))
+	return len(p), nil
+}
+
+// String is everything written so far.
+func (l *Buffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// Reset empties it.
+func (l *Buffer) Reset() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.b.Reset()
 }
 
 func contains(ss []string, s string) bool {
@@ -257,7 +273,7 @@ func Start(t testing.TB, name string, env []string, args ...string) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command(name, args...)
 	cmd.Env = append(os.Environ(), env...)
-	var out lockedBuffer
+	var out Buffer
 	w := writerFunc(func(p []byte) (int, error) { out.write(string(p)); return len(p), nil })
 	cmd.Stdout, cmd.Stderr = w, w
 	if err := cmd.Start(); err != nil {
