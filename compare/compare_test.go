@@ -141,11 +141,14 @@ func readRaw(t *testing.T, path string) raw {
 	res, err := replay.ReadResults(context.Background(), path)
 	require.NoError(t, err)
 	r := raw{res: res}
-	for _, u := range res.Other {
-		switch u.TypeName {
+	for _, rec := range res.Other {
+		switch rec.Type() {
 		case "proxy_sample":
+			// As the file holds it, not as compare reads it.
+			line, err := trace.AppendJSON(nil, rec)
+			require.NoError(t, err)
 			var m map[string]any
-			require.NoError(t, json.Unmarshal(u.Raw, &m))
+			require.NoError(t, json.Unmarshal(line, &m))
 			r.samples = append(r.samples, m)
 		case "proxy_exit":
 			r.exits++

@@ -3,7 +3,6 @@ package compare
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"fmt"
 	"maps"
 	"path/filepath"
@@ -15,7 +14,6 @@ import (
 
 	"github.com/hubreplay/hubreplay/proxy"
 	"github.com/hubreplay/hubreplay/replay"
-	"github.com/hubreplay/hubreplay/trace"
 )
 
 // Figures are one run's numbers. Latencies are in microseconds, as in
@@ -209,35 +207,22 @@ func readRun(ctx context.Context, path string) (*run, error) {
 		return nil, fmt.Errorf("%s: no run record (not replay results, or cut off at its start)", path)
 	}
 	r := &run{res: res}
-	for _, u := range res.Other {
-		switch trace.Type(u.TypeName) {
-		case TypeCandidate:
-			r.cand = new(Candidate)
-			err = json.Unmarshal(u.Raw, r.cand)
-		case TypeSample:
-			err = decodeOnto(&r.samples, u)
-		case TypeExit:
-			err = decodeOnto(&r.exits, u)
-		case TypeAPICall:
-			err = decodeOnto(&r.api, u)
-		case TypeHarness:
-			err = decodeOnto(&r.harnessSamples, u)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("%s: %s record: %w", path, u.TypeName, err)
+	for _, rec := range res.Other {
+		switch v := rec.(type) {
+		case *Candidate:
+			r.cand = v
+		case *Sample:
+			r.samples = append(r.samples, v)
+		case *Exit:
+			r.exits = append(r.exits, v)
+		case *APICall:
+			r.api = append(r.api, v)
+		case *HarnessSample:
+			r.harnessSamples = append(r.harnessSamples, v)
 		}
 	}
 	slices.SortFunc(r.samples, func(a, b *Sample) int { return cmp.Compare(a.TS, b.TS) })
 	return r, nil
-}
-
-func decodeOnto[T any](list *[]*T, u *trace.Unknown) error {
-	v := new(T)
-	if err := json.Unmarshal(u.Raw, v); err != nil {
-		return err
-	}
-	*list = append(*list, v)
-	return nil
 }
 
 // figures works out a run's numbers from its records.

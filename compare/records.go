@@ -92,6 +92,15 @@ func apiCall(c fixtures.APICall, start time.Time) *APICall {
 	return &APICall{TS: c.At.Sub(start), Why: c.Why, Method: c.Method, Path: c.Path, Status: c.Status, Latency: c.Latency, Lag: c.Lag, Err: c.Err}
 }
 
+// The trace reader decodes compare's records into these types, once.
+func init() {
+	trace.Register(TypeCandidate, func() trace.Record { return new(Candidate) })
+	trace.Register(TypeSample, func() trace.Record { return new(Sample) })
+	trace.Register(TypeExit, func() trace.Record { return new(Exit) })
+	trace.Register(TypeAPICall, func() trace.Record { return new(APICall) })
+	trace.Register(TypeHarness, func() trace.Record { return new(HarnessSample) })
+}
+
 func (*Candidate) Type() trace.Type { return TypeCandidate }
 func (*Sample) Type() trace.Type    { return TypeSample }
 func (*Exit) Type() trace.Type      { return TypeExit }

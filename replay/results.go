@@ -3,7 +3,6 @@ package replay
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -160,6 +159,14 @@ func (*Request) Type() trace.Type { return TypeRequest }
 func (*Session) Type() trace.Type { return TypeSession }
 func (*End) Type() trace.Type     { return TypeEnd }
 
+// The trace reader decodes replay's records into these types, once.
+func init() {
+	trace.Register(TypeRun, func() trace.Record { return new(Run) })
+	trace.Register(TypeRequest, func() trace.Record { return new(Request) })
+	trace.Register(TypeSession, func() trace.Record { return new(Session) })
+	trace.Register(TypeEnd, func() trace.Record { return new(End) })
+}
+
 func (*Run) Time() time.Duration       { return 0 }
 func (r *Request) Time() time.Duration { return r.TS }
 func (s *Session) Time() time.Duration { return s.TS }
@@ -182,9 +189,10 @@ type Results struct {
 	Requests []*Request
 	Sessions []*Session
 	Ends     []*End
-	// Other are records of types this package does not know (e.g. proxy
-	// samples that compare adds), kept as they were.
-	Other []*trace.Unknown
+	// Other are records of other types (the proxy samples compare adds,
+	// decoded by the package that registered them, or kept as
+	// *trace.Unknown), in file order.
+	Other []trace.Record
 }
 
 // ReadResults reads a results file. A damaged or truncated file returns
@@ -211,25 +219,18 @@ func NewResultsReader(ctx context.Context, src io.Reader, name string) (*Results
 func readResults(ctx context.Context, r *trace.Reader, path string) (*Results, error) {
 	res := &Results{Path: path, Header: *r.Header()}
 	err := r.Each(ctx, nil, func(rec trace.Record) error {
-		u, ok := rec.(*trace.Unknown)
-		if !ok {
-			return nil // the header
-		}
-		var err error
-		switch trace.Type(u.TypeName) {
-		case TypeRun:
-			err = decodeInto(&res.Runs, u)
-		case TypeRequest:
-			err = decodeInto(&res.Requests, u)
-		case TypeSession:
-			err = decodeInto(&res.Sessions, u)
-		case TypeEnd:
-			err = decodeInto(&res.Ends, u)
+		switch v := rec.(type) {
+		case *trace.Header:
+		case *Run:
+			res.Runs = append(res.Runs, v)
+		case *Request:
+			res.Requests = append(res.Requests, v)
+		case *Session:
+			res.Sessions = append(res.Sessions, v)
+		case *End:
+			res.Ends = append(res.Ends, v)
 		default:
-			res.Other = append(res.Other, u)
-		}
-		if err != nil {
-			return err
+			res.Other = append(res.Other, rec)
 		}
 		return nil
 	})
@@ -241,16 +242,6 @@ func readResults(ctx context.Context, r *trace.Reader, path string) (*Results, e
 		return res, fmt.Errorf("read results %s: %w", path, err)
 	}
 	return res, nil
-}
-
-// decodeInto decodes a record of a type this package knows onto its list.
-func decodeInto[T any](list *[]*T, u *trace.Unknown) error {
-	v := new(T)
-	if err := json.Unmarshal(u.Raw, v); err != nil {
-		return fmt.Errorf("%s record: %w", u.TypeName, err)
-	}
-	*list = append(*list, v)
-	return nil
 }
 
 // Append adds another file's records (another shard's, say) to r.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 )
 
@@ -40,11 +41,41 @@ func appendJSONString(dst []byte, s string) []byte {
 	return append(dst, b...)
 }
 
+// registered are record types other packages own, written in the same
+// framing (replay's results, compare's samples): ParseJSON decodes them
+// once, into their own types.
+var (
+	registryMu sync.RWMutex
+	registered = map[Type]func() Record{}
+)
+
+// Register makes ParseJSON decode records of typ with a value from new.
+// The package that owns a record type registers it, in an init function;
+// a type registered twice, or one of the trace's own, is a programming
+// error.
+func Register(typ Type, new func() Record) {
+	registryMu.Lock()
+	defer registryMu.Unlock()
+	if _, ok := registered[typ]; ok || builtin(typ) {
+		panic("trace: record type " + string(typ) + " registered twice")
+	}
+	registered[typ] = new
+}
+
+func builtin(t Type) bool {
+	switch t {
+	case TypeHeader, TypeConnOpen, TypeConnClose, TypeHTTP, TypeWSFrame, TypeRoute, TypeGap, TypeStats:
+		return true
+	}
+	return false
+}
+
 // ErrNoType is returned for a JSON line without a "type" field.
 var ErrNoType = errors.New(`record has no "type" field`)
 
 // ParseJSON decodes one JSON line (without its newline) into a record.
-// Records of unknown types come back as *Unknown.
+// Records of types neither the trace's nor registered come back as
+// *Unknown.
 func ParseJSON(line []byte) (Record, error) {
 	typ, ok := fastType(line)
 	if !ok {
@@ -78,6 +109,13 @@ func ParseJSON(line []byte) (Record, error) {
 	case TypeStats:
 		r = new(Stats)
 	default:
+		registryMu.RLock()
+		mk := registered[Type(typ)]
+		registryMu.RUnlock()
+		if mk != nil {
+			r = mk()
+			break
+		}
 		var probe struct {
 			TS time.Duration `json:"ts"`
 		}

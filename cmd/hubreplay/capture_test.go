@@ -113,7 +113,7 @@ func TestCaptureAndVerify(t *testing.T) {
 
 	// Nothing is overwritten by accident.
 	r = hubreplay(t, nil, "capture", "--pcap", pcap, "--port", p, "-o", out)
-	assert.Equal(t, 1, r.code)
+	assert.Equal(t, 2, r.code)
 	assert.Contains(t, r.stderr, "exists")
 }
 
@@ -123,7 +123,7 @@ func TestCaptureBadInput(t *testing.T) {
 	require.NoError(t, os.WriteFile(text, []byte("these are my notes, not packets\n"), 0o600))
 	out := filepath.Join(dir, "x.trace")
 	r := hubreplay(t, nil, "capture", "--pcap", text, "-o", out)
-	assert.Equal(t, 1, r.code)
+	assert.Equal(t, 2, r.code)
 	assert.Contains(t, r.stderr, "notes.pcap is not a pcap or pcapng file")
 	assert.Equal(t, 1, strings.Count(r.stderr, "\n"), r.stderr)
 	_, err := os.Stat(out)
@@ -136,7 +136,7 @@ func TestCaptureBadInput(t *testing.T) {
 	cut := filepath.Join(dir, "cut.pcap")
 	require.NoError(t, os.WriteFile(cut, b[:len(b)*2/3], 0o600))
 	r = hubreplay(t, nil, "capture", "--pcap", cut, "--port", strconv.Itoa(port), "-o", out)
-	assert.Equal(t, 1, r.code)
+	assert.Equal(t, 2, r.code)
 	assert.Regexp(t, `cut.pcap is truncated inside packet \d+`, r.stderr)
 	_, recs := readAll(t, out)
 	assert.Greater(t, len(recs), 10, "the records before the cut are in the trace")
@@ -144,7 +144,7 @@ func TestCaptureBadInput(t *testing.T) {
 	key := filepath.Join(dir, "short.key")
 	require.NoError(t, os.WriteFile(key, []byte("short"), 0o600))
 	r = hubreplay(t, nil, "capture", "--pcap", pcap, "-o", filepath.Join(dir, "y.trace"), "--anon-key-file", key)
-	assert.Equal(t, 1, r.code)
+	assert.Equal(t, 2, r.code)
 	assert.Contains(t, r.stderr, "at least 16")
 
 	for _, args := range [][]string{

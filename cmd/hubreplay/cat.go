@@ -23,7 +23,7 @@ read back. TRACE may be "-" for standard input.
 
 Record types: header, conn_open, conn_close, http, ws, route, gap, stats.
 On a damaged trace every record before the damage is printed, then the
-damage is reported and the exit status is 1.`,
+damage is reported and the exit status is 2.`,
 		Example: `  hubreplay cat peak.trace | head
   hubreplay cat --type http peak.trace | jq -r 'select(.resp.status >= 500) | .req.target'
   hubreplay cat --conn 42 peak.trace`,

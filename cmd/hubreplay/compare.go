@@ -298,6 +298,7 @@ func newReportCmd() *cobra.Command {
 	var (
 		out, values string
 		verdict     verdictFlags
+		force       bool
 	)
 	cmd := &cobra.Command{
 		Use:   "report A.results B.results [A-noise.results...]",
@@ -322,10 +323,18 @@ report.json into -o (default: the first file's directory).
 			if out == "" {
 				out = filepath.Dir(args[0])
 			}
+			if !force {
+				for _, name := range reportNames {
+					if _, err := os.Stat(filepath.Join(out, name)); err == nil {
+						return usageError{fmt.Errorf("%s exists: give --force to replace the reports in %s, or another -o", filepath.Join(out, name), out)}
+					}
+				}
+			}
 			return writeReports(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), th, out, args)
 		},
 	}
 	cmd.Flags().StringVarP(&out, "output", "o", "", "directory for the reports (default: the first results file's)")
+	cmd.Flags().BoolVar(&force, "force", false, "replace reports already in the directory")
 	cmd.Flags().StringVar(&values, "values", "", "a z2jh values file: its proxy.chp.livenessProbe says when the kubelet would restart a silent candidate")
 	verdict.add(cmd.Flags())
 	return cmd
@@ -369,17 +378,17 @@ func analyzeAndWrite(ctx context.Context, stdout, stderr io.Writer, th compare.T
 	return rep, renderReports(stdout, stderr, rep, dir)
 }
 
+// reportNames are the reports a comparison writes: HTML, Markdown, JSON.
+var reportNames = []string{"report.html", "report.md", "report.json"}
+
 // renderReports writes the three reports, prints the Markdown and the
 // verdict, and returns the exit status as an error.
 func renderReports(stdout, stderr io.Writer, rep *compare.Report, dir string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return exitError{2, fmt.Errorf("reports: %w", err)}
 	}
-	for _, r := range []struct {
-		name  string
-		write func(io.Writer) error
-	}{{"report.html", rep.WriteHTML}, {"report.md", rep.WriteMarkdown}, {"report.json", rep.WriteJSON}} {
-		if err := writeFile(filepath.Join(dir, r.name), r.write); err != nil {
+	for i, write := range []func(io.Writer) error{rep.WriteHTML, rep.WriteMarkdown, rep.WriteJSON} {
+		if err := writeFile(filepath.Join(dir, reportNames[i]), write); err != nil {
 			return exitError{2, err}
 		}
 	}
@@ -414,7 +423,8 @@ func writeFile(path string, write func(io.Writer) error) error {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	defer os.Remove(tmp.Name())
-	if err := errors.Join(write(tmp), tmp.Close()); err != nil {
+	// Readable as the results beside it are (a temporary file is 0600).
+	if err := errors.Join(tmp.Chmod(0o644), write(tmp), tmp.Close()); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	if err := os.Rename(tmp.Name(), path); err != nil {

@@ -64,6 +64,15 @@ func TestCompareExitStatus(t *testing.T) {
 	assert.Equal(t, 0, r.code, r.stderr)
 	assert.Contains(t, r.stderr, "SAME: ")
 	assert.FileExists(t, filepath.Join(dir, "same", "report.html"))
+	st, err := os.Stat(filepath.Join(dir, "same", "report.md"))
+	require.NoError(t, err)
+	assert.Equal(t, os.FileMode(0o644), st.Mode().Perm(), "reports are as readable as the results")
+	// Reports already there are replaced only with --force, as every writer asks.
+	r = hubreplay(t, nil, "report", filepath.Join(out, "A.results"), filepath.Join(out, "A-noise.results"), "-o", filepath.Join(dir, "same"))
+	assert.Equal(t, 2, r.code, r.stderr)
+	assert.Contains(t, r.stderr, "give --force")
+	r = hubreplay(t, nil, "report", filepath.Join(out, "A.results"), filepath.Join(out, "A-noise.results"), "--min-p99-delta", "1s", "-o", filepath.Join(dir, "same"), "--force")
+	assert.Equal(t, 0, r.code, r.stderr)
 
 	// The same regression, judged again with looser failure thresholds,
 	// passes (latency and WebSocket delivery aside: under make test B's

@@ -215,7 +215,7 @@ func TestCaptureOnAFullDisk(t *testing.T) {
 	runErr := cmd.Wait()
 	var exit *exec.ExitError
 	require.True(t, errors.As(runErr, &exit), "capture ends on its own with an error: %v\n%s", runErr, stderr.String())
-	assert.Equal(t, 1, exit.ExitCode())
+	assert.Equal(t, 2, exit.ExitCode())
 	lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
 	last := lines[len(lines)-1]
 	assert.Contains(t, last, "full.trace")
@@ -232,8 +232,8 @@ func TestCaptureOnAFullDisk(t *testing.T) {
 
 // Traces and results cut off or corrupted at random offsets, given to
 // every command that reads them: each ends with one line that names the
-// file and the byte, and status 1 (report: 2, "could not compare", which
-// CI must not take for a regression), never a panic or a silent success.
+// file and the byte, and status 2 (bad input: never 1, which CI takes for
+// a regression), never a panic or a silent success.
 func TestDamagedFilesAtRandomOffsets(t *testing.T) {
 	tr, _, _ := sampleFile(t)
 	dir := t.TempDir()
@@ -284,11 +284,7 @@ func TestDamagedFilesAtRandomOffsets(t *testing.T) {
 			require.NoError(t, os.WriteFile(name, damaged, 0o644))
 			for verb, args := range f.verbs {
 				r := hubreplay(t, nil, args(name)...)
-				want := 1
-				if verb == "report" {
-					want = 2
-				}
-				assert.Equal(t, want, r.code, "%s on a file %s at byte %d: %s", verb, how, off, r.stderr)
+				assert.Equal(t, 2, r.code, "%s on a file %s at byte %d: %s", verb, how, off, r.stderr)
 				lines := strings.Split(strings.TrimRight(r.stderr, "\n"), "\n")
 				last := lines[len(lines)-1]
 				assert.Contains(t, last, filepath.Base(name), "%s: the error names the file", verb)

@@ -49,7 +49,7 @@ func TestGenerateLecturePeak(t *testing.T) {
 		assert.Equal(t, 2, r.code, "%v: %s", args, r.stderr)
 	}
 	r = hubreplay(t, nil, "generate", "lecture-peak", "--users", "3", "-o", a)
-	assert.Equal(t, 1, r.code, "an existing file is not replaced without --force")
+	assert.Equal(t, 2, r.code, "an existing file is not replaced without --force")
 }
 
 // firstExchange finds the record number of the first exchange whose

@@ -24,7 +24,7 @@ users (pseudonyms), route events, capture gaps, and a per-minute activity table
 to find the peak in. TRACE may be "-" for standard input.
 
 A truncated or damaged trace is summarized up to the damage, the damage is
-reported, and the exit status is 1.`,
+reported, and the exit status is 2.`,
 		Example: `  hubreplay inspect peak.trace
   hubreplay inspect --json peak.trace | jq '.minutes[] | select(.http_5xx > 0)'`,
 		Args: exactArgs(1, "a trace file"),

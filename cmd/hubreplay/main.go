@@ -27,8 +27,11 @@ func main() {
 type usageError struct{ error }
 
 // run executes one command line and returns the exit status: 0 on
-// success, 1 when the work failed (a damaged trace included), 2 for a
-// command line that does not make sense.
+// success, 1 only for a finding (compare and report: a regression;
+// verify: secrets left), 2 for everything else that went wrong: a command
+// line that does not make sense, bad input (a damaged trace, a file that
+// is not a capture, results that exist), a failure of the work itself.
+// CI reads 1 as "the candidate is worse": nothing else may say so.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	root := newRoot(stdin, stdout, stderr)
 	root.SetArgs(args)
@@ -45,7 +48,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if errors.As(err, &ee) {
 		return ee.code
 	}
-	return 1
+	return 2
 }
 
 // exitError carries an exit status of its own (compare's: 1 for a

@@ -139,12 +139,12 @@ func TestInspectBadInput(t *testing.T) {
 	pcap := filepath.Join(dir, "peak.pcap")
 	require.NoError(t, os.WriteFile(pcap, []byte{0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0}, 0o644))
 	r := hubreplay(t, nil, "inspect", pcap)
-	assert.Equal(t, 1, r.code)
+	assert.Equal(t, 2, r.code)
 	assert.Equal(t, "hubreplay: "+pcap+": not a hubreplay trace: it is a pcap packet capture (turn it into a trace with `hubreplay capture --pcap`)\n", r.stderr)
 	assert.Empty(t, r.stdout)
 
 	r = hubreplay(t, nil, "inspect", filepath.Join(dir, "missing.trace"))
-	assert.Equal(t, 1, r.code)
+	assert.Equal(t, 2, r.code)
 	assert.Contains(t, r.stderr, "missing.trace: no such file")
 
 	// A capture killed mid-write: the summary of what is there, then the damage.
@@ -154,14 +154,14 @@ func TestInspectBadInput(t *testing.T) {
 	cut := filepath.Join(dir, "killed.trace")
 	require.NoError(t, os.WriteFile(cut, data[:len(data)*2/3], 0o644))
 	r = hubreplay(t, nil, "inspect", cut)
-	assert.Equal(t, 1, r.code)
+	assert.Equal(t, 2, r.code)
 	assert.Contains(t, r.stdout, "DAMAGED")
 	assert.Contains(t, r.stdout, "per minute:")
 	assert.Regexp(t, `^hubreplay: .*killed.trace: trace truncated at byte \d+ \(frame \d+\): .*; the \d+ records before it are intact\n$`, r.stderr)
 
 	// cat prints every record before the damage, then fails.
 	r = hubreplay(t, nil, "cat", cut)
-	assert.Equal(t, 1, r.code)
+	assert.Equal(t, 2, r.code)
 	var intact int
 	_, err = fmt.Sscanf(r.stderr[strings.Index(r.stderr, "; the ")+len("; the "):], "%d", &intact)
 	require.NoError(t, err, r.stderr)
@@ -232,7 +232,7 @@ func TestSlice(t *testing.T) {
 	before, err := os.ReadFile(out)
 	require.NoError(t, err)
 	r = hubreplay(t, nil, "slice", path, "--from", "+1m", "-o", out)
-	assert.Equal(t, 1, r.code)
+	assert.Equal(t, 2, r.code)
 	assert.Contains(t, r.stderr, "file exists")
 	after, err := os.ReadFile(out)
 	require.NoError(t, err)
@@ -243,7 +243,7 @@ func TestSlice(t *testing.T) {
 	// An empty window writes nothing and says what the trace covers.
 	none := filepath.Join(t.TempDir(), "none.trace")
 	r = hubreplay(t, nil, "slice", path, "--from", "+3h", "-o", none)
-	assert.Equal(t, 1, r.code)
+	assert.Equal(t, 2, r.code)
 	assert.Contains(t, r.stderr, "no records in [+3h0m0s, end)")
 	assert.NoFileExists(t, none)
 }

@@ -387,7 +387,7 @@ func newResultsCmd() *cobra.Command {
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			// A damaged file (a replay killed mid-run) still shows what it
-			// holds; the damage is reported after, with exit status 1.
+			// holds; the damage is reported after, with exit status 2.
 			all := &replay.Results{}
 			var damage error
 			for _, path := range args {

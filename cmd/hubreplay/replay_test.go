@@ -75,7 +75,7 @@ func TestReplayCommandThroughCHP(t *testing.T) {
 
 	r = hubreplay(t, nil, "replay", "--trace", tr, "--target", fmt.Sprintf("http://127.0.0.1:%d", public),
 		"--api", fmt.Sprintf("http://127.0.0.1:%d", api), "-o", out)
-	assert.Equal(t, 1, r.code, "results are not overwritten without --force")
+	assert.Equal(t, 2, r.code, "results are not overwritten without --force")
 	assert.Contains(t, r.stderr, "file exists")
 }
 
@@ -100,7 +100,7 @@ func TestReplayCommandUsage(t *testing.T) {
 		assert.Contains(t, r.stderr, c.says, "%v", c.args)
 	}
 	r := hubreplay(t, nil, "results", tr)
-	assert.Equal(t, 1, r.code)
+	assert.Equal(t, 2, r.code)
 	assert.Contains(t, r.stderr, "not a hubreplay results file")
 }
 
@@ -189,7 +189,7 @@ func TestShardedReplayWithSeparateFixtures(t *testing.T) {
 	assert.Equal(t, sum.FramesExpected, sum.FramesMatched)
 }
 
-// Ctrl-C mid-replay: exit 1 saying so, and a results file that is whole
+// Ctrl-C mid-replay: exit 2 (no answer) saying so, and a results file that is whole
 // (end marker, end record) with everything replayed so far.
 func TestReplayCommandInterrupted(t *testing.T) {
 	tr, _, _ := sampleFile(t)
@@ -199,7 +199,7 @@ func TestReplayCommandInterrupted(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	code := run(ctx, []string{"replay", "--trace", tr, "--target", fmt.Sprintf("http://127.0.0.1:%d", testenv.FreePort(t)),
 		"--fixtures=false", "--speed", "50", "-o", out}, strings.NewReader(""), &stdout, &stderr)
-	assert.Equal(t, 1, code)
+	assert.Equal(t, 2, code)
 	assert.Contains(t, stderr.String(), "replay interrupted; what was replayed is in "+out)
 	res, err := replay.ReadResults(context.Background(), out)
 	require.NoError(t, err, "the results file was closed properly")
@@ -209,7 +209,7 @@ func TestReplayCommandInterrupted(t *testing.T) {
 }
 
 // A results file cut short still shows what it holds, then says where it
-// breaks, with exit status 1.
+// breaks, with exit status 2.
 func TestResultsCommandDamaged(t *testing.T) {
 	tr, _, _ := sampleFile(t)
 	out := filepath.Join(t.TempDir(), "r.results")
@@ -221,7 +221,7 @@ func TestResultsCommandDamaged(t *testing.T) {
 	cut := filepath.Join(t.TempDir(), "cut.results")
 	require.NoError(t, os.WriteFile(cut, b[:len(b)-40], 0o644))
 	r = hubreplay(t, nil, "results", cut)
-	assert.Equal(t, 1, r.code)
+	assert.Equal(t, 2, r.code)
 	assert.Contains(t, r.stdout, "requests")
 	assert.Contains(t, r.stderr, "truncated")
 	assert.Contains(t, r.stderr, cut)

@@ -11,7 +11,7 @@ import (
 )
 
 // errLeaks makes verify exit 1 after it has listed what it found.
-var errLeaks = errors.New("the trace is not safe to share")
+var errLeaks error = exitError{1, errors.New("the trace is not safe to share")}
 
 func newVerifyCmd() *cobra.Command {
 	var secretsFile, show string
