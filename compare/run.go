@@ -178,10 +178,16 @@ func Run(ctx context.Context, o Options) ([]string, error) {
 			}
 		}
 	}
-	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
-		return nil, fmt.Errorf("compare: %w", err)
+	mkdir := func() error {
+		if err := os.MkdirAll(o.Dir, 0o755); err != nil {
+			return fmt.Errorf("compare: %w", err)
+		}
+		return nil
 	}
 	if o.Backend != nil {
+		if err := mkdir(); err != nil {
+			return nil, err
+		}
 		var files []string
 		for _, r := range runs {
 			o.watch(r.Role, r.Spec.Raw, "staging and replaying on the backend", nil)
@@ -205,6 +211,10 @@ func Run(ctx context.Context, o Options) ([]string, error) {
 			return nil, fmt.Errorf("compare: obtain %s (%s): %w", r.Role, r.Spec, err)
 		}
 		progs[r.Spec.Raw] = p
+	}
+	// Only now: a candidate that cannot be had leaves no empty directory.
+	if err := mkdir(); err != nil {
+		return nil, err
 	}
 	var files []string
 	for _, r := range runs {

@@ -140,14 +140,23 @@ func (r *Runner) timeout() time.Duration {
 // returns the tally. Failures of the target are results, not errors: an
 // error means the replay itself could not go on (its results could not be
 // written, or the target URL makes no sense).
-func (r *Runner) Run(ctx context.Context, p *Plan) (*Summary, error) {
-	u, err := url.Parse(r.Target)
+// TargetAddr is the host:port a proxy URL names, or an error saying what a
+// target looks like: callers check it before they load a trace.
+func TargetAddr(target string) (string, error) {
+	u, err := url.Parse(target)
 	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "") {
-		return nil, fmt.Errorf("replay target %q: give the proxy's URL, e.g. http://127.0.0.1:8000", r.Target)
+		return "", fmt.Errorf("replay target %q: give the proxy's URL, e.g. http://127.0.0.1:8000", target)
 	}
-	addr := u.Host
 	if u.Port() == "" {
-		addr = net.JoinHostPort(u.Hostname(), "80")
+		return net.JoinHostPort(u.Hostname(), "80"), nil
+	}
+	return u.Host, nil
+}
+
+func (r *Runner) Run(ctx context.Context, p *Plan) (*Summary, error) {
+	addr, err := TargetAddr(r.Target)
+	if err != nil {
+		return nil, err
 	}
 	if p.Requests == 0 {
 		return nil, ErrEmpty

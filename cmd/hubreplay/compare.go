@@ -207,6 +207,9 @@ must be there ('hubreplay kind image', or --kind-build SRC).
 			if out == "" {
 				out = "compare-" + time.Now().Format("20060102-150405")
 			}
+			if err := writableDir(out); err != nil {
+				return usageError{fmt.Errorf("-o: %w", err)} // before the trace is read
+			}
 			ctx, stderr := cmd.Context(), cmd.ErrOrStderr()
 			plan, err := play.plan(ctx, tracePath, cmd.InOrStdin(), stderr)
 			if err != nil {
@@ -376,6 +379,29 @@ func analyzeAndWrite(ctx context.Context, stdout, stderr io.Writer, th compare.T
 		return nil, exitError{2, err}
 	}
 	return rep, renderReports(stdout, stderr, rep, dir)
+}
+
+// writableDir tells whether files can be made in dir, or in the directory
+// that would hold it, without making anything that stays.
+func writableDir(dir string) error {
+	probe := dir
+	if st, err := os.Stat(dir); err == nil && !st.IsDir() {
+		return fmt.Errorf("%s is a file, not a directory", dir)
+	} else if err != nil {
+		probe = filepath.Dir(dir)
+		for { // the nearest directory that exists
+			if _, err := os.Stat(probe); err == nil || probe == filepath.Dir(probe) {
+				break
+			}
+			probe = filepath.Dir(probe)
+		}
+	}
+	f, err := os.CreateTemp(probe, ".hubreplay-probe-*")
+	if err != nil {
+		return fmt.Errorf("cannot write in %s: %w", probe, err)
+	}
+	f.Close()
+	return os.Remove(f.Name())
 }
 
 // reportNames are the reports a comparison writes: HTML, Markdown, JSON.

@@ -74,6 +74,9 @@ keep them, cut the window with 'hubreplay slice' and replay the slice.`,
 			if tracePath == "" || target == "" {
 				return usageError{errors.New("replay needs --trace TRACE and --target URL (the proxy)")}
 			}
+			if _, err := replay.TargetAddr(target); err != nil {
+				return usageError{fmt.Errorf("--target: %w", err)} // before the trace is read or a file made
+			}
 			token := os.Getenv(tokenEnv)
 			if !withFixtures && api != "" {
 				return usageError{errors.New("--api with --fixtures=false: routes are driven by whoever runs the fixtures ('hubreplay fixtures serve --api')")}

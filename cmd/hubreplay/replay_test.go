@@ -102,6 +102,24 @@ func TestReplayCommandUsage(t *testing.T) {
 	r := hubreplay(t, nil, "results", tr)
 	assert.Equal(t, 2, r.code)
 	assert.Contains(t, r.stderr, "not a hubreplay results file")
+
+	// Checked before the trace is read: nothing is left behind.
+	dir := t.TempDir()
+	out := filepath.Join(dir, "r.results")
+	r = hubreplay(t, nil, "replay", "--trace", tr, "--target", "localhost:8000", "--fixtures=false", "-o", out)
+	assert.Equal(t, 2, r.code, r.stderr)
+	assert.Contains(t, r.stderr, "give the proxy's URL")
+	assert.NotContains(t, r.stderr, "replaying", "the trace was not read")
+	assert.NoFileExists(t, out)
+	file := filepath.Join(dir, "a-file")
+	require.NoError(t, os.WriteFile(file, nil, 0o644))
+	r = hubreplay(t, nil, "compare", "--trace", tr, "--a", "chp@4.5.6", "--b", "chp@5", "-o", file)
+	assert.Equal(t, 2, r.code, r.stderr)
+	assert.Contains(t, r.stderr, "is a file, not a directory")
+	cmpDir := filepath.Join(dir, "cmp")
+	r = hubreplay(t, nil, "compare", "--trace", tr, "--a", "chp:"+filepath.Join(dir, "no-such-checkout"), "--b", "chp:"+filepath.Join(dir, "no-such-checkout"), "-o", cmpDir)
+	assert.Equal(t, 2, r.code, r.stderr)
+	assert.NoDirExists(t, cmpDir, "a candidate that cannot be had leaves no empty directory")
 }
 
 // Nothing listens at the target: every request is a refused connection,
