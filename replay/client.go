@@ -33,8 +33,6 @@ type client struct {
 	addr  string
 	start time.Time
 	spans routeSpans // when the plan's routes are in place
-	// source is the address the user dials from (nil: the system's choice).
-	source *net.TCPAddr
 
 	nc      net.Conn
 	br      *bufio.Reader
@@ -97,9 +95,6 @@ func (cl *client) run(ctx context.Context) {
 
 func (cl *client) dial(ctx context.Context) error {
 	d := net.Dialer{Timeout: cl.r.timeout()}
-	if cl.source != nil {
-		d.LocalAddr = cl.source
-	}
 	nc, err := d.DialContext(ctx, "tcp", cl.addr)
 	if err != nil {
 		return err

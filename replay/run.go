@@ -161,7 +161,6 @@ func (r *Runner) Run(ctx context.Context, p *Plan) (*Summary, error) {
 	if p.Requests == 0 {
 		return nil, ErrEmpty
 	}
-	spread := spreadSources(addr)
 	r.tally = NewTally()
 	r.plan.Store(p)
 	if err := r.write(&Run{
@@ -222,9 +221,6 @@ func (r *Runner) Run(ctx context.Context, p *Plan) (*Summary, error) {
 		conns.Go(func() {
 			defer func() { <-slots }()
 			cl := &client{r: r, p: p, c: c, addr: addr, start: start, spans: spans}
-			if spread {
-				cl.source = sourceFor(c)
-			}
 			cl.run(runCtx)
 		})
 	}

@@ -57,7 +57,7 @@ compare says before a run whether its speed is within it.
 
 Every run starts on a machine as quiet as the last run left it: it first
 waits (a minute at most) for the sockets earlier runs left in TIME_WAIT to
-expire, and each emulated user connects from a loopback address of its own.`
+expire.`
 
 // verdictFlags are the thresholds, shared by compare and report.
 type verdictFlags struct {
