@@ -437,6 +437,11 @@ func TestLateRequestsAreNotBlamedOnTheCandidate(t *testing.T) {
 	a, bf := rep.A(), rep.B()
 	if bf.Errors[replay.ErrLateForRoute] <= 5 { // what B's requests met, to tell why
 		res, _ := replay.ReadResults(context.Background(), files[1])
+		for _, rec := range res.Other {
+			if c, ok := rec.(*compare.APICall); ok {
+				t.Logf("B's hub stub: %+v", *c)
+			}
+		}
 		for _, q := range res.Requests {
 			t.Logf("B: sent %v ts %v held %v status %d err %q by %q ttfb %v", q.Sent, q.TS, q.Held, q.Status, q.Error, q.By, q.TTFB)
 		}
