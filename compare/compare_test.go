@@ -324,10 +324,16 @@ func TestVerdict(t *testing.T) {
 		assert.False(t, mirror.Verdict.Regression, "%v", mirror.Verdict.Reasons)
 		require.NotEmpty(t, mirror.Verdict.Better)
 		assert.Contains(t, mirror.Verdict.Better[0], "failed requests")
-		assert.True(t, strings.HasPrefix(mirror.Headline(), "BETTER: "), mirror.Headline())
+		// Under make test the machine may be full: then the headline says
+		// so first, and judges the rest (failures are never left out).
+		assert.Contains(t, mirror.Headline(), "BETTER: ")
 		md.Reset()
 		require.NoError(t, mirror.WriteMarkdown(&md))
-		assert.Contains(t, md.String(), "**Better** — B is better than A:")
+		if mirror.Verdict.Saturated {
+			assert.Contains(t, md.String(), "**Saturated**")
+		} else {
+			assert.Contains(t, md.String(), "**Better** — B is better than A:")
+		}
 	})
 
 	t.Run("slow and leaking memory", func(t *testing.T) {
