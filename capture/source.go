@@ -63,6 +63,10 @@ func OpenFile(path string) (*FileSource, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open capture: %w", err)
 	}
+	if st, err := f.Stat(); err == nil && st.IsDir() {
+		f.Close()
+		return nil, fmt.Errorf("open capture: %s is a directory, not a capture file (tcpdump -w FILE)", path)
+	}
 	s := &FileSource{name: path, f: f}
 	if err := s.open(f); err != nil {
 		f.Close()

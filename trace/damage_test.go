@@ -246,7 +246,7 @@ func TestCreateRefusesToOverwrite(t *testing.T) {
 	require.NoError(t, err)
 
 	_, err = trace.Create(path, testHeader, nil)
-	require.ErrorContains(t, err, "file exists")
+	require.ErrorIs(t, err, os.ErrExist)
 	after, err := os.ReadFile(path)
 	require.NoError(t, err)
 	assert.Equal(t, before, after, "a refused Create must not touch the file")

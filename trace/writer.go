@@ -87,8 +87,12 @@ func Create(path string, h Header, opts *WriterOptions) (*Writer, error) {
 	}
 	f, err := os.OpenFile(path, flags, 0o644)
 	if err != nil {
+		if st, serr := os.Stat(path); serr == nil && st.IsDir() {
+			return nil, fmt.Errorf("create trace %s: it is a directory; give a file name", path)
+		}
 		if errors.Is(err, os.ErrExist) {
-			return nil, fmt.Errorf("create trace %s: file exists (choose another name, or overwrite it explicitly)", path)
+			// The caller says how to replace it (the commands: --force).
+			return nil, fmt.Errorf("create trace %s: %w", path, os.ErrExist)
 		}
 		return nil, fmt.Errorf("create trace: %w", err)
 	}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -38,6 +39,9 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return 0
+	}
+	if errors.Is(err, fs.ErrExist) {
+		err = fmt.Errorf("%w (give --force to replace it, or another name)", err)
 	}
 	fmt.Fprintf(stderr, "hubreplay: %v\n", err)
 	var ue usageError

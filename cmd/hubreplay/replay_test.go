@@ -76,7 +76,7 @@ func TestReplayCommandThroughCHP(t *testing.T) {
 	r = hubreplay(t, nil, "replay", "--trace", tr, "--target", fmt.Sprintf("http://127.0.0.1:%d", public),
 		"--api", fmt.Sprintf("http://127.0.0.1:%d", api), "-o", out)
 	assert.Equal(t, 2, r.code, "results are not overwritten without --force")
-	assert.Contains(t, r.stderr, "file exists")
+	assert.Contains(t, r.stderr, "already exists (give --force to replace it")
 }
 
 func TestReplayCommandUsage(t *testing.T) {
