@@ -39,7 +39,8 @@ type CapacityRun struct {
 
 // SaturationRule numbers the saturation rule in force. Raise it when the
 // rule changes, so that what an older rule called held is not trusted.
-// 2: requests sent on a full machine count (TailShare).
+// 2: a tenth of the typical latency's stretches on a full machine
+// saturates a run too.
 const SaturationRule = 2
 
 // maxCapacityRuns bounds the file: the newest runs are kept.

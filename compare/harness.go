@@ -80,8 +80,8 @@ func (r *run) harness(f *Figures) *Harness {
 	}
 	busy := r.busySeconds()
 	h.WaitMean, h.WaitPeak = r.waiting()
+	h.Stretches = len(r.stretches)
 	for _, st := range r.stretches {
-		h.Stretches++
 		if busy.overlaps(st) {
 			h.BusyStretches++
 		}

@@ -136,10 +136,6 @@ func (r *Runner) timeout() time.Duration {
 	return r.Timeout
 }
 
-// Run replays the plan to its end (or until ctx ends, or Duration), and
-// returns the tally. Failures of the target are results, not errors: an
-// error means the replay itself could not go on (its results could not be
-// written, or the target URL makes no sense).
 // TargetAddr is the host:port a proxy URL names, or an error saying what a
 // target looks like: callers check it before they load a trace.
 func TargetAddr(target string) (string, error) {
@@ -153,6 +149,10 @@ func TargetAddr(target string) (string, error) {
 	return u.Host, nil
 }
 
+// Run replays the plan to its end (or until ctx ends, or Duration), and
+// returns the tally. Failures of the target are results, not errors: an
+// error means the replay itself could not go on (its results could not be
+// written, or the target URL makes no sense).
 func (r *Runner) Run(ctx context.Context, p *Plan) (*Summary, error) {
 	addr, err := TargetAddr(r.Target)
 	if err != nil {
