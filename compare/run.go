@@ -1,10 +1,3 @@
-// Package compare runs two candidate proxies on the same trace, one after
-// the other on the same machine, each behind fresh fixtures and a fresh hub
-// stub, and judges B against A: latency, errors, WebSocket delivery, what a
-// leak leaves behind (memory, file descriptors, sockets by state),
-// restarts and the 503 window after each. Each run's results file holds
-// everything the report needs, so a report can be rendered again from the
-// files (Analyze).
 package compare
 
 import (

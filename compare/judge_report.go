@@ -3,11 +3,8 @@ package compare
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/hubreplay/hubreplay/internal/version"
@@ -139,70 +136,4 @@ func notes(a, b *Figures) []string {
 func logKind(k string) string {
 	return map[string]string{"uncaught": "uncaught exception", "epipe": "EPIPE", "econnreset": "ECONNRESET", "heap_limit": "heap limit",
 		"socket_hang_up": "socket hang up", "error": "error"}[k]
-}
-
-// WriteJSON writes the report as indented JSON.
-func (r *Report) WriteJSON(w io.Writer) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(r)
-}
-
-// Headline is the verdict in one line, both ways: what B did worse, what
-// it did better, or that it could not be judged.
-func (r *Report) Headline() string {
-	if r.Verdict.Saturated {
-		return r.saturation() + " " + r.headline()
-	}
-	return r.headline()
-}
-
-// saturation says that the harness was the bottleneck, what is left out,
-// and what to do.
-func (r *Report) saturation() string {
-	v := r.Verdict
-	todo := "replay at a lower --speed than " + replay.SpeedString(r.Speed)
-	if r.Speed <= 0 {
-		todo = "replay at a --speed 'hubreplay capacity' finds the harness holds"
-	}
-	return fmt.Sprintf("SATURATED: the harness, not the candidate, was the bottleneck (%s); left out of the verdict: %s; %s, with fewer --users, or in shards —",
-		strings.Join(v.Why, "; "), strings.Join(v.LeftOut, ", "), todo)
-}
-
-func (r *Report) headline() string {
-	a, b, v := r.A(), r.B(), r.Verdict
-	switch {
-	case v.Regression:
-		s := fmt.Sprintf("REGRESSION: %s is worse than %s — %s", b.Spec, a.Spec, strings.Join(v.Reasons, "; "))
-		if len(v.Better) > 0 {
-			s += "; better on " + strings.Join(v.Better, "; ")
-		}
-		return s
-	case v.Unanswered:
-		return fmt.Sprintf("NO ANSWER: %s could not be judged against %s — %s", b.Spec, a.Spec, strings.Join(v.Unmeasured, "; "))
-	case len(v.Better) > 0:
-		return fmt.Sprintf("BETTER: %s is better than %s — %s; the same on %s", b.Spec, a.Spec, strings.Join(v.Better, "; "), r.sameOn())
-	}
-	return fmt.Sprintf("SAME: %s is neither worse nor better than %s within %s on %s (%d requests, %d WebSocket sessions at %s)",
-		b.Spec, a.Spec, r.within(), r.sameOn(), b.Requests, b.Sessions, replay.SpeedString(r.Speed))
-}
-
-// within says what "the same" allows for.
-func (r *Report) within() string {
-	if len(r.Noise()) > 0 {
-		return "the thresholds and the noise between A's runs"
-	}
-	return "the thresholds (no noise run measured how far A strays from itself)"
-}
-
-// sameOn names the checks judged the same.
-func (r *Report) sameOn() string {
-	var names []string
-	for _, c := range r.Verdict.Of(Same) {
-		names = append(names, c.Name)
-	}
-	if len(names) == 0 {
-		return "nothing else"
-	}
-	return strings.Join(names, ", ")
 }

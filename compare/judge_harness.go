@@ -147,14 +147,6 @@ func (r *run) harness(f *Figures) *Harness {
 	return h
 }
 
-// saturatedChecks are the figures that measure the harness as much as the
-// candidate when the harness is saturated; the verdict leaves them out.
-var saturatedChecks = map[string]string{
-	"latency p99":           "latency",
-	"longest probe silence": "probe silences",
-	"WebSocket frames lost": "frames delivered in order and in time",
-}
-
 // spans are the stretches of a run, in run time, over which the machine's
 // processors were busy past BusyLimit, in order.
 type spans [][2]time.Duration

@@ -1,6 +1,8 @@
 package compare
 
 import (
+	"os"
+	"regexp"
 	"testing"
 	"time"
 
@@ -144,7 +146,7 @@ func TestSaturatedHarnessIsNotBlamedOnTheCandidate(t *testing.T) {
 	assert.Equal(t, NotValid, c["latency p99"])
 	assert.Equal(t, NotValid, c["longest probe silence"])
 	assert.Equal(t, Same, c["failed requests"], "timeouts are left out; the rest is judged")
-	assert.Equal(t, []string{"latency", "timeouts", "probe silences", "frames delivered in order and in time"}, v.LeftOut)
+	assert.Equal(t, []string{"latency", "timeouts", "frames delivered in order and in time", "probe silences"}, v.LeftOut)
 
 	// A fault the harness cannot cause still counts.
 	b.Failed += 60
@@ -155,7 +157,7 @@ func TestSaturatedHarnessIsNotBlamedOnTheCandidate(t *testing.T) {
 	assert.Equal(t, Worse, classes(v)["failed requests"])
 
 	r := &Report{Runs: []*Figures{a, b}, Speed: 50, Verdict: v}
-	assert.Regexp(t, `^SATURATED: the harness, not the candidate, was the bottleneck \(B \(chp@B\): the replayer .*\); left out of the verdict: latency, timeouts, probe silences.*; replay at a lower --speed than 50x, .* REGRESSION`, r.Headline())
+	assert.Regexp(t, `^SATURATED: the harness, not the candidate, was the bottleneck \(B \(chp@B\): the replayer .*\); left out of the verdict: latency, timeouts, frames delivered in order and in time, probe silences.*; replay at a lower --speed than 50x, .* REGRESSION`, r.Headline())
 }
 
 // The saturation rule itself: how late the replayer got, how busy the machine was.
@@ -367,4 +369,14 @@ func TestCandidateOverload(t *testing.T) {
 	assert.Equal(t, 5, busy.CPUBusy)
 	assert.True(t, busy.Overloaded())
 	assert.False(t, mk(2).Overloaded(), "two busy seconds are a moment, not the run")
+}
+
+// The design document lists the verdict's checks; a check added to the
+// table must be listed there too.
+func TestEveryCheckIsDocumented(t *testing.T) {
+	doc, err := os.ReadFile("../docs/ARCHITECTURE.md")
+	require.NoError(t, err)
+	for _, name := range CheckNames() {
+		assert.Regexp(t, `(?m)^\s*\| `+regexp.QuoteMeta(name)+` \|`, string(doc), "docs/ARCHITECTURE.md's table of checks lacks %q", name)
+	}
 }

@@ -8,7 +8,7 @@ import (
 	"github.com/hubreplay/hubreplay/replay"
 )
 
-//go:embed report.html.tmpl
+//go:embed render_report.html.tmpl
 var htmlTemplate string
 
 var reportTmpl = template.Must(template.New("report").Funcs(template.FuncMap{"inc": func(n int) int { return n + 1 }}).Parse(htmlTemplate))

@@ -1,0 +1,290 @@
+package compare
+
+import (
+	"fmt"
+	"math"
+	"time"
+)
+
+// Thresholds decide the verdict: how much worse than A, beyond the noise
+// between A's runs, B may be.
+type Thresholds struct {
+	// MaxP99Regression: B's p99 latency may exceed A's by this share…
+	MaxP99Regression float64
+	// …or by MinP99Delta, whichever is more: on a 2-core machine the
+	// typical p99 of one proxy against itself moves by up to 10 ms between
+	// runs (scripts/false-alarms, BENCHMARKS.md), which is scheduling, not
+	// the proxy.
+	MinP99Delta time.Duration
+	// MaxErrorRate: B's share of failed requests may exceed A's by this
+	// much (0.005 = half a percentage point).
+	MaxErrorRate float64
+	// MaxWSLoss: B's share of WebSocket sessions that did not connect, and
+	// of server frames not delivered, may exceed A's by this much.
+	MaxWSLoss float64
+	// MaxRSSGrowth: memory B keeps after standing idle may exceed what A
+	// keeps by this many bytes.
+	MaxRSSGrowth int64
+	// MaxSocketsLeft: sockets B leaves open after standing idle, its
+	// users and their servers gone, may exceed A's by this many.
+	MaxSocketsLeft int
+	// FailOnRestart: B may not exit (crash, OOM) more often than A, nor
+	// hang (leave its liveness probe unanswered) for longer than A, with
+	// two seconds' grace.
+	FailOnRestart bool
+	// Off are checks not in force, by name: shown, never judged.
+	Off map[string]bool `json:"off,omitempty"`
+	// Liveness is the liveness probe the kubelet would run (z2jh's
+	// proxy.chp.livenessProbe): a candidate would have been restarted only
+	// after Failures probes in a row, Period apart, went unanswered.
+	Liveness Liveness `json:"liveness"`
+}
+
+// Liveness is a liveness probe's schedule.
+type Liveness struct {
+	Period   time.Duration `json:"period_ns"`
+	Timeout  time.Duration `json:"timeout_ns"`
+	Failures int           `json:"failure_threshold"`
+}
+
+// DefaultLiveness is z2jh's: every 10 s, 3 s timeout, 30 failures.
+func DefaultLiveness() Liveness {
+	return Liveness{Period: 10 * time.Second, Timeout: 3 * time.Second, Failures: 30}
+}
+
+// restartAfter is how long a silence lasts before the kubelet restarts.
+func (l Liveness) restartAfter() time.Duration {
+	if l.Period <= 0 || l.Failures <= 0 {
+		l = DefaultLiveness()
+	}
+	return time.Duration(l.Failures) * l.Period
+}
+
+func (l Liveness) String() string {
+	if l.Period <= 0 || l.Failures <= 0 {
+		l = DefaultLiveness()
+	}
+	return fmt.Sprintf("every %s, %s timeout, %d failures in a row", l.Period, l.Timeout, l.Failures)
+}
+
+// DefaultThresholds are the verdict's defaults.
+func DefaultThresholds() Thresholds {
+	return Thresholds{MaxP99Regression: 0.10, MinP99Delta: 10 * time.Millisecond, MaxErrorRate: 0.005, MaxWSLoss: 0.005,
+		MaxRSSGrowth: 64 << 20, MaxSocketsLeft: 20, FailOnRestart: true, Liveness: DefaultLiveness()}
+}
+
+// Class is how B did on one figure against A.
+type Class string
+
+const (
+	Worse  Class = "worse"  // beyond the threshold and the noise: judged against B
+	Better Class = "better" // beyond them the other way
+	Same   Class = "same"   // within them
+	// Unmeasured: a run lacks the figure (no samples of the proxy). In
+	// force, it leaves the comparison without an answer; never a pass.
+	Unmeasured Class = "not measured"
+	// NotApplicable: neither run had the traffic the figure is about (a
+	// trace without WebSockets).
+	NotApplicable Class = "not applicable"
+	// Off: the check was turned off (--max-…=off, --fail-on-restart=false).
+	Off Class = "not judged"
+	// NotValid: the harness was saturated; the figure measured it too.
+	NotValid Class = "not valid (harness saturated)"
+)
+
+// Check is one comparison of B with A.
+type Check struct {
+	Name string  `json:"name"`
+	Unit string  `json:"unit"`
+	A    float64 `json:"a"`
+	B    float64 `json:"b"`
+	// Noise is how far A's runs were apart on this figure (0 without a
+	// noise run); Limit how far B may stray from A either way before it is
+	// worse or better: the threshold plus the noise.
+	Noise float64 `json:"noise"`
+	Limit float64 `json:"limit"`
+	Class Class   `json:"class"`
+	// Pass: not worse (kept for readers of older reports).
+	Pass bool   `json:"pass"`
+	Why  string `json:"why"`
+}
+
+// Verdict is the comparison's outcome, both ways.
+type Verdict struct {
+	// Regression: B is worse than A beyond the thresholds and the noise on
+	// a check in force.
+	Regression bool `json:"regression"`
+	// Unanswered: a check in force could not be measured; without a
+	// regression the comparison has no answer (exit status 2).
+	Unanswered bool    `json:"unanswered,omitempty"`
+	Checks     []Check `json:"checks"`
+	// Reasons name each check B failed, Better each it did better on,
+	// Unmeasured each check in force that could not be measured.
+	Reasons    []string `json:"reasons,omitempty"`
+	Better     []string `json:"better,omitempty"`
+	Unmeasured []string `json:"unmeasured,omitempty"`
+	// Saturated: in some run the harness, not the candidate, was the
+	// bottleneck (Why says where); LeftOut names the figures the verdict
+	// then leaves out.
+	Saturated bool     `json:"saturated,omitempty"`
+	Why       []string `json:"saturated_why,omitempty"`
+	LeftOut   []string `json:"left_out,omitempty"`
+}
+
+// Of returns the classes of the checks, by class, for headlines.
+func (v Verdict) Of(c Class) []Check {
+	var out []Check
+	for _, x := range v.Checks {
+		if x.Class == c {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// measure says whether a run has a figure.
+type measure int
+
+const (
+	measured  measure = iota
+	noTraffic         // the run had nothing to measure it on
+	missing           // it should have it, and does not
+)
+
+func have(ok bool) measure {
+	if ok {
+		return measured
+	}
+	return missing
+}
+
+func traffic(n int) measure {
+	if n > 0 {
+		return measured
+	}
+	return noTraffic
+}
+
+// CheckNames are the verdict's checks, in report order.
+func CheckNames() []string {
+	out := make([]string, len(rules))
+	for i, r := range rules {
+		out[i] = r.name
+	}
+	return out
+}
+
+// judge compares B with A (and A's noise runs), both ways, check by check.
+func judge(a, b *Figures, noise []*Figures, th Thresholds) Verdict {
+	var v Verdict
+	for _, f := range append([]*Figures{a, b}, noise...) {
+		if f.Harness != nil && f.Harness.Saturated {
+			v.Saturated = true
+			for _, w := range f.Harness.Why {
+				v.Why = append(v.Why, fmt.Sprintf("%s (%s): %s", f.Role, f.Spec, w))
+			}
+		}
+	}
+	j := &judging{a: a, b: b, noise: noise, th: th, saturated: v.Saturated}
+	for _, r := range rules {
+		if v.Saturated && r.leftOut != "" {
+			v.LeftOut = append(v.LeftOut, r.leftOut)
+		}
+		v.Checks = append(v.Checks, j.check(&v, r))
+	}
+	return v
+}
+
+// check classes one rule's figure for B against A and notes it in v.
+func (j *judging) check(v *Verdict, r rule) Check {
+	get := func(f *Figures) (float64, measure) { return r.get(j, f) }
+	av, am := get(j.a)
+	bv, bm := get(j.b)
+	c := Check{Name: r.name, Unit: r.unit, A: av, B: bv, Pass: true}
+	switch {
+	case j.th.Off[r.name] || (r.flag == "--fail-on-restart" && !j.th.FailOnRestart):
+		c.Class, c.Why = Off, "turned off"
+	case j.saturated && r.whole:
+		c.Class, c.Why = NotValid, "the harness was saturated: this figure measured it as much as the candidate"
+	case am == noTraffic && bm == noTraffic:
+		c.Class, c.Why = NotApplicable, "neither run had "+r.lacks
+	case am != measured || bm != measured:
+		who := "B"
+		switch {
+		case am != measured && bm != measured:
+			who = "A and B"
+		case am != measured:
+			who = "A"
+		}
+		c.Class = Unmeasured
+		c.Why = fmt.Sprintf("%s: not measured for %s (%s)", r.name, who, r.lacks)
+		v.Unanswered = true
+		v.Unmeasured = append(v.Unmeasured, c.Why)
+	default:
+		// The noise is how far A's runs were apart on the figure.
+		for _, n := range j.noise {
+			if nv, m := get(n); m == measured {
+				c.Noise = math.Max(c.Noise, math.Abs(nv-av))
+			}
+		}
+		c.Limit = r.allowed(j) + c.Noise
+		switch {
+		case bv-av > c.Limit:
+			c.Class, c.Pass = Worse, false
+			c.Why = r.worse(j, c)
+			v.Regression = true
+			v.Reasons = append(v.Reasons, c.Why)
+		case av-bv > c.Limit:
+			c.Class = Better
+			c.Why = fmt.Sprintf("%s %s against A's %s", r.name, r.value(bv), r.value(av))
+			v.Better = append(v.Better, c.Why)
+		default:
+			c.Class = Same
+			c.Why = fmt.Sprintf("%s %s against A's %s, within %s", r.name, r.value(bv), r.value(av), r.value(c.Limit))
+		}
+	}
+	return c
+}
+
+func times(n float64) string {
+	switch n {
+	case 0:
+		return "never"
+	case 1:
+		return "once"
+	}
+	return fmt.Sprintf("%.0f times", n)
+}
+
+func errorsLine(f *Figures) string {
+	s := ""
+	for _, k := range sortedKeys(f.Errors) {
+		if s != "" {
+			s += ", "
+		}
+		s += fmt.Sprintf("%s %d", k, f.Errors[k])
+	}
+	if len(f.ProxyStatus) > 0 {
+		s += "; the proxy's own answers:"
+		for _, k := range sortedKeys(f.ProxyStatus) {
+			s += fmt.Sprintf(" %s×%d", k, f.ProxyStatus[k])
+		}
+	}
+	if s == "" {
+		return "no errors"
+	}
+	return s
+}
+
+// clock shows trace time as m:ss (or h:mm:ss).
+func clock(d time.Duration) string {
+	d = d.Round(time.Second)
+	if d < 0 {
+		return "-" + clock(-d)
+	}
+	h, m, s := int(d.Hours()), int(d.Minutes())%60, int(d.Seconds())%60
+	if h > 0 {
+		return fmt.Sprintf("%d:%02d:%02d", h, m, s)
+	}
+	return fmt.Sprintf("%d:%02d", m, s)
+}
