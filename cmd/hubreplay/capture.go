@@ -21,13 +21,7 @@ import (
 )
 
 func newCaptureCmd() *cobra.Command {
-	var (
-		pcap, iface, out, keyFile, rulesFile, note, maxSize string
-		sourceName, baseURL, subdomainHost                  string
-		ports, apiPorts                                     []uint
-		raw, force                                          bool
-		maxDuration                                         time.Duration
-	)
+	c := &captureCmd{}
 	cmd := &cobra.Command{
 		Use:   "capture (--pcap FILE | --iface NAME) -o TRACE",
 		Short: "Record a JupyterHub proxy's traffic, anonymized, into a trace",
@@ -69,135 +63,179 @@ code and file contents. Use it only on test systems.`,
   hubreplay capture --iface eth0 --port 8000 --api-port 8001 -o monday.trace --max-duration 2h
   hubreplay capture --pcap peak.pcapng -o peak.trace --anon-key-file /etc/hubreplay/key`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			stderr := cmd.ErrOrStderr()
-			if (pcap == "") == (iface == "") {
-				return usageError{errors.New("capture needs exactly one of --pcap FILE or --iface NAME")}
-			}
-			if out == "" {
-				return usageError{errors.New("capture needs -o TRACE, the file to write")}
-			}
-			limit, err := parseSize(maxSize)
-			if err != nil {
-				return usageError{fmt.Errorf("--max-size: %w", err)}
-			}
-			o := capture.Options{Ports: toPorts(ports), APIPorts: toPorts(apiPorts), MaxDuration: maxDuration, Raw: raw, Log: slog.Default()}
-			anon := trace.Anonymization{Scheme: anonymize.Scheme}
-			if raw {
-				if keyFile != "" || rulesFile != "" {
-					return usageError{errors.New("--raw keeps everything: it cannot be combined with --anon-key-file or --anon-rules")}
-				}
-				anon = trace.Anonymization{Scheme: "none", Raw: true}
-				fmt.Fprintln(stderr, "WARNING: --raw: this trace will hold passwords, API tokens, cookies, users' code and file contents as")
-				fmt.Fprintln(stderr, "WARNING: they crossed the proxy. Keep it off shared disks, never attach it to an issue, delete it after use.")
-			} else {
-				key := anonymize.RandomKey()
-				if keyFile != "" {
-					if key, err = anonymize.ReadKeyFile(keyFile); err != nil {
-						return err
-					}
-				}
-				rules := anonymize.DefaultRules()
-				if rulesFile != "" {
-					if rules, err = anonymize.LoadRules(rulesFile); err != nil {
-						return err
-					}
-				}
-				if cmd.Flags().Changed("base-url") {
-					rules.BaseURL = baseURL
-				}
-				if cmd.Flags().Changed("subdomain-host") {
-					rules.SubdomainHost = subdomainHost
-				}
-				if o.Scrub, err = anonymize.New(key, rules); err != nil {
-					return err
-				}
-			}
-
-			var src capture.Source
-			// The header names where the records came from, but never a
-			// capture file's name: operators name them after the hub.
-			source := "pcap"
-			if pcap != "" {
-				src, err = capture.OpenFile(pcap)
-			} else {
-				src, err = capture.OpenLive(iface, append(o.Ports, o.APIPorts...))
-				source = "iface:" + iface
-			}
-			if sourceName != "" {
-				source = sourceName
-			}
-			if err != nil {
-				return err
-			}
-			defer src.Close()
-
-			ctx, cancel := context.WithCancel(cmd.Context())
-			defer cancel()
-			show := newCaptureDisplay(stderr, iface != "")
-			var w *trace.Writer
-			stoppedBy := ""
-			o.Progress = func(c capture.Counters) {
-				show.update(c)
-				if limit > 0 && w != nil {
-					if st, err := os.Stat(out); err == nil && st.Size() >= limit {
-						stoppedBy = fmt.Sprintf("--max-size %s reached", maxSize)
-						cancel()
-					}
-				}
-			}
-			counters, runErr := capture.Run(ctx, src, func(start time.Time) (capture.RecordWriter, error) {
-				h := trace.Header{Format: trace.FormatName, Version: trace.Version, Start: start, Source: source,
-					Anon: anon, Tool: version.Tool(), Note: note}
-				var err error
-				w, err = trace.Create(out, h, &trace.WriterOptions{Overwrite: force})
-				return w, err
-			}, o)
-			show.done(counters)
-			if w != nil {
-				if err := w.Close(); err != nil && runErr == nil {
-					runErr = err
-				}
-				if stoppedBy == "" && maxDuration > 0 && counters.Duration >= maxDuration {
-					stoppedBy = "--max-duration reached"
-				}
-				if stoppedBy == "" && cmd.Context().Err() != nil {
-					stoppedBy = "interrupted"
-				}
-				if stoppedBy != "" {
-					stoppedBy = " (" + stoppedBy + ")"
-				}
-				fmt.Fprintf(stderr, "wrote %s: %d records from %d packets over %s: %d HTTP exchanges, %d WebSocket frames, %d route events, %d gaps (%d bytes lost), %d connections%s\n",
-					out, w.Records(), counters.Packets, counters.Duration.Round(time.Millisecond), counters.Exchanges, counters.Frames,
-					counters.Routes, counters.Gaps, counters.GapBytes, counters.Streams, stoppedBy)
-				if counters.ParseErrors > 0 || counters.Orphans > 0 {
-					fmt.Fprintf(stderr, "note: %d stretches of bytes were not HTTP or WebSocket as expected and were skipped, %d responses had no request in the capture (-v logs where)\n",
-						counters.ParseErrors, counters.Orphans)
-				}
-				if counters.Packets > 0 && counters.Streams == 0 {
-					fmt.Fprintf(stderr, "note: no TCP connection on port(s) %s was seen; is --port right?\n", portList(o.Ports))
-				}
-			}
-			return runErr
-		},
+		RunE: func(cmd *cobra.Command, _ []string) error { return c.run(cmd) },
 	}
 	f := cmd.Flags()
-	f.StringVar(&pcap, "pcap", "", "read packets from a pcap or pcapng file (gzip'd is fine)")
-	f.StringVar(&iface, "iface", "", "capture live on this network interface")
-	f.StringVarP(&out, "output", "o", "", "the trace file to write (required; must not exist unless --force)")
-	f.UintSliceVar(&ports, "port", []uint{8000}, "the proxy's public port(s)")
-	f.UintSliceVar(&apiPorts, "api-port", nil, "the proxy's REST API port(s) (usually 8001): route changes become route events")
-	f.StringVar(&keyFile, "anon-key-file", "", "file holding the pseudonym key (≥16 bytes), to keep pseudonyms stable across captures")
-	f.StringVar(&rulesFile, "anon-rules", "", "YAML file overriding the anonymization rules")
-	f.BoolVar(&raw, "raw", false, "DANGEROUS: keep secrets, code and contents (no anonymization)")
-	f.DurationVar(&maxDuration, "max-duration", 0, "stop after this much capture time, e.g. 90m")
-	f.StringVar(&maxSize, "max-size", "", "stop when the trace file reaches this size, e.g. 2GB")
-	f.BoolVar(&force, "force", false, "replace the output file if it exists")
-	f.StringVar(&note, "note", "", "free text kept in the trace header, e.g. \"Monday lecture peak\"")
-	f.StringVar(&sourceName, "source-name", "", "what the trace header says the records came from (default \"pcap\" or \"iface:NAME\": never the capture file's name)")
-	f.StringVar(&baseURL, "base-url", "", "the hub's c.JupyterHub.base_url (z2jh: hub.baseUrl), e.g. /jhub/; learned from the routes API when not given")
-	f.StringVar(&subdomainHost, "subdomain-host", "", "the hub's c.JupyterHub.subdomain_host, when users are on subdomains; learned from host routes when not given")
+	f.StringVar(&c.pcap, "pcap", "", "read packets from a pcap or pcapng file (gzip'd is fine)")
+	f.StringVar(&c.iface, "iface", "", "capture live on this network interface")
+	f.StringVarP(&c.out, "output", "o", "", "the trace file to write (required; must not exist unless --force)")
+	f.UintSliceVar(&c.ports, "port", []uint{8000}, "the proxy's public port(s)")
+	f.UintSliceVar(&c.apiPorts, "api-port", nil, "the proxy's REST API port(s) (usually 8001): route changes become route events")
+	f.StringVar(&c.keyFile, "anon-key-file", "", "file holding the pseudonym key (≥16 bytes), to keep pseudonyms stable across captures")
+	f.StringVar(&c.rulesFile, "anon-rules", "", "YAML file overriding the anonymization rules")
+	f.BoolVar(&c.raw, "raw", false, "DANGEROUS: keep secrets, code and contents (no anonymization)")
+	f.DurationVar(&c.maxDuration, "max-duration", 0, "stop after this much capture time, e.g. 90m")
+	f.StringVar(&c.maxSize, "max-size", "", "stop when the trace file reaches this size, e.g. 2GB")
+	f.BoolVar(&c.force, "force", false, "replace the output file if it exists")
+	f.StringVar(&c.note, "note", "", "free text kept in the trace header, e.g. \"Monday lecture peak\"")
+	f.StringVar(&c.sourceName, "source-name", "", "what the trace header says the records came from (default \"pcap\" or \"iface:NAME\": never the capture file's name)")
+	f.StringVar(&c.baseURL, "base-url", "", "the hub's c.JupyterHub.base_url (z2jh: hub.baseUrl), e.g. /jhub/; learned from the routes API when not given")
+	f.StringVar(&c.subdomainHost, "subdomain-host", "", "the hub's c.JupyterHub.subdomain_host, when users are on subdomains; learned from host routes when not given")
 	return cmd
+}
+
+// captureCmd is capture's flags, and its steps.
+type captureCmd struct {
+	pcap, iface, out, keyFile, rulesFile, note, maxSize string
+	sourceName, baseURL, subdomainHost                  string
+	ports, apiPorts                                     []uint
+	raw, force                                          bool
+	maxDuration                                         time.Duration
+}
+
+// run checks the flags, sets up the anonymization, opens the packet
+// source, captures, and says what it wrote.
+func (c *captureCmd) run(cmd *cobra.Command) error {
+	stderr := cmd.ErrOrStderr()
+	limit, err := c.check()
+	if err != nil {
+		return err
+	}
+	o := capture.Options{Ports: toPorts(c.ports), APIPorts: toPorts(c.apiPorts), MaxDuration: c.maxDuration, Raw: c.raw, Log: slog.Default()}
+	anon, err := c.anonymize(cmd, &o)
+	if err != nil {
+		return err
+	}
+	src, source, err := c.open(o)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+
+	ctx, cancel := context.WithCancel(cmd.Context())
+	defer cancel()
+	show := newCaptureDisplay(stderr, c.iface != "")
+	var w *trace.Writer
+	stoppedBy := ""
+	o.Progress = func(n capture.Counters) {
+		show.update(n)
+		if limit > 0 && w != nil {
+			if st, err := os.Stat(c.out); err == nil && st.Size() >= limit {
+				stoppedBy = fmt.Sprintf("--max-size %s reached", c.maxSize)
+				cancel()
+			}
+		}
+	}
+	counters, runErr := capture.Run(ctx, src, func(start time.Time) (capture.RecordWriter, error) {
+		h := trace.Header{Format: trace.FormatName, Version: trace.Version, Start: start, Source: source,
+			Anon: anon, Tool: version.Tool(), Note: c.note}
+		var err error
+		w, err = trace.Create(c.out, h, &trace.WriterOptions{Overwrite: c.force})
+		return w, err
+	}, o)
+	show.done(counters)
+	if w == nil {
+		return runErr
+	}
+	if err := w.Close(); err != nil && runErr == nil {
+		runErr = err
+	}
+	if stoppedBy == "" && c.maxDuration > 0 && counters.Duration >= c.maxDuration {
+		stoppedBy = "--max-duration reached"
+	}
+	if stoppedBy == "" && cmd.Context().Err() != nil {
+		stoppedBy = "interrupted"
+	}
+	c.summarize(stderr, w, counters, o, stoppedBy)
+	return runErr
+}
+
+// check validates the flags before anything is opened; it returns the
+// --max-size limit in bytes (0: none).
+func (c *captureCmd) check() (int64, error) {
+	if (c.pcap == "") == (c.iface == "") {
+		return 0, usageError{errors.New("capture needs exactly one of --pcap FILE or --iface NAME")}
+	}
+	if c.out == "" {
+		return 0, usageError{errors.New("capture needs -o TRACE, the file to write")}
+	}
+	limit, err := parseSize(c.maxSize)
+	if err != nil {
+		return 0, usageError{fmt.Errorf("--max-size: %w", err)}
+	}
+	if c.raw && (c.keyFile != "" || c.rulesFile != "") {
+		return 0, usageError{errors.New("--raw keeps everything: it cannot be combined with --anon-key-file or --anon-rules")}
+	}
+	return limit, nil
+}
+
+// anonymize sets o's scrubber (unless --raw) and returns what the trace
+// header says of it.
+func (c *captureCmd) anonymize(cmd *cobra.Command, o *capture.Options) (trace.Anonymization, error) {
+	if c.raw {
+		stderr := cmd.ErrOrStderr()
+		fmt.Fprintln(stderr, "WARNING: --raw: this trace will hold passwords, API tokens, cookies, users' code and file contents as")
+		fmt.Fprintln(stderr, "WARNING: they crossed the proxy. Keep it off shared disks, never attach it to an issue, delete it after use.")
+		return trace.Anonymization{Scheme: "none", Raw: true}, nil
+	}
+	key := anonymize.RandomKey()
+	var err error
+	if c.keyFile != "" {
+		if key, err = anonymize.ReadKeyFile(c.keyFile); err != nil {
+			return trace.Anonymization{}, err
+		}
+	}
+	rules := anonymize.DefaultRules()
+	if c.rulesFile != "" {
+		if rules, err = anonymize.LoadRules(c.rulesFile); err != nil {
+			return trace.Anonymization{}, err
+		}
+	}
+	if cmd.Flags().Changed("base-url") {
+		rules.BaseURL = c.baseURL
+	}
+	if cmd.Flags().Changed("subdomain-host") {
+		rules.SubdomainHost = c.subdomainHost
+	}
+	if o.Scrub, err = anonymize.New(key, rules); err != nil {
+		return trace.Anonymization{}, err
+	}
+	return trace.Anonymization{Scheme: anonymize.Scheme}, nil
+}
+
+// open opens the packet source and names it for the header: never by a
+// capture file's name (operators name them after the hub).
+func (c *captureCmd) open(o capture.Options) (capture.Source, string, error) {
+	source := "pcap"
+	var src capture.Source
+	var err error
+	if c.pcap != "" {
+		src, err = capture.OpenFile(c.pcap)
+	} else {
+		src, err = capture.OpenLive(c.iface, append(o.Ports, o.APIPorts...))
+		source = "iface:" + c.iface
+	}
+	if c.sourceName != "" {
+		source = c.sourceName
+	}
+	return src, source, err
+}
+
+// summarize says what the trace holds, and what looked wrong.
+func (c *captureCmd) summarize(stderr io.Writer, w *trace.Writer, n capture.Counters, o capture.Options, stoppedBy string) {
+	if stoppedBy != "" {
+		stoppedBy = " (" + stoppedBy + ")"
+	}
+	fmt.Fprintf(stderr, "wrote %s: %d records from %d packets over %s: %d HTTP exchanges, %d WebSocket frames, %d route events, %d gaps (%d bytes lost), %d connections%s\n",
+		c.out, w.Records(), n.Packets, n.Duration.Round(time.Millisecond), n.Exchanges, n.Frames,
+		n.Routes, n.Gaps, n.GapBytes, n.Streams, stoppedBy)
+	if n.ParseErrors > 0 || n.Orphans > 0 {
+		fmt.Fprintf(stderr, "note: %d stretches of bytes were not HTTP or WebSocket as expected and were skipped, %d responses had no request in the capture (-v logs where)\n",
+			n.ParseErrors, n.Orphans)
+	}
+	if n.Packets > 0 && n.Streams == 0 {
+		fmt.Fprintf(stderr, "note: no TCP connection on port(s) %s was seen; is --port right?\n", portList(o.Ports))
+	}
 }
 
 func toPorts(in []uint) []uint16 {
