@@ -13,6 +13,7 @@ CHP_VERSIONS ?= 4.5.6 5.3.0
 all: build
 
 build:
+	@echo "building $(BIN) (the first build downloads and compiles the modules: a few minutes)"
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/hubreplay
 
 # hubreplay on PATH, as the README's commands call it: PREFIX/bin

@@ -8,6 +8,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -227,6 +229,10 @@ func TestSlice(t *testing.T) {
 	assert.Equal(t, h.Start.Add(2*time.Minute), s.Header.Start)
 	assert.LessOrEqual(t, s.Duration, 3*time.Minute)
 	assert.Greater(t, s.WS.Frames, uint64(0))
+	// It counts records as inspect does.
+	n := regexp.MustCompile(`: (\d+) records`).FindStringSubmatch(r.stderr)
+	require.Len(t, n, 2, r.stderr)
+	assert.Equal(t, strconv.FormatUint(s.Records, 10), n[1], "slice and inspect say how many records the slice holds")
 
 	// It never overwrites without --force.
 	before, err := os.ReadFile(out)

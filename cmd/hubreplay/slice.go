@@ -75,8 +75,10 @@ exist unless --force is given.`,
 				if win.To != 0 {
 					end = clock(win.To)
 				}
+				// The writer's count, the header included, as inspect and
+				// generate count.
 				fmt.Fprintf(cmd.ErrOrStderr(), "wrote %s: %d records (%d carried in at the start, %d connections closed at the end), from %s to %s\n",
-					out, res.Records, res.Carried, res.Closed, clock(win.From), end)
+					out, w.Records(), res.Carried, res.Closed, clock(win.From), end)
 			}
 			return sliceErr
 		},
