@@ -244,6 +244,14 @@ func TestPaths(t *testing.T) {
 	got, user := a.Target("/user/bob/lab/tree/thesis/chapter%201.ipynb")
 	assert.Equal(t, u, user)
 	assert.Regexp(t, `^/user/u-[0-9a-f]{8}/lab/tree/p-[0-9a-f]{8}/p-[0-9a-f]{8}\.ipynb$`, got)
+	// A static path keeps its segments only as they are on the wire: an
+	// escaped one decodes to a plain name, but what would be kept is the
+	// escaped text, token and all (found by FuzzAnonymize).
+	token := "6a3f0c9e2b8d4f17a5c3e9b1d7f20486"
+	for _, in := range []string{"/hub/static/%" + token + ".js", "/user/bob/static/lab/%" + token + ".js"} {
+		got, _ := a.Target(in)
+		assert.NotContains(t, got, token[2:], "for %s", in)
+	}
 }
 
 func TestLooksSecret(t *testing.T) {

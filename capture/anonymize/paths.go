@@ -96,7 +96,7 @@ func (a *Anonymizer) Path(p string) (string, string) {
 	}
 	u := userAt(dec, start)
 	if u < 0 {
-		if a.static(dec[start:]) {
+		if a.static(raw[start:]) {
 			copy(out[start:], raw[start:])
 			return strings.Join(out, "/"), ""
 		}
@@ -119,7 +119,7 @@ func (a *Anonymizer) Path(p string) (string, string) {
 	}
 	if next < len(dec) {
 		// A user server's own static assets are not user data.
-		if a.static(dec[next:]) {
+		if a.static(raw[next:]) {
 			copy(out[next:], raw[next:])
 		} else {
 			a.rest(out, dec, next)
@@ -137,7 +137,9 @@ func (a *Anonymizer) rest(out, dec []string, from int) {
 
 // static reports whether the segments are a bundled asset's path, kept as
 // it is: under one of the rules' prefixes, every segment a plain name, the
-// last one an asset (or one of Jupyter's words, like logo).
+// last one an asset (or one of Jupyter's words, like logo). It is given the
+// segments as they are on the wire, since that is what is kept: an escaped
+// segment (%6a3f…) is no plain name, whatever it decodes to.
 func (a *Anonymizer) static(s []string) bool {
 	if len(s) < 2 {
 		return false
