@@ -93,7 +93,9 @@ var rules = []rule{
 		},
 	},
 	{
-		name: "WebSocket connects failed", unit: "%", flag: "--max-ws-loss",
+		// Short of processor time the harness fails handshakes itself
+		// (sent late, timed out), either way round.
+		name: "WebSocket connects failed", unit: "%", flag: "--max-ws-loss", leftOut: "WebSocket connects", whole: true,
 		allowed: func(j *judging) float64 { return j.th.MaxWSLoss * 100 },
 		get:     func(_ *judging, f *Figures) (float64, measure) { return (1 - f.ConnectRate) * 100, traffic(f.Sessions) },
 		value:   unit("%.2f%%"), lacks: "WebSocket sessions",

@@ -146,7 +146,7 @@ func TestSaturatedHarnessIsNotBlamedOnTheCandidate(t *testing.T) {
 	assert.Equal(t, NotValid, c["latency p99"])
 	assert.Equal(t, NotValid, c["longest probe silence"])
 	assert.Equal(t, Same, c["failed requests"], "timeouts are left out; the rest is judged")
-	assert.Equal(t, []string{"latency", "timeouts", "frames delivered in order and in time", "probe silences"}, v.LeftOut)
+	assert.Equal(t, []string{"latency", "timeouts", "WebSocket connects", "frames delivered in order and in time", "probe silences"}, v.LeftOut)
 
 	// A fault the harness cannot cause still counts.
 	b.Failed += 60
@@ -156,8 +156,21 @@ func TestSaturatedHarnessIsNotBlamedOnTheCandidate(t *testing.T) {
 	assert.True(t, v.Regression)
 	assert.Equal(t, Worse, classes(v)["failed requests"])
 
+	// Short of processor time, the harness fails WebSocket handshakes
+	// itself (sent late, timed out): on a saturated run of 4.6.2 against
+	// itself, A's 21% of failed connects against B's 6% made B "better".
+	a2, b2 := figs(20, 2, 0), figs(20, 2, 0)
+	a2.Sessions, b2.Sessions = 634, 634
+	a2.ConnectRate, b2.ConnectRate = 0.79, 0.94
+	a2.Harness = &Harness{Saturated: true, Why: []string{"the machine's processors were 95% busy or more for 78 of 78 seconds"}}
+	v2 := judge(a2, b2, nil, DefaultThresholds())
+	assert.Equal(t, NotValid, classes(v2)["WebSocket connects failed"])
+	assert.Empty(t, v2.Better, "a saturated harness credits B with nothing it measured itself")
+	a2.Harness = nil
+	assert.Equal(t, Better, classes(judge(a2, b2, nil, DefaultThresholds()))["WebSocket connects failed"], "unsaturated, the same figures are judged")
+
 	r := &Report{Runs: []*Figures{a, b}, Speed: 50, Verdict: v}
-	assert.Regexp(t, `^SATURATED: the harness, not the candidate, was the bottleneck \(B \(chp@B\): the replayer .*\); left out of the verdict: latency, timeouts, frames delivered in order and in time, probe silences.*; replay at a lower --speed than 50x, .* REGRESSION`, r.Headline())
+	assert.Regexp(t, `^SATURATED: the harness, not the candidate, was the bottleneck \(B \(chp@B\): the replayer .*\); left out of the verdict: latency, timeouts, WebSocket connects, frames delivered in order and in time, probe silences.*; replay at a lower --speed than 50x, .* REGRESSION`, r.Headline())
 }
 
 // The saturation rule itself: how late the replayer got, how busy the machine was.
