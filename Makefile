@@ -35,13 +35,14 @@ chp:
 
 # The tests: vet, then every package under the race detector. -count=1:
 # many tests run real programs (tcpdump, CHP, node), whose results Go's test
-# cache must not stand in for. internal/testsummary prints a line per
+# cache must not stand in for. -timeout 30m: a package's tests take up to 8
+# minutes on an idle 2-core machine, and longer on a loaded one. internal/testsummary prints a line per
 # package as it ends, each failed test's last lines, and every skipped test
 # with its reason; the whole output stays in build/test.json.
 test:
 	$(GO) vet ./...
 	@mkdir -p build && $(GO) build -o build/testsummary ./internal/testsummary
-	@{ $(GO) test -race -count=1 -json ./... 2>&1; echo $$? > build/test.status; } | tee build/test.json | build/testsummary; \
+	@{ $(GO) test -race -count=1 -timeout 30m -json ./... 2>&1; echo $$? > build/test.status; } | tee build/test.json | build/testsummary; \
 		st=$$?; [ "$$(cat build/test.status)" = 0 ] || st=1; \
 		[ $$st = 0 ] || echo "make test: failed; every line is in build/test.json"; exit $$st
 
