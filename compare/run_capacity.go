@@ -40,8 +40,9 @@ type CapacityRun struct {
 // SaturationRule numbers the saturation rule in force. Raise it when the
 // rule changes, so that what an older rule called held is not trusted.
 // 2: a tenth of the typical latency's stretches on a full machine
-// saturates a run too.
-const SaturationRule = 2
+// saturates a run too. 3: capacity's steps last a minute at least
+// (StepWindow); its shorter steps held where whole runs saturated.
+const SaturationRule = 3
 
 // maxCapacityRuns bounds the file: the newest runs are kept.
 const maxCapacityRuns = 200

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/hubreplay/hubreplay/replay"
+	"github.com/hubreplay/hubreplay/trace"
 )
 
 // planAt is a plan of 100 requests a trace second for a minute, at speed.
@@ -114,4 +115,27 @@ func TestCapacityIgnoresRunsOfAnOlderRule(t *testing.T) {
 	c.Add("chp@4.5.6", 500, false)
 	held, _ := c.Held("chp@4.5.6")
 	assert.Equal(t, 500.0, held)
+}
+
+// A probe step replays its stretch, and at high speeds more of the trace,
+// so that it lasts a minute: shorter steps held where the whole peak
+// saturated the machine in every second.
+func TestStepWindow(t *testing.T) {
+	m := time.Minute
+	busiest := trace.Window{From: 16 * m, To: 17 * m}
+	for _, c := range []struct {
+		speed    float64
+		from, to time.Duration
+	}{
+		{5, 7 * m, 17 * m},  // the stretch: 10 minutes are 2 of wall time
+		{15, 2 * m, 17 * m}, // 15 minutes, back from the busiest minute's end
+		{20, 0, 20 * m},     // back to the start, then on
+		{70, 0, 30 * m},     // the whole trace
+	} {
+		w := StepWindow(busiest, 10*m, c.speed, 30*m)
+		assert.Equal(t, trace.Window{From: c.from, To: c.to}, w, "at %vx", c.speed)
+		if w.To-w.From < 30*m {
+			assert.GreaterOrEqual(t, float64(w.To-w.From)/c.speed, float64(MinStepWall), "at %vx the step lasts a minute", c.speed)
+		}
+	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/hubreplay/hubreplay/fixtures"
 	"github.com/hubreplay/hubreplay/proxy"
 	"github.com/hubreplay/hubreplay/replay"
+	"github.com/hubreplay/hubreplay/trace"
 )
 
 // Probe measures how fast this machine's harness can replay a trace: it
@@ -61,6 +62,22 @@ type ProbeResult struct {
 	// not its own bottleneck either (0: none): up to it a comparison
 	// tests the trace, beyond it the candidates' throughput.
 	KeptUp float64
+}
+
+// MinStepWall is how long a probe step replays at the least: a step of a
+// few seconds ends before a full machine shows (at 70x a 6¾-minute stretch
+// is under 6 seconds, and it held where the whole peak at 64x had the
+// processors full in every second).
+const MinStepWall = time.Minute
+
+// StepWindow is the trace time a probe step at speed replays: stretch
+// ending with the busiest minute, longer at high speeds so that the step
+// lasts MinStepWall (reaching back to the trace's start, then on towards
+// its end, where a peak's rate holds), never beyond the trace (length).
+func StepWindow(busiest trace.Window, stretch time.Duration, speed float64, length time.Duration) trace.Window {
+	n := max(stretch, time.Duration(float64(MinStepWall)*speed))
+	from := max(0, busiest.To-n)
+	return trace.Window{From: from, To: min(length, max(busiest.To, from+n))}
 }
 
 // RunProbe runs the probe and adds each step to capacity (saved as it goes).

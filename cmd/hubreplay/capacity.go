@@ -30,8 +30,9 @@ timeouts and probe silences measure the harness, and compare's report says
 SATURATED and leaves them out. capacity finds that speed before a
 comparison does: it replays a stretch of TRACE that ends with its busiest
 minute (--stretch of trace time, so that the sessions open by then are
-open) against one candidate at rising --speeds, each behind fresh fixtures
-as compare runs it, until one saturates the harness, then once between the
+open; at high speeds more of the trace, so that each step lasts a
+minute) against one candidate at rising --speeds, each behind fresh
+fixtures as compare runs it, until one saturates the harness, then once between the
 highest that held and the lowest that did not.
 
 The capacity is the harness's and the candidate's together: measure with
@@ -93,13 +94,14 @@ step go to -o.`,
 			if err != nil {
 				fmt.Fprintf(stderr, "hubreplay: %v (starting afresh)\n", err)
 			}
-			fmt.Fprintf(stderr, "measuring this machine's harness on %s: trace time %s to %s (its busiest minute from %s), against %s at %s\n",
+			fmt.Fprintf(stderr, "measuring this machine's harness on %s: trace time %s to %s (its busiest minute from %s; longer at high speeds, so that each step replays a minute at least), against %s at %s\n",
 				tracePath, offset(opts.Window.From), offset(opts.Window.To), offset(busiest.From), spec, speeds)
 			w := &compareWatch{w: stderr}
 			res, err := compare.RunProbe(ctx, compare.Probe{TraceName: tracePath, Spec: spec, Index: ix, Speeds: ladder, Timeout: timeout, Dir: out,
 				PlanAt: func(ctx context.Context, speed float64) (*replay.Plan, error) {
 					o := opts
 					o.Speed = speed
+					o.Window = compare.StepWindow(busiest, stretch, speed, whole.Length)
 					return buildPlan(ctx, tracePath, o)
 				},
 				Watch: w.watch,

@@ -24,8 +24,9 @@ func TestCapacityFindsTheSpeedTheHarnessHolds(t *testing.T) {
 	assert.Equal(t, 2, r.code, "max keeps no schedule: nothing to hold: %s", r.stderr)
 
 	out := filepath.Join(dir, "probe")
-	// The busiest minute alone: on a loaded machine every step may saturate,
-	// and the probe halves the speed down to 0.5x, each step longer.
+	// A short stretch: on a loaded machine every step may saturate, and the
+	// probe halves the speed down to 0.5x, where the stretch is what a step
+	// replays (at high speeds, a minute's worth of the trace).
 	r = hubreplay(t, nil, "capacity", "--trace", peak, "--candidate", toyproxy.Spec(bin), "--speeds", "40,80", "--stretch", "1m", "-o", out)
 	require.Equal(t, 0, r.code, r.stderr)
 	assert.Regexp(t, `busiest minute from \+`, r.stderr)
