@@ -74,10 +74,14 @@ func TestBackendRunsACandidate(t *testing.T) {
 	var said []string
 	b.Say = func(format string, args ...any) { said = append(said, fmt.Sprintf(format, args...)) }
 
-	ctx, ns := context.Background(), "hubreplay-b"
+	// A bound, so that a run that waits for what never comes fails here
+	// instead of holding make test.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	ns := "hubreplay-b"
 	go func() {
 		for _, name := range []string{ProxyName, FixturesName} {
-			for {
+			for ctx.Err() == nil {
 				d, err := cs.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{})
 				if err == nil {
 					d.Status = appsv1.DeploymentStatus{AvailableReplicas: 1, Conditions: []appsv1.DeploymentCondition{{Type: appsv1.DeploymentAvailable, Status: corev1.ConditionTrue}}}
@@ -98,10 +102,16 @@ func TestBackendRunsACandidate(t *testing.T) {
 		for i := range 2 {
 			shardFile(t, filepath.Join(work, "results", "b"), i, 2, 10)
 		}
-		j, err := cs.BatchV1().Jobs(ns).Get(ctx, ReplayName, metav1.GetOptions{})
-		if err == nil {
-			j.Status.Conditions = []batchv1.JobCondition{{Type: batchv1.JobComplete, Status: corev1.ConditionTrue}}
-			_, _ = cs.BatchV1().Jobs(ns).UpdateStatus(ctx, j, metav1.UpdateOptions{})
+		// The replay Job completes once it exists (on a loaded machine the
+		// backend may create it well after the pods).
+		for ctx.Err() == nil {
+			j, err := cs.BatchV1().Jobs(ns).Get(ctx, ReplayName, metav1.GetOptions{})
+			if err == nil {
+				j.Status.Conditions = []batchv1.JobCondition{{Type: batchv1.JobComplete, Status: corev1.ConditionTrue}}
+				_, _ = cs.BatchV1().Jobs(ns).UpdateStatus(ctx, j, metav1.UpdateOptions{})
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
 		}
 	}()
 
