@@ -47,6 +47,9 @@ type rule struct {
 	worse   func(j *judging, c Check) string
 }
 
+// failOnRestart is the flag that turns the restart and probe checks off.
+const failOnRestart = "--fail-on-restart"
+
 const (
 	noSamples = "no samples of the proxy: plain replay results, or a backend that gives none; turn the check off to judge without it"
 	noProbes  = "liveness probes sampled by hubreplay (a cluster's kubelet probes there, and its restarts count as restarts)"
@@ -145,7 +148,7 @@ var rules = []rule{
 		},
 	},
 	{
-		name: "restarts", flag: "--fail-on-restart",
+		name: "restarts", flag: failOnRestart,
 		allowed: func(*judging) float64 { return 0 },
 		get:     func(_ *judging, f *Figures) (float64, measure) { return float64(f.Restarts), measured },
 		value:   times,
@@ -167,7 +170,7 @@ var rules = []rule{
 		// The kubelet's judgement: a silence as long as its failure
 		// threshold would have restarted the candidate. Shorter ones are
 		// the next rule's figure.
-		name: "liveness restarts", flag: "--fail-on-restart",
+		name: "liveness restarts", flag: failOnRestart,
 		allowed: func(*judging) float64 { return 0 },
 		get: func(j *judging, f *Figures) (float64, measure) {
 			return float64(len(j.kubelet(f))), probed(f)
@@ -180,7 +183,7 @@ var rules = []rule{
 		},
 	},
 	{
-		name: "longest probe silence", unit: "s", flag: "--fail-on-restart", leftOut: "probe silences", whole: true,
+		name: "longest probe silence", unit: "s", flag: failOnRestart, leftOut: "probe silences", whole: true,
 		allowed: func(*judging) float64 { return 2 },
 		get: func(_ *judging, f *Figures) (float64, measure) {
 			if f.Proxy == nil {

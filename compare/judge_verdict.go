@@ -151,13 +151,6 @@ const (
 	missing           // it should have it, and does not
 )
 
-func have(ok bool) measure {
-	if ok {
-		return measured
-	}
-	return missing
-}
-
 func traffic(n int) measure {
 	if n > 0 {
 		return measured
@@ -202,7 +195,7 @@ func (j *judging) check(v *Verdict, r rule) Check {
 	bv, bm := get(j.b)
 	c := Check{Name: r.name, Unit: r.unit, A: av, B: bv, Pass: true}
 	switch {
-	case j.th.Off[r.name] || (r.flag == "--fail-on-restart" && !j.th.FailOnRestart):
+	case j.th.Off[r.name] || (r.flag == failOnRestart && !j.th.FailOnRestart):
 		c.Class, c.Why = Off, "turned off"
 	case j.saturated && r.whole:
 		c.Class, c.Why = NotValid, "the harness was saturated: this figure measured it as much as the candidate"

@@ -41,7 +41,7 @@ type CapacityRun struct {
 // rule changes, so that what an older rule called held is not trusted.
 // 2: a tenth of the typical latency's stretches on a full machine
 // saturates a run too. 3: capacity's steps last a minute at least
-// (StepWindow); its shorter steps held where whole runs saturated.
+// (StepWindow); what shorter steps held is not trusted.
 const SaturationRule = 3
 
 // maxCapacityRuns bounds the file: the newest runs are kept.

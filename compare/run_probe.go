@@ -66,8 +66,7 @@ type ProbeResult struct {
 
 // MinStepWall is how long a probe step replays at the least: a step of a
 // few seconds ends before a full machine shows (at 70x a 6¾-minute stretch
-// is under 6 seconds, and it held where the whole peak at 64x had the
-// processors full in every second).
+// is under 6 seconds), and the saturation rule counts busy seconds.
 const MinStepWall = time.Minute
 
 // StepWindow is the trace time a probe step at speed replays: stretch

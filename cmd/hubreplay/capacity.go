@@ -32,8 +32,8 @@ comparison does: it replays a stretch of TRACE that ends with its busiest
 minute (--stretch of trace time, so that the sessions open by then are
 open; at high speeds more of the trace, so that each step lasts a
 minute) against one candidate at rising --speeds, each behind fresh
-fixtures as compare runs it, until one saturates the harness, then once between the
-highest that held and the lowest that did not.
+fixtures as compare runs it, until one saturates the harness, then once
+between the highest that held and the lowest that did not.
 
 The capacity is the harness's and the candidate's together: measure with
 the candidates you will compare (through chp@4.5.6, which closes every
