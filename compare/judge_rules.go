@@ -184,7 +184,11 @@ var rules = []rule{
 	},
 	{
 		name: "longest probe silence", unit: "s", flag: failOnRestart, leftOut: "probe silences", whole: true,
-		allowed: func(*judging) float64 { return 2 },
+		// One period of the liveness probe: a silence that much longer
+		// fails at most one more of the kubelet's probes, and a
+		// candidate on a full core (4.6.2 at 40x on the 300-student
+		// peak) strays further than that from run to run (6 to 45 s).
+		allowed: func(j *judging) float64 { return j.th.Liveness.period().Seconds() },
 		get: func(_ *judging, f *Figures) (float64, measure) {
 			if f.Proxy == nil {
 				return 0, missing

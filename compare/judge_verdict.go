@@ -52,18 +52,25 @@ func DefaultLiveness() Liveness {
 	return Liveness{Period: 10 * time.Second, Timeout: 3 * time.Second, Failures: 30}
 }
 
+// orDefault is l, or z2jh's probe where l is not a schedule.
+func (l Liveness) orDefault() Liveness {
+	if l.Period <= 0 || l.Failures <= 0 {
+		return DefaultLiveness()
+	}
+	return l
+}
+
 // restartAfter is how long a silence lasts before the kubelet restarts.
 func (l Liveness) restartAfter() time.Duration {
-	if l.Period <= 0 || l.Failures <= 0 {
-		l = DefaultLiveness()
-	}
+	l = l.orDefault()
 	return time.Duration(l.Failures) * l.Period
 }
 
+// period is how far apart the kubelet's probes are.
+func (l Liveness) period() time.Duration { return l.orDefault().Period }
+
 func (l Liveness) String() string {
-	if l.Period <= 0 || l.Failures <= 0 {
-		l = DefaultLiveness()
-	}
+	l = l.orDefault()
 	return fmt.Sprintf("every %s, %s timeout, %d failures in a row", l.Period, l.Timeout, l.Failures)
 }
 

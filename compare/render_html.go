@@ -30,6 +30,7 @@ func (r *Report) WriteHTML(w io.Writer) error {
 		"Speed":  replay.SpeedString(r.Speed),
 		"Plots":  r.plots(),
 		"Colors": colors,
+		"Pace":   r.pace(),
 	})
 }
 

@@ -49,6 +49,9 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	if !v.Regression && !v.Unanswered {
 		fmt.Fprintf(&b, "The same on: %s.\n\n", r.sameOn())
 	}
+	if p := r.pace(); p != "" {
+		fmt.Fprintf(&b, "**Caution** — %s.\n\n", mdEscape(p))
+	}
 	var other []string
 	for _, c := range v.Checks {
 		if c.Class == NotApplicable || c.Class == Off || c.Class == NotValid || c.Class == Unmeasured && v.Regression {

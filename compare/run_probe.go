@@ -119,7 +119,7 @@ func RunProbe(ctx context.Context, p Probe, capacity *Capacity) (*ProbeResult, e
 			p.Step(step)
 		}
 		if capacity != nil {
-			capacity.Add(p.Spec.Raw, step.Peak, h.Saturated)
+			capacity.Add(p.Spec.Raw, step.Peak, h.Saturated, f.Proxy != nil && f.Proxy.Overloaded())
 			if err := capacity.Save(); err != nil {
 				return false, err
 			}

@@ -44,7 +44,8 @@ or left more sockets open (--max-sockets-left: the leak), or it
 exited during the run, or would have been restarted by z2jh's liveness
 probe (/_chp_healthz unanswered as the kubelet counts it: every 10 s, 3 s
 timeout, 30 failures in a row, or what --values says), or left its probe
-unanswered for longer stretches than A (--fail-on-restart).
+unanswered for longer stretches than A, by more than one probe period
+(--fail-on-restart).
 
 When the harness itself was the bottleneck in a run (the replayer got to
 over 1% of its requests more than 100 ms late, or the fixtures to over 1%
@@ -242,7 +243,7 @@ must be there ('hubreplay kind image', or --kind-build SRC).
 				if capacity, err = compare.LoadCapacity(capacityFile()); err != nil {
 					fmt.Fprintf(stderr, "hubreplay: %v (starting afresh)\n", err)
 				}
-				if advice, saturates := capacity.Advise(plan, specA.Raw, specB.Raw); saturates {
+				if advice, warn := capacity.Advise(plan, specA.Raw, specB.Raw); warn {
 					fmt.Fprintf(stderr, "warning: %s\n", advice)
 				} else {
 					fmt.Fprintf(stderr, "harness: %s\n", advice)
