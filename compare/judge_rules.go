@@ -22,7 +22,7 @@ func (j *judging) noiseNote(c Check) string {
 	if len(j.noise) == 0 {
 		return ""
 	}
-	return fmt.Sprintf(", noise between A's runs %.3g", c.Noise)
+	return fmt.Sprintf(", over the nearest of A's runs, with the noise between them %.3g", c.Noise)
 }
 
 // A rule is one check of the verdict: which figure of B it compares with

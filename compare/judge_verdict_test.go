@@ -68,6 +68,22 @@ func TestVerdictBothWays(t *testing.T) {
 	// The noise between A's runs widens "the same" both ways.
 	noisy := judge(a, figs(20, 2, 40), []*Figures{figs(20, 2, 45)}, th)
 	assert.Equal(t, Same, classes(noisy)["sockets left open"])
+
+	// B is judged against the nearest of A's runs. 4.6.2 against itself at
+	// 20x on the 300-student peak: typical p99 A 55.7 ms, B 21.8, A' 33.0.
+	p99 := func(a, b, a2 float64) Class {
+		fs := []*Figures{figs(20, 2, 0), figs(20, 2, 0), figs(20, 2, 0)}
+		for i, x := range []float64{a, b, a2} {
+			fs[i].TypicalP99 = x
+		}
+		return classes(judge(fs[0], fs[1], fs[2:], th))["latency p99"]
+	}
+	// (With B at 55.7 against 21.8 and 33.0 it is still worse: one noise
+	// run cannot measure a spread that wide; the steal rule, which
+	// saturated that run, is what keeps it out of the verdict.)
+	assert.Equal(t, Same, p99(55.7, 21.8, 33.0))
+	assert.Equal(t, Worse, p99(20, 80, 25), "60 ms held over A's runs at 20 and 25")
+	assert.Equal(t, Better, p99(80, 20, 75), "and the other way")
 }
 
 func TestVerdictUnmeasuredIsNoPass(t *testing.T) {
@@ -254,6 +270,21 @@ func TestHarnessSaturationRule(t *testing.T) {
 	assert.False(t, h.Saturated)
 	h = (&run{res: &replay.Results{}}).harness(&Figures{Speed: 10})
 	assert.Equal(t, -1.0, h.WaitMean, "no samples of the candidate: not measured")
+
+	// Processors taken by the hypervisor (steal) leave the candidate less
+	// machine than it was given.
+	withSteal := func(steal float64) *Harness {
+		r := &run{res: &replay.Results{}}
+		for i := range 10 {
+			r.harnessSamples = append(r.harnessSamples, &HarnessSample{TS: time.Duration(i) * time.Second, Shares: cpustat.Shares{Busy: 0.5, Steal: steal, Cores: 2}})
+		}
+		return r.harness(&Figures{Speed: 10})
+	}
+	h = withSteal(0.02)
+	assert.False(t, h.Saturated, "%v", h.Why)
+	h = withSteal(0.09)
+	assert.True(t, h.Saturated)
+	assert.Contains(t, h.Why[0], "the hypervisor took 9% of the machine's processors on average (steal time)")
 
 	// The fixtures' own lateness: a few late wake-ups are noise, more than
 	// one in a hundred a starved harness.
