@@ -55,7 +55,8 @@ size against the recording, who answered, and the error class: connect_refused,
 connect_error, reset, closed, timeout, proxy_5xx (made by the proxy),
 route_missing (the proxy sent a user's request to the hub), late_for_route
 (the same, but sent after the route's recorded end because the replayer ran
-late: not a failure), mismatch, backend_5xx (a recorded 5xx, answered again:
+late, or before the proxy confirmed the route's add, which JupyterHub
+awaits: not a failure), mismatch, backend_5xx (a recorded 5xx, answered again:
 not a failure). 'hubreplay
 results FILE' prints its summary; 'zstd -dc FILE' shows the records.
 
