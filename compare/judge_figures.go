@@ -140,8 +140,9 @@ const CPUBusyAt = 0.9
 // Overloaded tells whether the candidate was at CPUBusyAt of a core or
 // more for a tenth of the run (and 3 samples): then it, not the harness,
 // set the pace, and the run tested its throughput more than the trace.
+// A run without samples of the candidate (nil) was not.
 func (x *Resources) Overloaded() bool {
-	return x.CPUBusy >= 3 && float64(x.CPUBusy) >= SaturatedShare*float64(x.Samples)
+	return x != nil && x.CPUBusy >= 3 && float64(x.CPUBusy) >= SaturatedShare*float64(x.Samples)
 }
 
 // SocketsLeft is how many sockets the run left open.

@@ -227,7 +227,7 @@ func (j *judging) check(v *Verdict, r rule) Check {
 		// lands beyond A's one other run half the time, and near a
 		// candidate's ceiling that run's distance understates the spread
 		// (4.6.2 against itself at 20x: typical p99 21.8 ms against A's
-		// 55.7 and A''s 33.0 had been "better").
+		// 55.7 and A′'s 33.0 had been "better").
 		lo, hi := av, av
 		for _, n := range j.noise {
 			if nv, m := get(n); m == measured {

@@ -36,7 +36,7 @@ func (r *Report) Headline() string {
 func (r *Report) pace() string {
 	var full []string
 	for _, f := range r.Runs {
-		if f.Proxy != nil && f.Proxy.Overloaded() {
+		if f.Proxy.Overloaded() {
 			full = append(full, fmt.Sprintf("%s (%d of %d samples)", f.Role, f.Proxy.CPUBusy, f.Proxy.Samples))
 		}
 	}

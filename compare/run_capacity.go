@@ -77,7 +77,7 @@ func (c *Capacity) Record(plan *replay.Plan, rep *Report) error {
 		if f.Harness == nil || f.Harness.Samples == 0 {
 			continue // not run here (a cluster backend)
 		}
-		c.Add(f.Spec, plan.PeakRate(), f.Harness.Saturated, f.Proxy != nil && f.Proxy.Overloaded())
+		c.Add(f.Spec, plan.PeakRate(), f.Harness.Saturated, f.Proxy.Overloaded())
 	}
 	return c.Save()
 }

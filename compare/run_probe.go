@@ -113,13 +113,14 @@ func RunProbe(ctx context.Context, p Probe, capacity *Capacity) (*ProbeResult, e
 		if h == nil || h.Samples == 0 {
 			return false, fmt.Errorf("capacity probe at %s: the harness took no samples of the processors", replay.SpeedString(speed))
 		}
+		overloaded := f.Proxy.Overloaded()
 		step := ProbeStep{Speed: speed, Peak: plan.PeakRate(), Harness: h, Candidate: f.Proxy, Results: results}
 		res.Steps = append(res.Steps, step)
 		if p.Step != nil {
 			p.Step(step)
 		}
 		if capacity != nil {
-			capacity.Add(p.Spec.Raw, step.Peak, h.Saturated, f.Proxy != nil && f.Proxy.Overloaded())
+			capacity.Add(p.Spec.Raw, step.Peak, h.Saturated, overloaded)
 			if err := capacity.Save(); err != nil {
 				return false, err
 			}
@@ -131,7 +132,7 @@ func RunProbe(ctx context.Context, p Probe, capacity *Capacity) (*ProbeResult, e
 		} else if speed > res.Held {
 			res.Held, res.HeldPeak = speed, step.Peak
 		}
-		if !h.Saturated && f.Proxy != nil && !f.Proxy.Overloaded() {
+		if !h.Saturated && f.Proxy != nil && !overloaded {
 			res.KeptUp = max(res.KeptUp, speed)
 		}
 		return h.Saturated, ctx.Err()

@@ -378,7 +378,11 @@ func (cl *client) read(ctx context.Context, s *Step, res *Request, sent time.Tim
 			path, _, _ := strings.Cut(s.Target, "?")
 			if lag, late := lr.LateAdd(path, sent); late {
 				res.Error = ErrLateForRoute
-				res.Detail = fmt.Sprintf("its route's add came due before it was sent, but the proxy had not confirmed it yet (the hub stub woke %s late for it; JupyterHub awaits the add before it sends a user on): the replay's order, not the proxy's", lag.Round(time.Millisecond))
+				res.Detail = "its route's add came due before it was sent, but the proxy had not confirmed it yet (JupyterHub awaits the add before it sends a user on"
+				if lag >= time.Millisecond {
+					res.Detail += fmt.Sprintf("; the hub stub woke %s late for it", lag.Round(time.Millisecond))
+				}
+				res.Detail += "): the replay's order, not the proxy's"
 			}
 		}
 	case resp.StatusCode >= 500 && !fromTrace:

@@ -51,8 +51,9 @@ When the harness itself was the bottleneck in a run (the replayer got to
 over 1% of its requests more than 100 ms late, or the fixtures to over 1%
 of their answers and frames, or the processors were 95% busy for a tenth of
 the run or of the stretches the typical latency is taken from, or the
-hypervisor took 5% of them (steal), or it ran at --speed max), the headline says SATURATED, and latency, timeouts, probe
-silences, WebSocket connects and frame delivery are left out of the verdict. 'hubreplay
+hypervisor took 5% of them (steal), or it ran at --speed max), the
+headline says SATURATED, and latency, timeouts, probe silences, WebSocket
+connects and frame delivery are left out of the verdict. 'hubreplay
 capacity' finds the highest speed this machine's harness holds a trace at;
 compare says before a run whether its speed is within it.
 
