@@ -374,6 +374,28 @@ func TestVerdict(t *testing.T) {
 		assert.Contains(t, reasons, "p99 latency")
 	})
 
+	t.Run("slow to confirm route changes", func(t *testing.T) {
+		o := base
+		// Longer than the hub stub's lead on the adds (250 ms), so that
+		// users come before their routes are confirmed.
+		o.B = toy("--api-delay", "1s")
+		rep, err := compare.Analyze(context.Background(), compare.DefaultThresholds(), run(t, o)...)
+		require.NoError(t, err)
+		a, b := rep.A(), rep.B()
+		assert.GreaterOrEqual(t, b.API.Latency.P50, int64(1_000_000), "every add and delete took a second")
+		assert.Less(t, a.API.Latency.P50, b.API.Latency.P50)
+		// Requests sent before their route's add was confirmed are the
+		// replay's order, not failures (the hub would have waited):
+		// only the route API's figure tells this proxy from A.
+		assert.Positive(t, b.Errors[replay.ErrLateForRoute], "users came before their slow adds: %v", b.Errors)
+		if rep.Verdict.Saturated {
+			assert.Contains(t, rep.Verdict.LeftOut, "route API latency", rep.Headline())
+			return
+		}
+		assert.True(t, rep.Verdict.Regression, rep.Headline())
+		assert.Contains(t, strings.Join(rep.Verdict.Reasons, "\n"), "the routes API answered the hub in")
+	})
+
 	t.Run("hangs instead of crashing", func(t *testing.T) {
 		o := base
 		o.B = toy("--hang-after", "300")
@@ -519,7 +541,7 @@ func TestSaturatedHarnessIsNamed(t *testing.T) {
 	}
 	assert.NotRegexp(t, `[(,] ?timeout \d`, strings.Join(rep.Verdict.Reasons, "\n"), "timeouts are left out")
 	assert.True(t, strings.HasPrefix(rep.Headline(), "SATURATED: the harness, not the candidate, was the bottleneck"), rep.Headline())
-	assert.Contains(t, rep.Headline(), "left out of the verdict: latency, timeouts, WebSocket connects, frames delivered in order and in time, probe silences")
+	assert.Contains(t, rep.Headline(), "left out of the verdict: latency, timeouts, WebSocket connects, frames delivered in order and in time, route API latency, probe silences")
 	var md bytes.Buffer
 	require.NoError(t, rep.WriteMarkdown(&md))
 	assert.Contains(t, md.String(), "**Saturated**")

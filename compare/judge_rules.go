@@ -116,6 +116,23 @@ var rules = []rule{
 		},
 	},
 	{
+		// The hub awaits each route's add before it sends its user on,
+		// so the replay excuses requests sent before the add was
+		// confirmed (late_for_route): a proxy slow to confirm would go
+		// unblamed but for this figure. The median, as a few hundred
+		// calls' p99 is their slowest one.
+		name: "route API latency", unit: "ms", flag: "--max-p99-regression, --min-p99-delta", leftOut: "route API latency", whole: true,
+		allowed: func(j *judging) float64 {
+			return math.Max(apiMedian(j.a)*j.th.MaxP99Regression, float64(j.th.MinP99Delta)/float64(time.Millisecond))
+		},
+		get:   func(_ *judging, f *Figures) (float64, measure) { return apiMedian(f), traffic(f.API.Calls) },
+		value: unit("%.1f ms"), lacks: "route API calls",
+		worse: func(j *judging, c Check) string {
+			return fmt.Sprintf("the routes API answered the hub in %.1f ms against A's %.1f ms, the median of %d calls (slowest %.0f against %.0f ms; allowed: +%.1f ms%s): every spawn waits that long for its route",
+				c.B, c.A, j.b.API.Calls, float64(j.b.API.Latency.Max)/1000, float64(j.a.API.Latency.Max)/1000, c.Limit, j.noiseNote(c))
+		},
+	},
+	{
 		name: "memory kept after idle", unit: "MiB", flag: "--max-rss-growth",
 		allowed: func(j *judging) float64 { return float64(j.th.MaxRSSGrowth) / (1 << 20) },
 		get: func(_ *judging, f *Figures) (float64, measure) {
@@ -208,6 +225,9 @@ var rules = []rule{
 		},
 	},
 }
+
+// apiMedian is the median latency of a run's route API calls, in ms.
+func apiMedian(f *Figures) float64 { return float64(f.API.Latency.P50) / 1000 }
 
 // kubelet lists a run's probe silences the kubelet would have restarted
 // the candidate for.

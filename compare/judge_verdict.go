@@ -9,7 +9,8 @@ import (
 // Thresholds decide the verdict: how much worse than A, beyond the noise
 // between A's runs, B may be.
 type Thresholds struct {
-	// MaxP99Regression: B's p99 latency may exceed A's by this share…
+	// MaxP99Regression: B's p99 latency (and its routes API's median)
+	// may exceed A's by this share…
 	MaxP99Regression float64
 	// …or by MinP99Delta, whichever is more: on a 2-core machine the
 	// typical p99 of one proxy against itself moves by up to 10 ms between

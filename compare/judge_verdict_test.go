@@ -3,6 +3,7 @@ package compare
 import (
 	"os"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -20,7 +21,8 @@ func figs(p99ms int64, failed int, sockets int) *Figures {
 	return &Figures{Requests: 1000, Failed: failed, ErrorRate: float64(failed) / 1000,
 		Latency: replay.Percentiles{Count: 1000, P99: p99ms * 1000}, TypicalP99: float64(p99ms),
 		Sessions: 10, Connected: 10, ConnectRate: 1, FramesWant: 100, FramesOK: 100, Delivery: 1,
-		Proxy: &Resources{Samples: 30, SocketsStart: 3, SocketsEnd: 3 + sockets, Probed: true}}
+		Proxy: &Resources{Samples: 30, SocketsStart: 3, SocketsEnd: 3 + sockets, Probed: true},
+		API:   APIFigures{Calls: 100, Latency: replay.Percentiles{Count: 100, P50: 2000, Max: 20_000}}}
 }
 
 func classes(v Verdict) map[string]Class {
@@ -64,6 +66,17 @@ func TestVerdictBothWays(t *testing.T) {
 	assert.True(t, mixed.Regression)
 	assert.Equal(t, Better, classes(mixed)["failed requests"])
 	assert.Equal(t, Worse, classes(mixed)["sockets left open"])
+
+	// A proxy slow to confirm the hub's route changes: the median call.
+	slow := figs(20, 2, 0)
+	slow.API.Latency.P50, slow.API.Latency.Max = 200_000, 400_000
+	v := judge(a, slow, nil, th)
+	assert.Equal(t, Worse, classes(v)["route API latency"])
+	assert.Contains(t, strings.Join(v.Reasons, "\n"), "the routes API answered the hub in 200.0 ms against A's 2.0 ms, the median of 100 calls")
+	assert.Equal(t, Better, classes(judge(slow, a, nil, th))["route API latency"])
+	near := figs(20, 2, 0)
+	near.API.Latency.P50 = 9000
+	assert.Equal(t, Same, classes(judge(a, near, nil, th))["route API latency"], "within --min-p99-delta")
 
 	// The noise between A's runs widens "the same" both ways.
 	noisy := judge(a, figs(20, 2, 40), []*Figures{figs(20, 2, 45)}, th)
@@ -168,7 +181,7 @@ func TestSaturatedHarnessIsNotBlamedOnTheCandidate(t *testing.T) {
 	assert.Equal(t, NotValid, c["latency p99"])
 	assert.Equal(t, NotValid, c["longest probe silence"])
 	assert.Equal(t, Same, c["failed requests"], "timeouts are left out; the rest is judged")
-	assert.Equal(t, []string{"latency", "timeouts", "WebSocket connects", "frames delivered in order and in time", "probe silences"}, v.LeftOut)
+	assert.Equal(t, []string{"latency", "timeouts", "WebSocket connects", "frames delivered in order and in time", "route API latency", "probe silences"}, v.LeftOut)
 
 	// A fault the harness cannot cause still counts.
 	b.Failed += 60
@@ -192,7 +205,7 @@ func TestSaturatedHarnessIsNotBlamedOnTheCandidate(t *testing.T) {
 	assert.Equal(t, Better, classes(judge(a2, b2, nil, DefaultThresholds()))["WebSocket connects failed"], "unsaturated, the same figures are judged")
 
 	r := &Report{Runs: []*Figures{a, b}, Speed: 50, Verdict: v}
-	assert.Regexp(t, `^SATURATED: the harness, not the candidate, was the bottleneck \(B \(chp@B\): the replayer .*\); left out of the verdict: latency, timeouts, WebSocket connects, frames delivered in order and in time, probe silences.*; replay at a lower --speed than 50x, .* REGRESSION`, r.Headline())
+	assert.Regexp(t, `^SATURATED: the harness, not the candidate, was the bottleneck \(B \(chp@B\): the replayer .*\); left out of the verdict: latency, timeouts, WebSocket connects, frames delivered in order and in time, route API latency, probe silences.*; replay at a lower --speed than 50x, .* REGRESSION`, r.Headline())
 }
 
 // The saturation rule itself: how late the replayer got, how busy the machine was.

@@ -46,8 +46,11 @@ type CapacityRun struct {
 // rule changes, so that what an older rule called held is not trusted.
 // 2: a tenth of the typical latency's stretches on a full machine
 // saturates a run too. 3: capacity's steps last a minute at least
-// (StepWindow); what shorter steps held is not trusted.
-const SaturationRule = 3
+// (StepWindow); what shorter steps held is not trusted. 4: only whole
+// runs count (capacity's steps replay what compare would): a 10-minute
+// stretch of the 300-student peak held 10x through chp@4.5.6 where the
+// whole 30 minutes saturated the machine at 10x and 11x.
+const SaturationRule = 4
 
 // maxCapacityRuns bounds the file: the newest runs are kept.
 const maxCapacityRuns = 200

@@ -18,7 +18,7 @@ import (
 )
 
 // Probe measures how fast this machine's harness can replay a trace: it
-// replays a stretch of the trace against one candidate at rising speeds,
+// replays the trace (or a stretch of it) against one candidate at rising speeds,
 // each behind fresh fixtures as compare runs it, and finds the highest
 // speed at which the harness did not saturate. What it finds goes to the
 // capacity file, where compare reads it before a run.
@@ -26,7 +26,7 @@ type Probe struct {
 	TraceName string
 	Spec      proxy.Spec
 	Index     *fixtures.Index
-	// PlanAt builds the stretch's plan at a speed.
+	// PlanAt builds a step's plan at a speed.
 	PlanAt func(ctx context.Context, speed float64) (*replay.Plan, error)
 	// Speeds are tried in rising order until one saturates; when the
 	// first does, lower ones (halving) until one holds.
@@ -79,7 +79,8 @@ func StepWindow(busiest trace.Window, stretch time.Duration, speed float64, leng
 	return trace.Window{From: from, To: min(length, max(busiest.To, from+n))}
 }
 
-// RunProbe runs the probe and adds each step to capacity (saved as it goes).
+// RunProbe runs the probe and adds each step to capacity (saved as it
+// goes; nil: a quick look, kept nowhere).
 func RunProbe(ctx context.Context, p Probe, capacity *Capacity) (*ProbeResult, error) {
 	if len(p.Speeds) == 0 || p.PlanAt == nil || p.Index == nil {
 		return nil, errors.New("capacity probe: no speeds, plan or fixtures index")

@@ -18,6 +18,7 @@ import (
 func newCapacityCmd() *cobra.Command {
 	var (
 		tracePath, candidate, speeds, out, users string
+		from, to, tz                             string
 		stretch, timeout                         time.Duration
 		seed                                     uint64
 	)
@@ -28,12 +29,18 @@ func newCapacityCmd() *cobra.Command {
 speed the harness, not the candidate, is the bottleneck: then latency,
 timeouts and probe silences measure the harness, and compare's report says
 SATURATED and leaves them out. capacity finds that speed before a
-comparison does: it replays a stretch of TRACE that ends with its busiest
-minute (--stretch of trace time, so that the sessions open by then are
-open; at high speeds more of the trace, so that each step lasts a
-minute) against one candidate at rising --speeds, each behind fresh
-fixtures as compare runs it, until one saturates the harness, then once
-between the highest that held and the lowest that did not.
+comparison does: it replays TRACE (or its --from/--to window) as compare
+would, against one candidate at rising --speeds, each behind fresh
+fixtures, until one saturates the harness, then once between the highest
+that held and the lowest that did not.
+
+A step replays the whole trace because a stretch of it says too little: a
+10-minute stretch ending with the 300-student peak's busiest minute held
+10x through chp@4.5.6, where the whole 30 minutes saturated the machine at
+10x and 11x. On a long trace that takes a while (the 30-minute peak at 5x
+is 6 minutes a step); --stretch 10m takes a quick look at the stretch that
+ends with the busiest minute instead (at high speeds more of the trace,
+so that each step lasts a minute), which is printed and not kept.
 
 The capacity is the harness's and the candidate's together: measure with
 the candidates you will compare (through chp@4.5.6, which closes every
@@ -42,12 +49,14 @@ hard as through 4.6.2 on the same trace). Above some speed the candidate
 itself, on its one Node.js thread, sets the pace; capacity says where, as a
 comparison beyond it tests throughput more than the trace.
 
-Each step goes to the capacity file beside the candidate cache
-(~/.cache/hubreplay/harness.json); compare reads it before a run and says
-whether the harness held the plan's peak rate before. The results of each
-step go to -o.`,
-		Example: `  hubreplay capacity --trace peak.trace
-  hubreplay capacity --trace peak.trace --candidate chp@4.6.2 --users 2 --speeds 5,10,20`,
+Each step over the whole trace goes to the capacity file beside the
+candidate cache (~/.cache/hubreplay/harness.json), as every local compare
+run does; compare reads it before a run and says whether the harness held
+the plan's peak rate before. The results of each step go to -o.`,
+		Example: `  hubreplay capacity --trace peak.trace --candidate chp@4.5.6
+  hubreplay capacity --trace peak.trace --candidate chp@4.6.2 --users 2 --speeds 5,10,20
+  hubreplay capacity --trace day.trace --from 15:55 --to 16:25 --candidate chp@4.6.2
+  hubreplay capacity --trace peak.trace --stretch 10m     # a quick look, not kept`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if tracePath == "" {
@@ -69,14 +78,20 @@ step go to -o.`,
 			if err != nil {
 				return err
 			}
-			if stretch <= 0 {
+			if stretch < 0 {
 				return usageError{fmt.Errorf("--stretch %s: give a length of trace time, e.g. 10m", stretch)}
+			}
+			if stretch > 0 && (from != "" || to != "") {
+				return usageError{errors.New("--stretch looks at the stretch before the busiest minute; --from/--to choose a window to measure whole: give one or the other")}
 			}
 			if out == "" {
 				out = "capacity-" + time.Now().Format("20060102-150405")
 			}
 			ctx, stderr := cmd.Context(), cmd.ErrOrStderr()
 			opts := replay.Options{Speed: 1, Users: n, Seed: seed, Jitter: time.Minute}
+			if opts.Window, err = traceWindow(tracePath, from, to, tz); err != nil {
+				return err
+			}
 			whole, err := buildPlan(ctx, tracePath, opts)
 			if err != nil {
 				return exitError{2, err}
@@ -84,8 +99,6 @@ step go to -o.`,
 			if whole.Requests == 0 {
 				return exitError{2, replay.ErrEmpty}
 			}
-			busiest := whole.Busiest(time.Minute)
-			opts.Window = trace.Window{From: max(0, busiest.To-stretch), To: busiest.To}
 			ix, err := readIndex(ctx, tracePath)
 			if err != nil {
 				return exitError{2, err}
@@ -94,14 +107,23 @@ step go to -o.`,
 			if err != nil {
 				fmt.Fprintf(stderr, "hubreplay: %v (starting afresh)\n", err)
 			}
-			fmt.Fprintf(stderr, "measuring this machine's harness on %s: trace time %s to %s (its busiest minute from %s; longer at high speeds, so that each step replays a minute at least), against %s at %s\n",
-				tracePath, offset(opts.Window.From), offset(opts.Window.To), offset(busiest.From), spec, speeds)
+			window := func(float64) trace.Window { return opts.Window }
+			if stretch > 0 {
+				busiest := whole.Busiest(time.Minute)
+				window = func(speed float64) trace.Window { return compare.StepWindow(busiest, stretch, speed, whole.Length) }
+				capacity = nil
+				fmt.Fprintf(stderr, "a quick look at %s: trace time %s to %s (its busiest minute from %s; longer at high speeds, so that each step replays a minute at least), against %s at %s; not kept in the capacity file (a stretch may hold where the whole trace does not)\n",
+					tracePath, offset(max(0, busiest.To-stretch)), offset(busiest.To), offset(busiest.From), spec, speeds)
+			} else {
+				fmt.Fprintf(stderr, "measuring this machine's harness on %s, %s of trace time from %s as compare replays it, against %s at %s\n",
+					tracePath, whole.Length.Round(time.Second), offset(opts.Window.From), spec, speeds)
+			}
 			w := &compareWatch{w: stderr}
 			res, err := compare.RunProbe(ctx, compare.Probe{TraceName: tracePath, Spec: spec, Index: ix, Speeds: ladder, Timeout: timeout, Dir: out,
 				PlanAt: func(ctx context.Context, speed float64) (*replay.Plan, error) {
 					o := opts
 					o.Speed = speed
-					o.Window = compare.StepWindow(busiest, stretch, speed, whole.Length)
+					o.Window = window(speed)
 					return buildPlan(ctx, tracePath, o)
 				},
 				Watch: w.watch,
@@ -112,7 +134,11 @@ step go to -o.`,
 			}, capacity)
 			w.stop()
 			if res != nil {
-				fmt.Fprintln(cmd.OutOrStdout(), probeSummary(tracePath, res))
+				s := probeSummary(tracePath, res)
+				if stretch > 0 {
+					s += fmt.Sprintf(" (a quick look at %s of it, not kept: the whole trace may saturate sooner)", stretch)
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), s)
 			}
 			if err != nil {
 				return exitError{2, err}
@@ -124,7 +150,10 @@ step go to -o.`,
 	f.StringVar(&tracePath, "trace", "", "the trace to measure with (required)")
 	f.StringVar(&candidate, "candidate", "chp@5", "the proxy to run while measuring (it shares the machine)")
 	f.StringVar(&speeds, "speeds", "5,10,20,40,70,100", "the speeds to try, in rising order until one saturates")
-	f.DurationVar(&stretch, "stretch", 10*time.Minute, "how much trace time each step replays, ending with the busiest minute")
+	f.DurationVar(&stretch, "stretch", 0, "a quick look: replay this much trace time ending with the busiest minute, not the whole trace (not kept)")
+	f.StringVar(&from, "from", "", `start of the window to measure: "+10m", "15:55", RFC 3339 (default: the trace's start)`)
+	f.StringVar(&to, "to", "", "end of the window (default: the trace's end)")
+	f.StringVar(&tz, "tz", "", "time zone for clock times in --from/--to (default: this machine's)")
 	f.StringVar(&users, "users", "1", "play every user this many times, as compare would")
 	f.Uint64Var(&seed, "seed", 1, "seed for the copies' pseudonyms and jitter")
 	f.DurationVar(&timeout, "timeout", 30*time.Second, "how long an answer may take beyond its recorded time")

@@ -40,7 +40,9 @@ at least --min-p99-delta), more of its requests failed (--max-error-rate:
 refused, reset, timed out, the proxy's own 502/503, missing routes), fewer
 WebSocket sessions connected or fewer server frames arrived in order
 (--max-ws-loss), it kept more memory after standing idle (--max-rss-growth)
-or left more sockets open (--max-sockets-left: the leak), or it
+or left more sockets open (--max-sockets-left: the leak), or its routes
+API answered the hub more slowly (the median call, by the latency
+thresholds: the hub awaits every add before it sends the user on), or it
 exited during the run, or would have been restarted by z2jh's liveness
 probe (/_chp_healthz unanswered as the kubelet counts it: every 10 s, 3 s
 timeout, 30 failures in a row, or what --values says), or left its probe
@@ -52,8 +54,9 @@ over 1% of its requests more than 100 ms late, or the fixtures to over 1%
 of their answers and frames, or the processors were 95% busy for a tenth of
 the run or of the stretches the typical latency is taken from, or the
 hypervisor took 5% of them (steal), or it ran at --speed max), the
-headline says SATURATED, and latency, timeouts, probe silences, WebSocket
-connects and frame delivery are left out of the verdict. 'hubreplay
+headline says SATURATED, and latency, route API latency, timeouts, probe
+silences, WebSocket connects and frame delivery are left out of the
+verdict. 'hubreplay
 capacity' finds the highest speed this machine's harness holds a trace at;
 compare says before a run whether its speed is within it.
 
@@ -70,8 +73,8 @@ type verdictFlags struct {
 
 func (v *verdictFlags) add(f *pflag.FlagSet) {
 	d := compare.DefaultThresholds()
-	f.StringVar(&v.p99, "max-p99-regression", "10%", "how much higher B's p99 latency may be than A's ('off': not judged)")
-	f.DurationVar(&v.minP99, "min-p99-delta", d.MinP99Delta, "a p99 difference smaller than this is never a regression")
+	f.StringVar(&v.p99, "max-p99-regression", "10%", "how much higher B's p99 latency, and its routes API's median, may be than A's ('off': not judged)")
+	f.DurationVar(&v.minP99, "min-p99-delta", d.MinP99Delta, "a latency difference smaller than this is never a regression")
 	f.StringVar(&v.errRate, "max-error-rate", "0.5%", "how many more of B's requests may fail, in percentage points ('off': not judged)")
 	f.StringVar(&v.wsLoss, "max-ws-loss", "0.5%", "how many more WebSocket sessions and frames B may lose, in percentage points ('off': not judged)")
 	f.StringVar(&v.rssGrowth, "max-rss-growth", "64Mi", "how much more memory B may keep after the run and idle ('off': not judged)")
@@ -96,7 +99,7 @@ func (v *verdictFlags) thresholds() (compare.Thresholds, error) {
 		flag, val string
 		dst       *float64
 		checks    []string
-	}{{"--max-p99-regression", v.p99, &th.MaxP99Regression, []string{"latency p99"}},
+	}{{"--max-p99-regression", v.p99, &th.MaxP99Regression, []string{"latency p99", "route API latency"}},
 		{"--max-error-rate", v.errRate, &th.MaxErrorRate, []string{"failed requests"}},
 		{"--max-ws-loss", v.wsLoss, &th.MaxWSLoss, []string{"WebSocket connects failed", "WebSocket frames lost"}}} {
 		if off(p.val, p.checks...) {

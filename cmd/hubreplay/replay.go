@@ -257,6 +257,24 @@ func (p *playFlags) plan(ctx context.Context, path string, stdin io.Reader, stde
 	return replay.BuildPlan(ctx, r, o, prog.update)
 }
 
+// traceWindow reads --from and --to against the trace's start (the
+// header only; a window is checked when the plan is built).
+func traceWindow(path, from, to, tz string) (trace.Window, error) {
+	if from == "" && to == "" {
+		return trace.Window{}, nil
+	}
+	loc, err := loadTZ(tz)
+	if err != nil {
+		return trace.Window{}, err
+	}
+	r, err := openTrace(path, nil)
+	if err != nil {
+		return trace.Window{}, exitError{2, err}
+	}
+	defer r.Close()
+	return parseWindow(from, to, r.Header().Start, loc)
+}
+
 // parseWindow reads --from and --to against a trace's start.
 func parseWindow(from, to string, start time.Time, loc *time.Location) (trace.Window, error) {
 	var win trace.Window

@@ -51,6 +51,10 @@ type Faults struct {
 	// and its ports accept connections, but no request, health check or
 	// API call is answered any more.
 	HangAfter int64
+	// APIDelay holds every route change (POST, DELETE on the routes API)
+	// this long before it is made and answered: a proxy slow to confirm
+	// the hub's adds.
+	APIDelay time.Duration
 }
 
 // Proxy routes requests by longest path prefix, like CHP.
@@ -205,6 +209,9 @@ func (p *Proxy) API() http.Handler {
 			http.NotFound(w, r)
 			return
 		}
+		if r.Method != http.MethodGet && p.Faults.APIDelay > 0 {
+			time.Sleep(p.Faults.APIDelay)
+		}
 		p.mu.Lock()
 		defer p.mu.Unlock()
 		switch r.Method {
@@ -246,6 +253,7 @@ func Main(args []string) int {
 	fs.DurationVar(&p.Faults.Delay, "delay", 0, "hold every proxied request this long")
 	fs.IntVar(&p.Faults.LeakBytes, "leak-bytes", 0, "keep this many bytes per proxied request, never freed")
 	fs.Int64Var(&p.Faults.HangAfter, "hang-after", 0, "stop answering anything from this proxied request on")
+	fs.DurationVar(&p.Faults.APIDelay, "api-delay", 0, "hold every route change this long before making and answering it")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
