@@ -159,9 +159,9 @@ func (c *Capacity) Advise(plan *replay.Plan, candidates ...string) (advice strin
 		switch {
 		case speed <= 0:
 		case kept > 0 && kept < held:
-			s += fmt.Sprintf("; it held %.0f a second, and the candidates kept up with %.0f: --speed %.3g stays under that", held, kept, speed*kept/peak)
+			s += fmt.Sprintf("; it held %.0f a second, and the candidates kept up with %.0f: %s", held, kept, stayUnder(plan, kept))
 		case held > 0:
-			s += fmt.Sprintf("; it held %.0f a second: --speed %.3g stays under that", held, speed*held/peak)
+			s += fmt.Sprintf("; it held %.0f a second: %s", held, stayUnder(plan, held))
 		}
 		return s
 	}
@@ -181,4 +181,12 @@ func (c *Capacity) Advise(plan *replay.Plan, candidates ...string) (advice strin
 		}
 		return s + ": the report will say whether it held", false
 	}
+}
+
+// stayUnder names the speed at which the plan asks for at most rate.
+func stayUnder(plan *replay.Plan, rate float64) string {
+	if s := plan.SpeedUnder(rate); s > 0 {
+		return fmt.Sprintf("--speed %g stays under that", s)
+	}
+	return "even --speed 0.1 asks for more: fewer --users, or shards"
 }

@@ -10,20 +10,44 @@ import (
 // PeakRate is the most requests the plan sends in one second of wall time
 // at its speed: what the harness must keep up with at the busiest moment
 // (at "max" speed, the whole plan at once).
-func (p *Plan) PeakRate() float64 {
+func (p *Plan) PeakRate() float64 { return p.PeakRateAt(p.Opts.Speed) }
+
+// PeakRateAt is the plan's peak rate were it replayed at speed: not
+// proportional to the speed, as a faster replay also folds more of the
+// trace's bursts into one second (the 300-student peak: 188 a second per
+// unit of speed at 5x, 165 at 10x).
+func (p *Plan) PeakRateAt(speed float64) float64 {
 	per := map[int64]int{}
 	peak := 0
 	for _, c := range p.Conns {
 		for _, s := range c.Steps {
 			k := int64(0)
-			if p.Opts.Speed > 0 {
-				k = int64(float64(s.At) / p.Opts.Speed / float64(time.Second))
+			if speed > 0 {
+				k = int64(float64(s.At) / speed / float64(time.Second))
 			}
 			per[k]++
 			peak = max(peak, per[k])
 		}
 	}
 	return float64(peak)
+}
+
+// SpeedUnder is the highest speed, in tenths and up to the plan's own,
+// at which the plan's peak rate is at most rate (0: not even 0.1).
+func (p *Plan) SpeedUnder(rate float64) float64 {
+	lo, hi := 0, int(p.Opts.Speed*10) // tenths: lo holds, above hi is not tried
+	if p.PeakRateAt(float64(hi)/10) <= rate {
+		return float64(hi) / 10
+	}
+	for lo < hi-1 {
+		mid := (lo + hi) / 2
+		if p.PeakRateAt(float64(mid)/10) <= rate {
+			lo = mid
+		} else {
+			hi = mid
+		}
+	}
+	return float64(lo) / 10
 }
 
 // Busiest is the stretch of d of trace time in which the plan sends the
