@@ -66,11 +66,9 @@ var rules = []rule{
 		// stretches' p99s): the whole run's p99 raised false alarms on A
 		// against A.
 		name: "latency p99", unit: "ms", flag: "--max-p99-regression, --min-p99-delta", leftOut: "latency", whole: true,
-		allowed: func(j *judging) float64 {
-			return math.Max(j.a.TypicalP99*j.th.MaxP99Regression, float64(j.th.MinP99Delta)/float64(time.Millisecond))
-		},
-		get:   func(_ *judging, f *Figures) (float64, measure) { return f.TypicalP99, traffic(int(f.Latency.Count)) },
-		value: unit("%.1f ms"), lacks: "answered requests",
+		allowed: func(j *judging) float64 { return j.latencyAllowed(j.a.TypicalP99) },
+		get:     func(_ *judging, f *Figures) (float64, measure) { return f.TypicalP99, traffic(int(f.Latency.Count)) },
+		value:   unit("%.1f ms"), lacks: "answered requests",
 		worse: func(j *judging, c Check) string {
 			return fmt.Sprintf("p99 latency %.1f ms against A's %.1f ms, typically (the median of the trace's stretches; whole run %.1f against %.1f ms) (allowed: +%.1f ms%s)",
 				c.B, c.A, float64(j.b.Latency.P99)/1000, float64(j.a.Latency.P99)/1000, c.Limit, j.noiseNote(c))
@@ -122,11 +120,9 @@ var rules = []rule{
 		// unblamed but for this figure. The median, as a few hundred
 		// calls' p99 is their slowest one.
 		name: "route API latency", unit: "ms", flag: "--max-p99-regression, --min-p99-delta", leftOut: "route API latency", whole: true,
-		allowed: func(j *judging) float64 {
-			return math.Max(apiMedian(j.a)*j.th.MaxP99Regression, float64(j.th.MinP99Delta)/float64(time.Millisecond))
-		},
-		get:   func(_ *judging, f *Figures) (float64, measure) { return apiMedian(f), traffic(f.API.Calls) },
-		value: unit("%.1f ms"), lacks: "route API calls",
+		allowed: func(j *judging) float64 { return j.latencyAllowed(apiMedian(j.a)) },
+		get:     func(_ *judging, f *Figures) (float64, measure) { return apiMedian(f), traffic(f.API.Calls) },
+		value:   unit("%.1f ms"), lacks: "route API calls",
 		worse: func(j *judging, c Check) string {
 			return fmt.Sprintf("the routes API answered the hub in %.1f ms against A's %.1f ms, the median of %d calls (slowest %.0f against %.0f ms; allowed: +%.1f ms%s): every spawn waits that long for its route",
 				c.B, c.A, j.b.API.Calls, float64(j.b.API.Latency.Max)/1000, float64(j.a.API.Latency.Max)/1000, c.Limit, j.noiseNote(c))
@@ -224,6 +220,12 @@ var rules = []rule{
 				proxy.ProbeTimeout, c.B, clock(from), c.A, c.Limit, j.noiseNote(c), j.th.Liveness)
 		},
 	},
+}
+
+// latencyAllowed is how many ms more than A's a latency of B's may be:
+// the share, or the least difference counted, whichever is more.
+func (j *judging) latencyAllowed(aMs float64) float64 {
+	return math.Max(aMs*j.th.MaxP99Regression, float64(j.th.MinP99Delta)/float64(time.Millisecond))
 }
 
 // apiMedian is the median latency of a run's route API calls, in ms.
