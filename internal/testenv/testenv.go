@@ -75,10 +75,16 @@ func Tcpdump(t testing.TB, path, filter string, args ...string) *Dump {
 	}
 	// --immediate-mode: packets reach the file as they come, not when a
 	// ring block fills, so none are still in the kernel when it stops;
-	// -B 128 MiB: a burst of 64 KiB loopback segments does not overflow it.
+	// -B 256 MiB and -s 65600: immediate mode puts libpcap on TPACKET_V2
+	// (strace shows PACKET_VERSION 1), a ring of fixed slots sized for the
+	// snapshot length; with -s 0 a slot can hold 256 KiB, and tcpdump on a
+	// busy CI machine let a 128 MiB ring fill (256 dropped on "any"). 65600 holds the
+	// largest loopback packet (MTU 65536, gso_max_size 65536) and its link
+	// header, and gives ~4000 slots; a longer packet would show as a
+	// truncation in the capture, not pass unseen.
 	// -Z root: tcpdump must not drop to its own user, who may not be able
 	// to write into the test's directory.
-	all := append(append([]string{"--immediate-mode", "-B", "131072", "-s", "0", "-U", "-Z", "root", "-w", path}, args...), filter)
+	all := append(append([]string{"--immediate-mode", "-B", "262144", "-s", "65600", "-U", "-Z", "root", "-w", path}, args...), filter)
 	return record(t, "tcpdump", all, "listening on", `(\d+) packets? dropped by kernel`, path, 200*time.Millisecond)
 }
 
