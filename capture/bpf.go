@@ -6,47 +6,73 @@ import (
 	"golang.org/x/net/bpf"
 )
 
-// portFilter compiles a classic BPF program for Ethernet frames that keeps
-// TCP segments (IPv4, unfragmented, or IPv6 without extension headers) to or
-// from any of ports — what `tcp port A or tcp port B` means to tcpdump, so
-// the kernel hands over only the proxy's traffic. It is written by hand
-// because compiling filter expressions needs libpcap.
-//
-// With loopback, it also drops the outgoing copy of each packet: a packet
-// socket on lo sees every packet twice, leaving and arriving (libpcap
-// drops the same copy).
-func portFilter(ports []uint16, snaplen uint32, loopback bool) ([]bpf.RawInstruction, error) {
+// filterLink says what the filtered packets start with and which copies
+// to drop.
+type filterLink struct {
+	// Cooked: packets start at the IP header (an AF_PACKET SOCK_DGRAM
+	// socket, as for "any"); the EtherType comes from the kernel
+	// (skb->protocol). Otherwise they start with an Ethernet header.
+	Cooked bool
+	// Loopback: the socket is bound to a loopback interface, which shows
+	// every packet twice, leaving and arriving; the leaving copy is dropped.
+	Loopback bool
+	// LoopbackIndexes: on "any", the loopback interfaces whose leaving
+	// copies are dropped (libpcap drops the same copies).
+	LoopbackIndexes []uint32
+}
+
+// portFilter compiles a classic BPF program that keeps TCP segments (IPv4,
+// unfragmented, or IPv6 without extension headers) to or from any of ports
+// — what `tcp port A or tcp port B` means to tcpdump, so the kernel hands
+// over only the proxy's traffic. It is written by hand because compiling
+// filter expressions needs libpcap.
+func portFilter(ports []uint16, snaplen uint32, link filterLink) ([]bpf.RawInstruction, error) {
 	if len(ports) == 0 {
 		return nil, fmt.Errorf("no ports to filter on")
 	}
 	var p prog
-	if loopback {
+	switch {
+	case link.Loopback:
 		p.add(bpf.LoadExtension{Num: bpf.ExtType})
 		p.jumpIf(bpf.JumpEqual, packetOutgoing, "drop", "")
+	case len(link.LoopbackIndexes) > 0:
+		p.add(bpf.LoadExtension{Num: bpf.ExtType})
+		p.jumpIf(bpf.JumpNotEqual, packetOutgoing, "proto", "")
+		p.add(bpf.LoadExtension{Num: bpf.ExtInterfaceIndex})
+		for _, i := range link.LoopbackIndexes {
+			p.jumpIf(bpf.JumpEqual, i, "drop", "")
+		}
 	}
-	p.add(bpf.LoadAbsolute{Off: 12, Size: 2}) // EtherType
+	p.label("proto")
+	off := uint32(14) // the IP header's offset
+	if link.Cooked {
+		off = 0
+		p.add(bpf.LoadExtension{Num: bpf.ExtProto})
+	} else {
+		p.add(bpf.LoadAbsolute{Off: 12, Size: 2}) // EtherType
+	}
 	p.jumpIf(bpf.JumpEqual, 0x0800, "ipv4", "")
 	p.jumpIf(bpf.JumpEqual, 0x86dd, "ipv6", "drop")
 
 	p.label("ipv4")
-	p.add(bpf.LoadAbsolute{Off: 23, Size: 1}) // protocol
+	p.add(bpf.LoadAbsolute{Off: off + 9, Size: 1}) // protocol
 	p.jumpIf(bpf.JumpNotEqual, 6, "drop", "")
-	p.add(bpf.LoadAbsolute{Off: 20, Size: 2}) // flags and fragment offset
+	p.add(bpf.LoadAbsolute{Off: off + 6, Size: 2}) // flags and fragment offset
 	p.jumpIf(bpf.JumpBitsSet, 0x1fff, "drop", "")
-	p.add(bpf.LoadMemShift{Off: 14}) // X = IPv4 header length
-	p.add(bpf.LoadIndirect{Off: 14, Size: 2})
+	p.add(bpf.LoadMemShift{Off: off}) // X = IPv4 header length
+	p.add(bpf.LoadIndirect{Off: off, Size: 2})
 	p.ports(ports, "accept", "v4dst")
 	p.label("v4dst")
-	p.add(bpf.LoadIndirect{Off: 16, Size: 2})
+	p.add(bpf.LoadIndirect{Off: off + 2, Size: 2})
 	p.ports(ports, "accept", "drop")
 
 	p.label("ipv6")
-	p.add(bpf.LoadAbsolute{Off: 20, Size: 1}) // next header
+	p.add(bpf.LoadAbsolute{Off: off + 6, Size: 1}) // next header
 	p.jumpIf(bpf.JumpNotEqual, 6, "drop", "")
-	p.add(bpf.LoadAbsolute{Off: 54, Size: 2})
+	p.add(bpf.LoadAbsolute{Off: off + 40, Size: 2})
 	p.ports(ports, "accept", "v6dst")
 	p.label("v6dst")
-	p.add(bpf.LoadAbsolute{Off: 56, Size: 2})
+	p.add(bpf.LoadAbsolute{Off: off + 42, Size: 2})
 	p.ports(ports, "accept", "drop")
 
 	p.label("accept")

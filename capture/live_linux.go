@@ -12,55 +12,104 @@ import (
 	"github.com/gopacket/gopacket/layers"
 )
 
-// LiveSource reads packets from an interface through a memory-mapped
-// AF_PACKET ring (pure Go, no libpcap), filtered in the kernel by port.
+// LiveSource reads packets from an interface, or from all of them, through
+// a memory-mapped AF_PACKET ring (TPACKET_V3, pure Go, no libpcap),
+// filtered in the kernel by port.
 type LiveSource struct {
 	iface string
+	link  layers.LinkType
 	tp    *afpacket.TPacket
+	since time.Time // packets before it came before the filter
 }
 
 // Snaplen is the most of a packet kept: loopback and GRO'd packets reach
 // 64 KiB and more, and a cut packet is a gap in the stream.
 const Snaplen = 262144
 
-// OpenLive starts capturing on iface, keeping only TCP traffic on ports.
-func OpenLive(iface string, ports []uint16) (*LiveSource, error) {
-	if iface == "any" || iface == "" {
-		return nil, fmt.Errorf("live capture needs one named interface (e.g. eth0, lo), not %q; to capture all interfaces, record with tcpdump -i any -w FILE and use --pcap FILE", iface)
+// DefaultBuffer is the kernel ring's default size: 64 MiB holds about half
+// a second of a 10x lecture-peak replay on loopback, long enough for the
+// reader to catch up after a pause.
+const DefaultBuffer = 64 << 20
+
+// AnyInterface captures on every interface, as tcpdump -i any does.
+const AnyInterface = "any"
+
+// OpenLive starts capturing on iface ("any" for all interfaces), keeping
+// only TCP traffic on ports, through a kernel ring of buffer bytes
+// (DefaultBuffer when 0).
+func OpenLive(iface string, ports []uint16, buffer int) (*LiveSource, error) {
+	if iface == "" {
+		return nil, fmt.Errorf("live capture needs an interface (e.g. eth0, lo, or any)")
 	}
-	ifc, err := net.InterfaceByName(iface)
-	if err != nil {
-		return nil, fmt.Errorf("capture on %s: %w", iface, err)
+	if buffer == 0 {
+		buffer = DefaultBuffer
 	}
-	filter, err := portFilter(ports, Snaplen, ifc.Flags&net.FlagLoopback != 0)
+	// A block holds several packets of up to Snaplen; the ring has at
+	// least 8 of them.
+	block := Snaplen * 8
+	blocks := max(buffer/block, 8)
+	opts := []any{afpacket.TPacketVersion3, afpacket.OptFrameSize(Snaplen), afpacket.OptBlockSize(block),
+		afpacket.OptNumBlocks(blocks), afpacket.OptPollTimeout(200 * time.Millisecond)}
+	var link filterLink
+	linkType := layers.LinkTypeEthernet
+	if iface == AnyInterface {
+		// Every interface: the link headers differ (Ethernet, none for a
+		// tunnel, ...), so the kernel strips them, as libpcap does for
+		// "any", and the packets start at the IP header.
+		linkType = layers.LinkTypeRaw
+		link.Cooked = true
+		opts = append(opts, afpacket.OptInterface(""), afpacket.SocketDgram)
+		ifcs, err := net.Interfaces()
+		if err != nil {
+			return nil, fmt.Errorf("capture on any: list interfaces: %w", err)
+		}
+		for _, ifc := range ifcs {
+			if ifc.Flags&net.FlagLoopback != 0 {
+				link.LoopbackIndexes = append(link.LoopbackIndexes, uint32(ifc.Index))
+			}
+		}
+	} else {
+		ifc, err := net.InterfaceByName(iface)
+		if err != nil {
+			return nil, fmt.Errorf("capture on %s: %w", iface, err)
+		}
+		link.Loopback = ifc.Flags&net.FlagLoopback != 0
+		opts = append(opts, afpacket.OptInterface(iface))
+	}
+	filter, err := portFilter(ports, Snaplen, link)
 	if err != nil {
 		return nil, err
 	}
-	tp, err := afpacket.NewTPacket(afpacket.OptInterface(iface), afpacket.TPacketVersion3,
-		afpacket.OptFrameSize(Snaplen), afpacket.OptBlockSize(Snaplen*8), afpacket.OptNumBlocks(32),
-		afpacket.OptPollTimeout(200*time.Millisecond))
+	tp, err := afpacket.NewTPacket(opts...)
 	if err != nil {
 		if errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EACCES) {
 			return nil, fmt.Errorf("capture on %s: %w (live capture needs root or CAP_NET_RAW: sudo setcap cap_net_raw+ep $(which hubreplay))", iface, err)
 		}
 		return nil, fmt.Errorf("capture on %s: %w", iface, err)
 	}
+	// The ring fills from the moment it is set up, before the filter is
+	// attached: packets of other ports then, and on lo or any both copies
+	// of each loopback packet. The capture starts once the filter is on.
+	since := time.Now()
 	if err := tp.SetBPF(filter); err != nil {
 		tp.Close()
 		return nil, fmt.Errorf("capture on %s: set port filter: %w", iface, err)
 	}
-	return &LiveSource{iface: iface, tp: tp}, nil
+	return &LiveSource{iface: iface, link: linkType, tp: tp, since: since}, nil
 }
 
 func (s *LiveSource) ReadPacket() ([]byte, gopacket.CaptureInfo, layers.LinkType, error) {
 	data, ci, err := s.tp.ZeroCopyReadPacketData()
+	for err == nil && ci.Timestamp.Before(s.since) {
+		data, ci, err = s.tp.ZeroCopyReadPacketData()
+	}
 	if errors.Is(err, afpacket.ErrTimeout) || errors.Is(err, syscall.EINTR) {
-		return nil, ci, layers.LinkTypeEthernet, errTimeout
+		return nil, ci, s.link, errTimeout
 	}
 	if err != nil {
-		return nil, ci, layers.LinkTypeEthernet, fmt.Errorf("capture on %s: %w", s.iface, err)
+		return nil, ci, s.link, fmt.Errorf("capture on %s: %w", s.iface, err)
 	}
-	return data, ci, layers.LinkTypeEthernet, nil
+	return data, ci, s.link, nil
 }
 
 func (s *LiveSource) Name() string { return "iface:" + s.iface }

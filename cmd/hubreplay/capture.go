@@ -34,8 +34,12 @@ Sources:
   --pcap FILE    a capture made with tcpdump (pcap or pcapng, gzip'd or not;
                  Ethernet, loopback, raw IP or 'any' (Linux cooked) links), e.g.
                    tcpdump -i any -s 0 -w peak.pcap 'tcp port 8000 or tcp port 8001'
-  --iface NAME   a live capture on one interface (needs root or CAP_NET_RAW);
-                 stop it with Ctrl-C, --max-duration or --max-size
+  --iface NAME   a live capture on one interface, or on all of them with
+                 --iface any (needs root or CAP_NET_RAW), through a kernel ring
+                 of --buffer-size; stop it with Ctrl-C, --max-duration (wall
+                 clock) or --max-size. Every loss is counted and shown:
+                 kernel drops (the ring overflowed: raise --buffer-size) and
+                 gaps (bytes a connection lost)
 
 Anonymization (the default, and the only safe way to keep a trace):
 users become pseudonyms (keyed HMAC-SHA256: u-1a2b3c4d), cookies, tokens,
@@ -74,7 +78,8 @@ code and file contents. Use it only on test systems.`,
 	f.StringVar(&c.keyFile, "anon-key-file", "", "file holding the pseudonym key (≥16 bytes), to keep pseudonyms stable across captures")
 	f.StringVar(&c.rulesFile, "anon-rules", "", "YAML file overriding the anonymization rules")
 	f.BoolVar(&c.raw, "raw", false, "DANGEROUS: keep secrets, code and contents (no anonymization)")
-	f.DurationVar(&c.maxDuration, "max-duration", 0, "stop after this much capture time, e.g. 90m")
+	f.DurationVar(&c.maxDuration, "max-duration", 0, "stop after this long, e.g. 90m (live: wall-clock time; --pcap: the packets' time)")
+	f.StringVar(&c.bufferSize, "buffer-size", "64Mi", "live: the kernel ring's size (like tcpdump -B); packets arriving while it is full are dropped and counted")
 	f.StringVar(&c.maxSize, "max-size", "", "stop when the trace file reaches this size, e.g. 2GB")
 	f.BoolVar(&c.force, "force", false, "replace the output file if it exists")
 	f.StringVar(&c.note, "note", "", "free text kept in the trace header, e.g. \"Monday lecture peak\"")
@@ -87,6 +92,8 @@ code and file contents. Use it only on test systems.`,
 // captureCmd is capture's flags, and its steps.
 type captureCmd struct {
 	pcap, iface, out, keyFile, rulesFile, note, maxSize string
+	bufferSize                                          string
+	buffer                                              int64
 	sourceName, baseURL, subdomainHost                  string
 	ports, apiPorts                                     []uint
 	raw, force                                          bool
@@ -101,7 +108,10 @@ func (c *captureCmd) run(cmd *cobra.Command) error {
 	if err != nil {
 		return err
 	}
-	o := capture.Options{Ports: toPorts(c.ports), APIPorts: toPorts(c.apiPorts), MaxDuration: c.maxDuration, Raw: c.raw, Log: slog.Default()}
+	o := capture.Options{Ports: toPorts(c.ports), APIPorts: toPorts(c.apiPorts), Raw: c.raw, Log: slog.Default()}
+	if c.pcap != "" {
+		o.MaxDuration = c.maxDuration // a file's packets carry their own time
+	}
 	anon, err := c.anonymize(cmd, &o)
 	if err != nil {
 		return err
@@ -114,6 +124,12 @@ func (c *captureCmd) run(cmd *cobra.Command) error {
 
 	ctx, cancel := context.WithCancel(cmd.Context())
 	defer cancel()
+	if c.iface != "" && c.maxDuration > 0 {
+		// Live: an idle port brings no packets whose time could end it.
+		var stop context.CancelFunc
+		ctx, stop = context.WithTimeout(ctx, c.maxDuration)
+		defer stop()
+	}
 	show := newCaptureDisplay(stderr, c.iface != "")
 	var w *trace.Writer
 	stoppedBy := ""
@@ -140,7 +156,7 @@ func (c *captureCmd) run(cmd *cobra.Command) error {
 	if err := w.Close(); err != nil && runErr == nil {
 		runErr = err
 	}
-	if stoppedBy == "" && c.maxDuration > 0 && counters.Duration >= c.maxDuration {
+	if stoppedBy == "" && c.maxDuration > 0 && (counters.Duration >= c.maxDuration || errors.Is(ctx.Err(), context.DeadlineExceeded)) {
 		stoppedBy = "--max-duration reached"
 	}
 	if stoppedBy == "" && cmd.Context().Err() != nil {
@@ -162,6 +178,9 @@ func (c *captureCmd) check() (int64, error) {
 	limit, err := parseSize(c.maxSize)
 	if err != nil {
 		return 0, usageError{fmt.Errorf("--max-size: %w", err)}
+	}
+	if c.buffer, err = parseSize(c.bufferSize); err != nil {
+		return 0, usageError{fmt.Errorf("--buffer-size: %w", err)}
 	}
 	if c.raw && (c.keyFile != "" || c.rulesFile != "") {
 		return 0, usageError{errors.New("--raw keeps everything: it cannot be combined with --anon-key-file or --anon-rules")}
@@ -212,7 +231,7 @@ func (c *captureCmd) open(o capture.Options) (capture.Source, string, error) {
 	if c.pcap != "" {
 		src, err = capture.OpenFile(c.pcap)
 	} else {
-		src, err = capture.OpenLive(c.iface, append(o.Ports, o.APIPorts...))
+		src, err = capture.OpenLive(c.iface, append(o.Ports, o.APIPorts...), int(c.buffer))
 		source = "iface:" + c.iface
 	}
 	if c.sourceName != "" {
@@ -229,6 +248,9 @@ func (c *captureCmd) summarize(stderr io.Writer, w *trace.Writer, n capture.Coun
 	fmt.Fprintf(stderr, "wrote %s: %d records from %d packets over %s: %d HTTP exchanges, %d WebSocket frames, %d route events, %d gaps (%d bytes lost), %d connections%s\n",
 		c.out, w.Records(), n.Packets, n.Duration.Round(time.Millisecond), n.Exchanges, n.Frames,
 		n.Routes, n.Gaps, n.GapBytes, n.Streams, stoppedBy)
+	if d := n.Drops["kernel"]; d > 0 {
+		fmt.Fprintf(stderr, "warning: the kernel dropped %d packets because the capture ring was full; the trace has gaps where they were (raise --buffer-size, or capture with tcpdump and use --pcap)\n", d)
+	}
 	if n.ParseErrors > 0 || n.Orphans > 0 {
 		fmt.Fprintf(stderr, "note: %d stretches of bytes were not HTTP or WebSocket as expected and were skipped, %d responses had no request in the capture (-v logs where)\n",
 			n.ParseErrors, n.Orphans)

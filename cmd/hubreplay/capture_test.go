@@ -174,52 +174,61 @@ func TestLiveCaptureStops(t *testing.T) {
 	dir := t.TempDir()
 	p := strconv.Itoa(port)
 
-	t.Run("interrupted", func(t *testing.T) {
-		out := filepath.Join(dir, "live.trace")
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan result, 1)
-		go func() {
-			var o, e bytes.Buffer
-			code := run(ctx, []string{"capture", "--iface", "lo", "--port", p, "-o", out}, strings.NewReader(""), &o, &e)
-			done <- result{code, o.String(), e.String()}
-		}()
-		time.Sleep(300 * time.Millisecond)
-		testenv.Drive(t, addr, true)
-		time.Sleep(300 * time.Millisecond)
-		cancel()
-		r := <-done
-		require.Equal(t, 0, r.code, r.stderr)
-		assert.Contains(t, r.stderr, "(interrupted)")
-		assert.Contains(t, r.stderr, "15 HTTP exchanges, 23 WebSocket frames")
-		h, recs := readAll(t, out)
-		assert.Equal(t, "iface:lo", h.Source)
-		assert.IsType(t, &trace.Stats{}, recs[len(recs)-1])
-	})
-	// Capture time is packet time: keep packets coming while these run.
-	stop := make(chan struct{})
-	defer close(stop)
-	go func() {
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(5 * time.Millisecond):
-				if resp, err := http.Get("http://" + addr + "/user/x/api/contents?size=4000"); err == nil {
-					_, _ = io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-				}
-			}
-		}
-	}()
-	t.Run("max-duration", func(t *testing.T) {
+	for _, iface := range []string{"lo", "any"} {
+		t.Run("interrupted on "+iface, func(t *testing.T) {
+			out := filepath.Join(dir, iface+".trace")
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan result, 1)
+			go func() {
+				var o, e bytes.Buffer
+				code := run(ctx, []string{"capture", "--iface", iface, "--port", p, "-o", out}, strings.NewReader(""), &o, &e)
+				done <- result{code, o.String(), e.String()}
+			}()
+			time.Sleep(300 * time.Millisecond)
+			testenv.Drive(t, addr, true)
+			time.Sleep(300 * time.Millisecond)
+			cancel()
+			r := <-done
+			require.Equal(t, 0, r.code, r.stderr)
+			assert.Contains(t, r.stderr, "(interrupted)")
+			// Each once: on any, lo's packets are seen leaving and arriving.
+			assert.Contains(t, r.stderr, "15 HTTP exchanges, 23 WebSocket frames, 0 route events, 0 gaps")
+			assert.NotContains(t, r.stderr, "kernel dropped")
+			h, recs := readAll(t, out)
+			assert.Equal(t, "iface:"+iface, h.Source)
+			assert.IsType(t, &trace.Stats{}, recs[len(recs)-1])
+		})
+	}
+	// Wall-clock time: no packet comes to end it.
+	t.Run("max-duration on an idle port", func(t *testing.T) {
 		r := hubreplay(t, nil, "capture", "--iface", "lo", "--port", p, "-o", filepath.Join(dir, "d.trace"), "--max-duration", "300ms")
 		require.Equal(t, 0, r.code, r.stderr)
 		assert.Contains(t, r.stderr, "(--max-duration reached)")
 	})
 	t.Run("max-size", func(t *testing.T) {
+		stop := make(chan struct{})
+		defer close(stop)
+		go func() {
+			for {
+				select {
+				case <-stop:
+					return
+				case <-time.After(5 * time.Millisecond):
+					if resp, err := http.Get("http://" + addr + "/user/x/api/contents?size=4000"); err == nil {
+						_, _ = io.Copy(io.Discard, resp.Body)
+						resp.Body.Close()
+					}
+				}
+			}
+		}()
 		r := hubreplay(t, nil, "capture", "--iface", "lo", "--port", p, "-o", filepath.Join(dir, "s.trace"), "--max-size", "2KB")
 		require.Equal(t, 0, r.code, r.stderr)
 		assert.Contains(t, r.stderr, "(--max-size 2KB reached)")
+	})
+	t.Run("bad buffer size", func(t *testing.T) {
+		r := hubreplay(t, nil, "capture", "--iface", "lo", "--port", p, "-o", filepath.Join(dir, "b.trace"), "--buffer-size", "lots")
+		assert.Equal(t, 2, r.code)
+		assert.Contains(t, r.stderr, "--buffer-size")
 	})
 }
 
