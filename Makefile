@@ -8,13 +8,18 @@ FUZZTIME ?= 3m
 TESTCACHE ?= $(or $(HUBREPLAY_TEST_CACHE),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/hubreplay-test)
 CHP_VERSIONS ?= 4.5.6 5.3.0
 
-.PHONY: all build install test bench fuzz demo chp clean
+.PHONY: all build tap-binary install test bench fuzz demo chp clean
 
 all: build
 
 build:
 	@echo "building $(BIN) (the first build downloads and compiles the modules: a few minutes)"
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/hubreplay
+
+# The tap image's binary (Dockerfile.tap builds the same): capture only,
+# static and stripped, for production pods.
+tap-binary:
+	CGO_ENABLED=0 $(GO) build -tags tapimage -trimpath -ldflags '-s -w $(LDFLAGS)' -o build/hubreplay-tap ./cmd/hubreplay
 
 # hubreplay on PATH, as the README's commands call it: PREFIX/bin
 # (default ~/.local/bin; PREFIX=/usr/local with sudo for everyone).

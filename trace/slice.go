@@ -71,13 +71,19 @@ type connState struct {
 // written and the damage error returned. progress, if not nil, is called
 // now and then with the bytes read so far.
 func Slice(ctx context.Context, r *Reader, win Window, start func(Header) (RecordWriter, error), progress func(offset int64)) (SliceResult, error) {
+	return sliceRecords(ctx, *r.Header(), win, start, func(fn func(Record) error) error { return r.Each(ctx, progress, fn) })
+}
+
+// sliceRecords is Slice over the records each gives, of a trace with
+// header h.
+func sliceRecords(ctx context.Context, h Header, win Window, start func(Header) (RecordWriter, error), each func(func(Record) error) error) (SliceResult, error) {
 	if win.To != 0 && win.To <= win.From {
 		return SliceResult{}, fmt.Errorf("slice: the window ends (+%s) before it starts (+%s)", win.To, win.From)
 	}
-	s := &slicer{win: win, start: start, conns: map[ConnID]*connState{}, routes: map[string]*Route{}, inWin: map[ConnID]bool{}}
-	s.res.Header = SliceHeader(*r.Header(), win)
+	s := newSlicer(win, start)
+	s.res.Header = SliceHeader(h, win)
 	var writeErr error
-	readErr := r.Each(ctx, progress, func(rec Record) error {
+	readErr := each(func(rec Record) error {
 		writeErr = s.step(rec)
 		return writeErr
 	})
@@ -145,6 +151,31 @@ type slicer struct {
 	stats  *Stats                // the last counters before the window
 	inWin  map[ConnID]bool       // open inside the window
 	maxEnd time.Duration         // latest rebased time written
+}
+
+func newSlicer(win Window, start func(Header) (RecordWriter, error)) *slicer {
+	return &slicer{win: win, start: start, conns: map[ConnID]*connState{}, routes: map[string]*Route{}, inWin: map[ConnID]bool{}}
+}
+
+// state is what a window starting now would inherit, as records with their
+// own times: open connections, their WebSocket upgrades, routes in the
+// table, the last counters.
+func (s *slicer) state() []Record {
+	var out []Record
+	for _, id := range sortedKeys(s.conns) {
+		st := s.conns[id]
+		out = append(out, st.open)
+		if st.upgrade != nil {
+			out = append(out, st.upgrade)
+		}
+	}
+	for _, path := range sortedKeys(s.routes) {
+		out = append(out, s.routes[path])
+	}
+	if s.stats != nil {
+		out = append(out, s.stats)
+	}
+	return out
 }
 
 // before tracks the state the window inherits from a record outside it.

@@ -7,8 +7,11 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/signal"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -17,6 +20,7 @@ import (
 	"github.com/hubreplay/hubreplay/capture"
 	"github.com/hubreplay/hubreplay/capture/anonymize"
 	"github.com/hubreplay/hubreplay/internal/version"
+	"github.com/hubreplay/hubreplay/tap/wire"
 	"github.com/hubreplay/hubreplay/trace"
 )
 
@@ -41,6 +45,15 @@ Sources:
                  kernel drops (the ring overflowed: raise --buffer-size) and
                  gaps (bytes a connection lost)
 
+Flight recorder (--ring 30m): keep only the last 30 minutes, bounded on disk
+(segments in TRACE.ring/, about 1.25 times the window), and write them out
+as a trace that stands on its own (connections and routes from before the
+window carried in, as slice does) when told to: kill -USR1 PID writes
+TRACE's name with the time (peak-20261203T141500Z.trace) and goes on
+recording; Ctrl-C, --max-duration or the end of a --pcap writes TRACE and
+stops. Left running through a lecture, it hands over the peak before a
+crash. If a write fails, the segments stay in TRACE.ring/, each a trace.
+
 Anonymization (the default, and the only safe way to keep a trace):
 users become pseudonyms (keyed HMAC-SHA256: u-1a2b3c4d), cookies, tokens,
 Authorization, _xsrf, client addresses and X-Forwarded-* are removed or
@@ -64,6 +77,7 @@ capture/anonymize/rules.go for the defaults. Check a trace with
 --raw keeps everything as it was on the wire: passwords, tokens, cookies,
 code and file contents. Use it only on test systems.`,
 		Example: `  hubreplay capture --pcap peak.pcap.gz -o peak.trace
+  hubreplay capture --iface any --port 8000 --api-port 8001 --ring 30m -o lecture.trace   # then: kill -USR1 <pid>
   hubreplay capture --iface eth0 --port 8000 --api-port 8001 -o monday.trace --max-duration 2h
   hubreplay capture --pcap peak.pcapng -o peak.trace --anon-key-file /etc/hubreplay/key`,
 		Args: cobra.NoArgs,
@@ -72,7 +86,8 @@ code and file contents. Use it only on test systems.`,
 	f := cmd.Flags()
 	f.StringVar(&c.pcap, "pcap", "", "read packets from a pcap or pcapng file (gzip'd is fine)")
 	f.StringVar(&c.iface, "iface", "", "capture live on this network interface")
-	f.StringVarP(&c.out, "output", "o", "", "the trace file to write (required; must not exist unless --force)")
+	f.StringVarP(&c.out, "output", "o", "", "the trace file to write (required; must not exist unless --force); - writes it to standard output")
+	f.BoolVar(&c.base64, "base64", false, "with -o -: one base64 line per frame, for a log stream (what hubreplay tap reads)")
 	f.UintSliceVar(&c.ports, "port", []uint{8000}, "the proxy's public port(s)")
 	f.UintSliceVar(&c.apiPorts, "api-port", nil, "the proxy's REST API port(s) (usually 8001): route changes become route events")
 	f.StringVar(&c.keyFile, "anon-key-file", "", "file holding the pseudonym key (≥16 bytes), to keep pseudonyms stable across captures")
@@ -82,6 +97,7 @@ code and file contents. Use it only on test systems.`,
 	f.StringVar(&c.bufferSize, "buffer-size", "64Mi", "live: the kernel ring's size (like tcpdump -B); packets arriving while it is full are dropped and counted")
 	f.StringVar(&c.maxSize, "max-size", "", "stop when the trace file reaches this size, e.g. 2GB")
 	f.BoolVar(&c.force, "force", false, "replace the output file if it exists")
+	f.DurationVar(&c.ring, "ring", 0, "flight recorder: keep only this much of the capture (e.g. 30m) and write it out on SIGUSR1 and at the end")
 	f.StringVar(&c.note, "note", "", "free text kept in the trace header, e.g. \"Monday lecture peak\"")
 	f.StringVar(&c.sourceName, "source-name", "", "what the trace header says the records came from (default \"pcap\" or \"iface:NAME\": never the capture file's name)")
 	f.StringVar(&c.baseURL, "base-url", "", "the hub's c.JupyterHub.base_url (z2jh: hub.baseUrl), e.g. /jhub/; learned from the routes API when not given")
@@ -96,8 +112,11 @@ type captureCmd struct {
 	buffer                                              int64
 	sourceName, baseURL, subdomainHost                  string
 	ports, apiPorts                                     []uint
-	raw, force                                          bool
-	maxDuration                                         time.Duration
+	raw, force, base64                                  bool
+	maxDuration, ring                                   time.Duration
+
+	ringMu   sync.Mutex
+	recorder *trace.Ring // the flight recorder, once the capture has begun
 }
 
 // run checks the flags, sets up the anonymization, opens the packet
@@ -131,8 +150,10 @@ func (c *captureCmd) run(cmd *cobra.Command) error {
 		defer stop()
 	}
 	show := newCaptureDisplay(stderr, c.iface != "")
-	var w *trace.Writer
-	stoppedBy := ""
+	var (
+		w         *trace.Writer
+		stoppedBy string
+	)
 	o.Progress = func(n capture.Counters) {
 		show.update(n)
 		if limit > 0 && w != nil {
@@ -142,27 +163,122 @@ func (c *captureCmd) run(cmd *cobra.Command) error {
 			}
 		}
 	}
+	stopDumps := func() {}
+	if c.ring > 0 {
+		stopDumps = c.dumpOnSignal(ctx, stderr)
+	}
 	counters, runErr := capture.Run(ctx, src, func(start time.Time) (capture.RecordWriter, error) {
 		h := trace.Header{Format: trace.FormatName, Version: trace.Version, Start: start, Source: source,
 			Anon: anon, Tool: version.Tool(), Note: c.note}
 		var err error
+		if c.ring > 0 {
+			r, err := trace.NewRing(c.out+".ring", h, c.ring, nil)
+			if err != nil {
+				return nil, err
+			}
+			c.setRing(r)
+			return r, nil
+		}
+		if c.out == "-" {
+			var out io.Writer = cmd.OutOrStdout()
+			if c.base64 {
+				out = wire.NewWriter(out)
+			}
+			w, err = trace.NewWriter(out, h, nil)
+			return w, err
+		}
 		w, err = trace.Create(c.out, h, &trace.WriterOptions{Overwrite: c.force})
 		return w, err
 	}, o)
+	stopDumps() // before the last dump, which removes the segments
 	show.done(counters)
-	if w == nil {
-		return runErr
-	}
-	if err := w.Close(); err != nil && runErr == nil {
-		runErr = err
-	}
 	if stoppedBy == "" && c.maxDuration > 0 && (counters.Duration >= c.maxDuration || errors.Is(ctx.Err(), context.DeadlineExceeded)) {
 		stoppedBy = "--max-duration reached"
 	}
 	if stoppedBy == "" && cmd.Context().Err() != nil {
 		stoppedBy = "interrupted"
 	}
-	c.summarize(stderr, w, counters, o, stoppedBy)
+	if r := c.getRing(); r != nil {
+		return c.lastDump(cmd.Context(), stderr, r, counters, stoppedBy, runErr)
+	}
+	if w == nil {
+		return runErr
+	}
+	if err := w.Close(); err != nil && runErr == nil {
+		runErr = err
+	}
+	c.summarize(stderr, w.Records(), counters, o, stoppedBy)
+	return runErr
+}
+
+// setRing and getRing guard the flight recorder, which the capture creates
+// and the signal handler dumps.
+func (c *captureCmd) setRing(r *trace.Ring) {
+	c.ringMu.Lock()
+	defer c.ringMu.Unlock()
+	c.recorder = r
+}
+
+func (c *captureCmd) getRing() *trace.Ring {
+	c.ringMu.Lock()
+	defer c.ringMu.Unlock()
+	return c.recorder
+}
+
+// dumpOnSignal writes the flight recorder out, under the output's name
+// with the time, each time the process gets SIGUSR1, and goes on.
+func (c *captureCmd) dumpOnSignal(ctx context.Context, stderr io.Writer) (stop func()) {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGUSR1)
+	quit, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-quit:
+				return
+			case <-sig:
+			}
+			r := c.getRing()
+			if r == nil {
+				fmt.Fprintln(stderr, "flight recorder: SIGUSR1, but nothing is recorded yet")
+				continue
+			}
+			path := strings.TrimSuffix(c.out, ".trace") + "-" + time.Now().UTC().Format("20060102T150405Z") + ".trace"
+			res, err := r.Dump(ctx, path, nil)
+			if err != nil {
+				fmt.Fprintf(stderr, "flight recorder: SIGUSR1: %v (recording goes on)\n", err)
+				continue
+			}
+			fmt.Fprintf(stderr, "flight recorder: wrote %s: %d records, the last %s of the capture (SIGUSR1; recording goes on)\n", path, res.Records, c.ring)
+		}
+	}()
+	return func() {
+		signal.Stop(sig)
+		close(quit)
+		<-done
+	}
+}
+
+// lastDump writes the flight recorder out to -o at the end of the capture
+// and removes its segments, or leaves them and says where when it cannot.
+func (c *captureCmd) lastDump(ctx context.Context, stderr io.Writer, r *trace.Ring, n capture.Counters, stoppedBy string, runErr error) error {
+	opts := &trace.WriterOptions{Overwrite: c.force}
+	// Not cut short by Ctrl-C: the interrupt is what asks for this dump.
+	res, err := r.Dump(context.WithoutCancel(ctx), c.out, opts)
+	if err != nil {
+		_ = r.Close(false)
+		return fmt.Errorf("%w; the segments stay in %s.ring/, each a trace", err, c.out)
+	}
+	if err := r.Close(true); err != nil && runErr == nil {
+		runErr = err
+	}
+	if stoppedBy != "" {
+		stoppedBy = " (" + stoppedBy + ")"
+	}
+	fmt.Fprintf(stderr, "wrote %s: %d records, the last %s of a capture of %d packets over %s: %d HTTP exchanges, %d WebSocket frames, %d route events, %d gaps (%d bytes lost), %d connections in all%s\n",
+		c.out, res.Records, c.ring, n.Packets, n.Duration.Round(time.Millisecond), n.Exchanges, n.Frames,
+		n.Routes, n.Gaps, n.GapBytes, n.Streams, stoppedBy)
 	return runErr
 }
 
@@ -181,6 +297,22 @@ func (c *captureCmd) check() (int64, error) {
 	}
 	if c.buffer, err = parseSize(c.bufferSize); err != nil {
 		return 0, usageError{fmt.Errorf("--buffer-size: %w", err)}
+	}
+	if c.out == "-" && (c.ring > 0 || c.maxSize != "") {
+		return 0, usageError{errors.New("-o - streams the trace: --ring and --max-size need a file")}
+	}
+	if c.base64 && c.out != "-" {
+		return 0, usageError{errors.New("--base64 is for -o - (a trace streamed as text)")}
+	}
+	if c.ring > 0 && c.maxSize != "" {
+		return 0, usageError{errors.New("--ring bounds the disk by time; it cannot be combined with --max-size")}
+	}
+	if c.ring < 0 {
+		return 0, usageError{fmt.Errorf("--ring %s: give how much to keep, e.g. 30m", c.ring)}
+	}
+	if _, err := os.Stat(c.out); c.ring > 0 && err == nil && !c.force {
+		// Said now, not when the recording is written out hours later.
+		return 0, usageError{fmt.Errorf("%s exists; the flight recorder writes it at the end: give another -o, or --force", c.out)}
 	}
 	if c.raw && (c.keyFile != "" || c.rulesFile != "") {
 		return 0, usageError{errors.New("--raw keeps everything: it cannot be combined with --anon-key-file or --anon-rules")}
@@ -241,12 +373,16 @@ func (c *captureCmd) open(o capture.Options) (capture.Source, string, error) {
 }
 
 // summarize says what the trace holds, and what looked wrong.
-func (c *captureCmd) summarize(stderr io.Writer, w *trace.Writer, n capture.Counters, o capture.Options, stoppedBy string) {
+func (c *captureCmd) summarize(stderr io.Writer, records uint64, n capture.Counters, o capture.Options, stoppedBy string) {
 	if stoppedBy != "" {
 		stoppedBy = " (" + stoppedBy + ")"
 	}
+	name := c.out
+	if name == "-" {
+		name = "standard output"
+	}
 	fmt.Fprintf(stderr, "wrote %s: %d records from %d packets over %s: %d HTTP exchanges, %d WebSocket frames, %d route events, %d gaps (%d bytes lost), %d connections%s\n",
-		c.out, w.Records(), n.Packets, n.Duration.Round(time.Millisecond), n.Exchanges, n.Frames,
+		name, records, n.Packets, n.Duration.Round(time.Millisecond), n.Exchanges, n.Frames,
 		n.Routes, n.Gaps, n.GapBytes, n.Streams, stoppedBy)
 	if d := n.Drops["kernel"]; d > 0 {
 		fmt.Fprintf(stderr, "warning: the kernel dropped %d packets because the capture ring was full; the trace has gaps where they were (raise --buffer-size, or capture with tcpdump and use --pcap)\n", d)
@@ -325,19 +461,32 @@ func (d *captureDisplay) line(c capture.Counters) string {
 		c.Duration.Truncate(time.Second), c.Packets, float64(c.Bytes)/1e6, c.Drops["kernel"], c.Streams, c.Open, c.Gaps, c.Records)
 }
 
-func (d *captureDisplay) update(c capture.Counters) {
-	switch {
-	case d.tty:
-		fmt.Fprintf(d.w, "\r%s\033[K", d.line(c))
-		d.shown = true
-	case d.live && time.Since(d.last) >= 10*time.Second:
-		d.last = time.Now()
-		fmt.Fprintln(d.w, d.line(c))
-	}
-}
+func (d *captureDisplay) update(c capture.Counters) { d.lineUpdate(d.line(c)) }
 
 func (d *captureDisplay) done(c capture.Counters) {
 	if d.shown {
-		fmt.Fprintf(d.w, "\r%s\033[K\n", d.line(c))
+		d.lineUpdate(d.line(c))
+	}
+	d.finish()
+}
+
+// lineUpdate shows line: rewritten in place on a terminal, every 10 s
+// elsewhere (live only).
+func (d *captureDisplay) lineUpdate(line string) {
+	switch {
+	case d.tty:
+		fmt.Fprintf(d.w, "\r%s\033[K", line)
+		d.shown = true
+	case d.live && time.Since(d.last) >= 10*time.Second:
+		d.last = time.Now()
+		fmt.Fprintln(d.w, line)
+	}
+}
+
+// finish ends the line rewritten in place.
+func (d *captureDisplay) finish() {
+	if d.shown {
+		fmt.Fprintln(d.w)
+		d.shown = false
 	}
 }

@@ -1,3 +1,5 @@
+//go:build !tapimage
+
 package main
 
 import (

@@ -4,11 +4,15 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -105,4 +109,107 @@ func TestLiveCaptureMatchesTcpdump(t *testing.T) {
 func lastLine(s string) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
 	return lines[len(lines)-1]
+}
+
+// The flight recorder on a live loopback stream: after 5 minutes of
+// requests, SIGUSR1 writes the last 2 minutes as a trace that reads back
+// whole, recording goes on, and Ctrl-C writes -o and leaves no segments.
+func TestFlightRecorder(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("live capture needs root or CAP_NET_RAW; CI runs as root")
+	}
+	t.Parallel() // five minutes of waiting, beside the package's other tests
+	addr, port := testenv.Serve(t)
+	dir := t.TempDir()
+	out := filepath.Join(dir, "lecture.trace")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan result, 1)
+	var stderr testenv.Buffer
+	go func() {
+		var o bytes.Buffer
+		code := run(ctx, []string{"capture", "--iface", "lo", "--port", strconv.Itoa(port), "--ring", "2m", "--raw", "-o", out}, strings.NewReader(""), &o, &stderr)
+		done <- result{code, o.String(), stderr.String()}
+	}()
+	// A request every 200 ms, each naming the second it was sent in.
+	began := time.Now()
+	stream := make(chan struct{})
+	go func() {
+		defer close(stream)
+		for time.Since(began) < 5*time.Minute+10*time.Second {
+			sec := int(time.Since(began) / time.Second)
+			if resp, err := http.Get(fmt.Sprintf("http://%s/user/x/api/contents?size=200&second=%d", addr, sec)); err == nil {
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}()
+	time.Sleep(5 * time.Minute)
+	signalled := int(time.Since(began) / time.Second)
+	require.NoError(t, syscall.Kill(os.Getpid(), syscall.SIGUSR1))
+	var dump string
+	require.Eventually(t, func() bool {
+		dumps, _ := filepath.Glob(filepath.Join(dir, "lecture-*.trace"))
+		if len(dumps) == 0 || !strings.Contains(stderr.String(), "flight recorder: wrote") {
+			return false
+		}
+		dump = dumps[0]
+		return true
+	}, time.Minute, 100*time.Millisecond, "SIGUSR1 writes the recording out: %s", stderr.String())
+
+	// The dump holds the seconds from about 3:00 to 5:00, read back whole.
+	_, recs := readAll(t, dump)
+	var seconds []int
+	for _, r := range recs {
+		if h, ok := r.(*trace.HTTP); ok {
+			_, s, found := strings.Cut(h.Req.Target, "second=")
+			require.True(t, found, h.Req.Target)
+			n, err := strconv.Atoi(s)
+			require.NoError(t, err)
+			seconds = append(seconds, n)
+			assert.LessOrEqual(t, r.Time(), 2*time.Minute+time.Second, "times count from the window's start")
+		}
+	}
+	require.NotEmpty(t, seconds)
+	first, last := slices.Min(seconds), slices.Max(seconds)
+	t.Logf("SIGUSR1 at second %d; the dump holds %d requests from second %d to %d", signalled, len(seconds), first, last)
+	assert.InDelta(t, signalled-120, first, 5, "the last 2 minutes, not more")
+	assert.InDelta(t, signalled, last, 5, "up to the signal")
+
+	<-stream
+	cancel()
+	r := <-done
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Contains(t, r.stderr, "wrote "+out)
+	_, recs = readAll(t, out)
+	assert.NotEmpty(t, recs)
+	_, err := os.Stat(out + ".ring")
+	assert.ErrorIs(t, err, os.ErrNotExist, "a clean stop removes the segments")
+}
+
+// At the end of a pcap, the flight recorder writes the last window of it.
+func TestFlightRecorderOnAPcap(t *testing.T) {
+	pcap, port := recordPcap(t)
+	dir := t.TempDir()
+	out := filepath.Join(dir, "ring.trace")
+	r := hubreplay(t, nil, "capture", "--pcap", pcap, "--port", strconv.Itoa(port), "--ring", "10m", "-o", out)
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Regexp(t, `wrote .*ring.trace: \d+ records, the last 10m0s of a capture of \d+ packets .*: 15 HTTP exchanges, 23 WebSocket frames`, r.stderr)
+	_, recs := readAll(t, out)
+	var exchanges int
+	for _, rec := range recs {
+		if _, ok := rec.(*trace.HTTP); ok {
+			exchanges++
+		}
+	}
+	assert.Equal(t, 15, exchanges, "a capture shorter than the window is kept whole")
+	_, err := os.Stat(out + ".ring")
+	assert.ErrorIs(t, err, os.ErrNotExist)
+
+	r = hubreplay(t, nil, "capture", "--pcap", pcap, "--port", strconv.Itoa(port), "--ring", "10m", "-o", out)
+	assert.Equal(t, 2, r.code, "an existing -o is refused before the recording starts")
+	assert.Contains(t, r.stderr, "--force")
+	r = hubreplay(t, nil, "capture", "--pcap", pcap, "--ring", "10m", "--max-size", "1GB", "-o", filepath.Join(dir, "x.trace"))
+	assert.Equal(t, 2, r.code)
 }

@@ -92,7 +92,7 @@ and cat work on them, and 'zstd -dc TRACE' shows them to standard tools.`,
 	root.SetErr(stderr)
 	root.PersistentFlags().BoolVarP(&verbose, "verbose", "v", false, "log what hubreplay is doing to stderr")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newVersionCmd(), newCaptureCmd(), newVerifyCmd(), newGenerateCmd(), newFixturesCmd(), newProxyCmd(), newReplayCmd(), newResultsCmd(), newCompareCmd(), newCapacityCmd(), newReportCmd(), newKindCmd(), newInspectCmd(), newCatCmd(), newSliceCmd())
+	root.AddCommand(verbs()...)
 	usageArgs(root)
 	return root
 }

@@ -53,7 +53,7 @@ func sampleFile(t *testing.T) (string, trace.Header, []trace.Record) {
 }
 
 func TestEveryVerbHasHelp(t *testing.T) {
-	for _, verb := range []string{"", "version", "capture", "verify", "generate", "fixtures", "proxy", "inspect", "slice", "cat", "capacity"} {
+	for _, verb := range []string{"", "version", "capture", "verify", "generate", "fixtures", "proxy", "inspect", "slice", "cat", "capacity", "tap"} {
 		args := []string{"--help"}
 		if verb != "" {
 			args = []string{verb, "--help"}

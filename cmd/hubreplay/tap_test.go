@@ -1,0 +1,140 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+
+	"github.com/hubreplay/hubreplay/internal/testenv"
+	"github.com/hubreplay/hubreplay/trace"
+)
+
+// The whole tap on a fake cluster: hubreplay tap finds z2jh's proxy pod,
+// asks for the ephemeral container, and the command that container would
+// run (here: run by the test, a live capture on loopback writing the trace
+// to its standard output) streams into the local trace, which reads back
+// with every exchange and frame of the client's workload.
+func TestTapEndToEnd(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("live capture needs root or CAP_NET_RAW; CI runs as root")
+	}
+	addr, port := testenv.Serve(t)
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "proxy-5f7b9-x2x9q", Namespace: "jhub", Labels: map[string]string{"component": "proxy"}},
+		Spec:       corev1.PodSpec{NodeName: "node-1", Containers: []corev1.Container{{Name: "chp"}}},
+		Status:     corev1.PodStatus{Phase: corev1.PodRunning},
+	}
+	cs := fake.NewClientset(pod)
+	var asked corev1.EphemeralContainer
+	// The kubelet: the container runs once it is added.
+	cs.PrependReactor("update", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		if a.GetSubresource() != "ephemeralcontainers" {
+			return false, nil, nil
+		}
+		p := a.(k8stesting.UpdateAction).GetObject().(*corev1.Pod).DeepCopy()
+		asked = p.Spec.EphemeralContainers[len(p.Spec.EphemeralContainers)-1]
+		p.Status.EphemeralContainerStatuses = []corev1.ContainerStatus{{Name: asked.Name, State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}}}
+		require.NoError(t, cs.Tracker().Update(corev1.SchemeGroupVersion.WithResource("pods"), p, "jhub"))
+		return true, p, nil
+	})
+	tapTestClient = func() (kubernetes.Interface, string, error) { return cs, "jhub", nil }
+	// The container's log stream: its command, run here, on loopback.
+	captured := make(chan result, 1)
+	tapTestLogs = func(ctx context.Context, namespace, podName, container string) (io.ReadCloser, error) {
+		assert.Equal(t, "proxy-5f7b9-x2x9q", podName)
+		assert.Equal(t, asked.Name, container)
+		args := asked.Command[1:] // without the image's /hubreplay
+		for i, a := range args {
+			if a == "--iface" {
+				args[i+1] = "lo" // this machine's loopback stands in for the pod's interfaces
+			}
+		}
+		pr, pw := io.Pipe()
+		go func() {
+			var e bytes.Buffer
+			code := run(context.Background(), args, strings.NewReader(""), pw, &e)
+			pw.Close()
+			captured <- result{code, "", e.String()}
+		}()
+		go func() {
+			time.Sleep(500 * time.Millisecond) // the ring is up well before this
+			testenv.Drive(t, addr, true)
+		}()
+		return pr, nil
+	}
+	t.Cleanup(func() { tapTestClient, tapTestLogs = nil, nil })
+
+	out := filepath.Join(t.TempDir(), "lecture.trace")
+	r := hubreplay(t, nil, "tap", "--namespace", "jhub", "--image", "registry.example/hubreplay-tap:v9", "--port", strconv.Itoa(port),
+		"--duration", "4s", "-o", out)
+	require.Equal(t, 0, r.code, r.stderr)
+	c := <-captured
+	require.Equal(t, 0, c.code, c.stderr)
+	assert.Contains(t, c.stderr, "15 HTTP exchanges, 23 WebSocket frames", "the capture in the pod")
+	assert.Contains(t, r.stderr, "adding container hubreplay-tap-")
+	assert.Contains(t, r.stderr, "wrote "+out)
+
+	assert.Equal(t, "chp", asked.TargetContainerName)
+	assert.Equal(t, "registry.example/hubreplay-tap:v9", asked.Image)
+	assert.ElementsMatch(t, []corev1.Capability{"NET_RAW", "NET_ADMIN"}, asked.SecurityContext.Capabilities.Add)
+	assert.NotContains(t, asked.Command, "--raw", "anonymized in the pod")
+
+	h, recs := readAll(t, out)
+	assert.Equal(t, "tap:any", h.Source, "what the pod's command says")
+	assert.Equal(t, "hmac-sha256/v2", h.Anon.Scheme)
+	var exchanges, frames int
+	for _, rec := range recs {
+		switch rec.(type) {
+		case *trace.HTTP:
+			exchanges++
+		case *trace.WSFrame:
+			frames++
+		}
+	}
+	assert.Equal(t, 15, exchanges)
+	assert.Equal(t, 23, frames)
+	for _, s := range testenv.WireSecrets {
+		b, err := os.ReadFile(out)
+		require.NoError(t, err)
+		assert.NotContains(t, string(b), s)
+	}
+}
+
+// Refused (a policy, RBAC), tap says so and prints the alternatives.
+func TestTapRefused(t *testing.T) {
+	cs := fake.NewClientset(&corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "proxy-1", Namespace: "jhub", Labels: map[string]string{"component": "proxy"}},
+		Spec:       corev1.PodSpec{NodeName: "node-7", Containers: []corev1.Container{{Name: "chp"}}},
+		Status:     corev1.PodStatus{Phase: corev1.PodRunning},
+	})
+	cs.PrependReactor("update", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, apierrors.NewForbidden(schema.GroupResource{Resource: "pods/ephemeralcontainers"}, "proxy-1", errors.New("violates PodSecurity \"baseline:latest\": non-default capabilities"))
+	})
+	tapTestClient = func() (kubernetes.Interface, string, error) { return cs, "jhub", nil }
+	t.Cleanup(func() { tapTestClient = nil })
+	r := hubreplay(t, nil, "tap", "-o", filepath.Join(t.TempDir(), "x.trace"))
+	assert.Equal(t, 2, r.code, "not a regression: the comparison's input could not be had")
+	assert.Contains(t, r.stderr, "PodSecurity")
+	assert.Contains(t, r.stderr, "kubectl -n jhub patch deployment proxy --type=json")
+	assert.Contains(t, r.stderr, "hostNetwork: true")
+	assert.Contains(t, r.stderr, "nodeName: node-7")
+	assert.Contains(t, r.stderr, "hubreplay tap --stdin -o TRACE")
+}
