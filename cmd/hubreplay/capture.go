@@ -19,6 +19,7 @@ import (
 
 	"github.com/hubreplay/hubreplay/capture"
 	"github.com/hubreplay/hubreplay/capture/anonymize"
+	"github.com/hubreplay/hubreplay/internal/procwatch"
 	"github.com/hubreplay/hubreplay/internal/version"
 	"github.com/hubreplay/hubreplay/tap/wire"
 	"github.com/hubreplay/hubreplay/trace"
@@ -50,8 +51,9 @@ Flight recorder (--ring 30m): keep only the last 30 minutes, bounded on disk
 as a trace that stands on its own (connections and routes from before the
 window carried in, as slice does) when told to: kill -USR1 PID writes
 TRACE's name with the time (peak-20261203T141500Z.trace) and goes on
-recording; Ctrl-C, --max-duration or the end of a --pcap writes TRACE and
-stops. Left running through a lecture, it hands over the peak before a
+recording; so does the exit of a process --watch names (the proxy crashing
+or being OOM-killed; its restart is watched too); Ctrl-C, --max-duration or
+the end of a --pcap writes TRACE and stops. Left running through a lecture, it hands over the peak before a
 crash. If a write fails, the segments stay in TRACE.ring/, each a trace.
 
 Anonymization (the default, and the only safe way to keep a trace):
@@ -98,6 +100,7 @@ code and file contents. Use it only on test systems.`,
 	f.StringVar(&c.maxSize, "max-size", "", "stop when the trace file reaches this size, e.g. 2GB")
 	f.BoolVar(&c.force, "force", false, "replace the output file if it exists")
 	f.DurationVar(&c.ring, "ring", 0, "flight recorder: keep only this much of the capture (e.g. 30m) and write it out on SIGUSR1 and at the end")
+	f.StringVar(&c.watch, "watch", "", "with --ring: also write it out when a process whose command line holds this exits (a crash, an OOM kill), e.g. configurable-http-proxy")
 	f.StringVar(&c.note, "note", "", "free text kept in the trace header, e.g. \"Monday lecture peak\"")
 	f.StringVar(&c.sourceName, "source-name", "", "what the trace header says the records came from (default \"pcap\" or \"iface:NAME\": never the capture file's name)")
 	f.StringVar(&c.baseURL, "base-url", "", "the hub's c.JupyterHub.base_url (z2jh: hub.baseUrl), e.g. /jhub/; learned from the routes API when not given")
@@ -108,7 +111,7 @@ code and file contents. Use it only on test systems.`,
 // captureCmd is capture's flags, and its steps.
 type captureCmd struct {
 	pcap, iface, out, keyFile, rulesFile, note, maxSize string
-	bufferSize                                          string
+	bufferSize, watch                                   string
 	buffer                                              int64
 	sourceName, baseURL, subdomainHost                  string
 	ports, apiPorts                                     []uint
@@ -165,7 +168,7 @@ func (c *captureCmd) run(cmd *cobra.Command) error {
 	}
 	stopDumps := func() {}
 	if c.ring > 0 {
-		stopDumps = c.dumpOnSignal(ctx, stderr)
+		stopDumps = c.dumpOnTriggers(ctx, stderr)
 	}
 	counters, runErr := capture.Run(ctx, src, func(start time.Time) (capture.RecordWriter, error) {
 		h := trace.Header{Format: trace.FormatName, Version: trace.Version, Start: start, Source: source,
@@ -225,36 +228,51 @@ func (c *captureCmd) getRing() *trace.Ring {
 	return c.recorder
 }
 
-// dumpOnSignal writes the flight recorder out, under the output's name
-// with the time, each time the process gets SIGUSR1, and goes on.
-func (c *captureCmd) dumpOnSignal(ctx context.Context, stderr io.Writer) (stop func()) {
+// dumpOnTriggers writes the flight recorder out, under the output's name
+// with the time, each time the process gets SIGUSR1 or (with --watch) a
+// watched process exits, and goes on recording.
+func (c *captureCmd) dumpOnTriggers(ctx context.Context, stderr io.Writer) (stop func()) {
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGUSR1)
+	exits := make(chan procwatch.Exit, 8)
+	wctx, cancelWatch := context.WithCancel(ctx)
+	if c.watch != "" {
+		go func() {
+			if err := procwatch.Watch(wctx, c.watch, time.Second, exits); err != nil {
+				fmt.Fprintf(stderr, "flight recorder: --watch: %v\n", err)
+			}
+		}()
+	}
 	quit, done := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(done)
 		for {
+			var why string
 			select {
 			case <-quit:
 				return
 			case <-sig:
+				why = "SIGUSR1"
+			case e := <-exits:
+				why = "the watched " + e.String()
 			}
 			r := c.getRing()
 			if r == nil {
-				fmt.Fprintln(stderr, "flight recorder: SIGUSR1, but nothing is recorded yet")
+				fmt.Fprintf(stderr, "flight recorder: %s, but nothing is recorded yet\n", why)
 				continue
 			}
 			path := strings.TrimSuffix(c.out, ".trace") + "-" + time.Now().UTC().Format("20060102T150405Z") + ".trace"
 			res, err := r.Dump(ctx, path, nil)
 			if err != nil {
-				fmt.Fprintf(stderr, "flight recorder: SIGUSR1: %v (recording goes on)\n", err)
+				fmt.Fprintf(stderr, "flight recorder: %s: %v (recording goes on)\n", why, err)
 				continue
 			}
-			fmt.Fprintf(stderr, "flight recorder: wrote %s: %d records, the last %s of the capture (SIGUSR1; recording goes on)\n", path, res.Records, c.ring)
+			fmt.Fprintf(stderr, "flight recorder: wrote %s: %d records, the last %s of the capture (%s; recording goes on)\n", path, res.Records, c.ring, why)
 		}
 	}()
 	return func() {
 		signal.Stop(sig)
+		cancelWatch()
 		close(quit)
 		<-done
 	}
@@ -306,6 +324,9 @@ func (c *captureCmd) check() (int64, error) {
 	}
 	if c.ring > 0 && c.maxSize != "" {
 		return 0, usageError{errors.New("--ring bounds the disk by time; it cannot be combined with --max-size")}
+	}
+	if c.watch != "" && c.ring == 0 {
+		return 0, usageError{errors.New("--watch triggers the flight recorder: give --ring too")}
 	}
 	if c.ring < 0 {
 		return 0, usageError{fmt.Errorf("--ring %s: give how much to keep, e.g. 30m", c.ring)}

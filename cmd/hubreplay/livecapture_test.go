@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -212,4 +213,57 @@ func TestFlightRecorderOnAPcap(t *testing.T) {
 	assert.Contains(t, r.stderr, "--force")
 	r = hubreplay(t, nil, "capture", "--pcap", pcap, "--ring", "10m", "--max-size", "1GB", "-o", filepath.Join(dir, "x.trace"))
 	assert.Equal(t, 2, r.code)
+}
+
+// The flight recorder writes out what preceded a local proxy's crash: a
+// watched process that exits (here killed, as the OOM killer would) is a
+// trigger, like SIGUSR1.
+func TestFlightRecorderWatchesTheProxy(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("live capture needs root or CAP_NET_RAW; CI runs as root")
+	}
+	addr, port := testenv.Serve(t)
+	const marker = "flight-recorder-watched-proxy-5c1e"
+	proxy := exec.Command("sh", "-c", "sleep 120; : "+marker)
+	require.NoError(t, proxy.Start())
+	t.Cleanup(func() { _ = proxy.Process.Kill(); _ = proxy.Wait() })
+
+	dir := t.TempDir()
+	out := filepath.Join(dir, "lecture.trace")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan result, 1)
+	var stderr testenv.Buffer
+	go func() {
+		var o bytes.Buffer
+		code := run(ctx, []string{"capture", "--iface", "lo", "--port", strconv.Itoa(port), "--ring", "10m", "--watch", marker, "-o", out}, strings.NewReader(""), &o, &stderr)
+		done <- result{code, o.String(), stderr.String()}
+	}()
+	time.Sleep(500 * time.Millisecond)
+	testenv.Drive(t, addr, true)
+	time.Sleep(1500 * time.Millisecond) // the trace's last frame is flushed within a second
+	require.NoError(t, proxy.Process.Kill())
+	_ = proxy.Wait()
+
+	var dump string
+	require.Eventually(t, func() bool {
+		dumps, _ := filepath.Glob(filepath.Join(dir, "lecture-*.trace"))
+		if len(dumps) == 0 || !strings.Contains(stderr.String(), "flight recorder: wrote") {
+			return false
+		}
+		dump = dumps[0]
+		return true
+	}, 30*time.Second, 100*time.Millisecond, "the proxy's exit writes the recording out: %s", stderr.String())
+	assert.Contains(t, stderr.String(), fmt.Sprintf("the watched pid %d (sh -c sleep 120; : %s) exited", proxy.Process.Pid, marker))
+	_, recs := readAll(t, dump)
+	var exchanges int
+	for _, r := range recs {
+		if _, ok := r.(*trace.HTTP); ok {
+			exchanges++
+		}
+	}
+	assert.Equal(t, 15, exchanges, "the traffic before the crash")
+	cancel()
+	r := <-done
+	require.Equal(t, 0, r.code, r.stderr)
 }
