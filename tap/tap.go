@@ -44,6 +44,12 @@ type Options struct {
 	Duration time.Duration
 	// Name is the ephemeral container's name.
 	Name string
+	// Ring makes the capture in the pod a flight recorder keeping this
+	// much; it streams a trace of the last Ring each time Watch's process
+	// (the proxy: the pod shares the target's processes) exits, and at
+	// the end.
+	Ring  time.Duration
+	Watch string
 }
 
 // Defaults are z2jh's: the proxy pod is component=proxy, its container chp,
@@ -79,6 +85,12 @@ func (o Options) Command() []string {
 	o = o.withDefaults()
 	cmd := []string{"/hubreplay", "capture", "--iface", o.Iface, "--port", ports(o.Ports), "--api-port", ports(o.APIPorts),
 		"--max-duration", o.Duration.String(), "--source-name", "tap:" + o.Iface, "-o", "-", "--base64"}
+	if o.Ring > 0 {
+		cmd = append(cmd, "--ring", o.Ring.String())
+		if o.Watch != "" {
+			cmd = append(cmd, "--watch", o.Watch)
+		}
+	}
 	return cmd
 }
 
@@ -276,28 +288,52 @@ func (c countingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// Receive reads the trace the pod streams (base64 lines) and writes its
-// records to a local trace that create opens once the header has come.
-// It returns when the stream ends (the capture in the pod stopped) or ctx
-// is done (the caller's --duration, Ctrl-C); either way the local trace
-// holds every record received and is closed whole. progress, if not nil,
-// is called after each frame's worth of records.
-func Receive(ctx context.Context, stream io.ReadCloser, create func(trace.Header) (*trace.Writer, error), progress func(Progress)) (Progress, error) {
+// Receive reads the traces the pod streams (base64 lines): one for a
+// capture, one per dump for a flight recorder (--ring). Each one's records
+// go to a local trace that create opens (n counts from 0) once its header
+// has come. It returns when the stream ends (the capture in the pod
+// stopped) or ctx is done (the caller's --duration, Ctrl-C); either way
+// every local trace holds every record received and is closed whole.
+// progress, if not nil, is called about once a second.
+func Receive(ctx context.Context, stream io.ReadCloser, create func(h trace.Header, n int) (*trace.Writer, error), progress func(Progress)) (Progress, error) {
 	var p Progress
 	stop := context.AfterFunc(ctx, func() { stream.Close() }) // unblocks the read
 	defer stop()
-	r, err := trace.NewReader(countingReader{wire.NewReader(stream), &p.Bytes}, "the tap's stream")
+	wr := wire.NewReader(stream)
+	last := time.Now()
+	for n := 0; ; n++ {
+		err := receiveOne(ctx, countingReader{wr, &p.Bytes}, func(h trace.Header) (*trace.Writer, error) { return create(h, n) }, &p, func() {
+			if progress != nil && time.Since(last) >= time.Second {
+				last = time.Now()
+				progress(p)
+			}
+		})
+		if err != nil || !wr.Next() {
+			if progress != nil {
+				progress(p)
+			}
+			return p, err
+		}
+	}
+}
+
+// receiveOne copies one trace of the stream into a local one.
+func receiveOne(ctx context.Context, src io.Reader, create func(trace.Header) (*trace.Writer, error), p *Progress, tick func()) error {
+	r, err := trace.NewReader(src, "the tap's stream")
 	if err != nil {
 		if ctx.Err() != nil {
-			return p, fmt.Errorf("tap: stopped before the capture in the pod wrote anything: %w", ctx.Err())
+			if p.Records == 0 {
+				return fmt.Errorf("tap: stopped before the capture in the pod wrote anything: %w", ctx.Err())
+			}
+			return nil
 		}
-		return p, fmt.Errorf("tap: read the capture's stream: %w", err)
+		return fmt.Errorf("tap: read the capture's stream: %w", err)
 	}
 	w, err := create(*r.Header())
 	if err != nil {
-		return p, err
+		return err
 	}
-	last := time.Now()
+	var n uint64
 	readErr := r.Each(context.WithoutCancel(ctx), nil, func(rec trace.Record) error {
 		if _, ok := rec.(*trace.Header); ok {
 			return nil // the local writer wrote it
@@ -305,31 +341,26 @@ func Receive(ctx context.Context, stream io.ReadCloser, create func(trace.Header
 		if err := w.Write(rec); err != nil {
 			return err
 		}
+		n++
 		p.Records++
 		p.Captured = max(p.Captured, rec.Time())
 		if st, ok := rec.(*trace.Stats); ok {
 			p.KernelDrops = st.Drops["kernel"]
 		}
-		if progress != nil && time.Since(last) >= time.Second {
-			last = time.Now()
-			progress(p)
-		}
+		tick()
 		return nil
 	})
 	if cerr := w.Close(); cerr != nil {
-		return p, cerr
-	}
-	if progress != nil {
-		progress(p)
+		return cerr
 	}
 	var damage *trace.DamageError
 	switch {
 	case readErr == nil:
-		return p, nil
+		return nil
 	case ctx.Err() != nil:
-		return p, nil // stopped here: what came is kept, whole
+		return nil // stopped here: what came is kept, whole
 	case errors.As(readErr, &damage) && damage.Truncated:
-		return p, fmt.Errorf("tap: the stream ended before the capture in the pod finished (was the container killed?); the %d records received are kept: %w", p.Records, readErr)
+		return fmt.Errorf("tap: the stream ended before the capture in the pod finished (was the container killed?); the %d records received are kept: %w", n, readErr)
 	}
-	return p, fmt.Errorf("tap: %w; the %d records received before it are kept", readErr, p.Records)
+	return fmt.Errorf("tap: %w; the %d records received before it are kept", readErr, n)
 }

@@ -136,7 +136,7 @@ func TestReceiveWritesTheStreamedTraceLocally(t *testing.T) {
 		go writeStream(t, pw, h, recs, finish)
 		out := filepath.Join(t.TempDir(), "tap.trace")
 		var shown []Progress
-		p, err := Receive(context.Background(), pr, func(h trace.Header) (*trace.Writer, error) { return trace.Create(out, h, nil) },
+		p, err := Receive(context.Background(), pr, func(h trace.Header, _ int) (*trace.Writer, error) { return trace.Create(out, h, nil) },
 			func(p Progress) { shown = append(shown, p) })
 		if finish {
 			require.NoError(t, err)
@@ -182,7 +182,7 @@ func TestReceiveStoppedByTheOperator(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	out := filepath.Join(t.TempDir(), "tap.trace")
-	p, err := Receive(ctx, pr, func(h trace.Header) (*trace.Writer, error) { return trace.Create(out, h, nil) }, nil)
+	p, err := Receive(ctx, pr, func(h trace.Header, _ int) (*trace.Writer, error) { return trace.Create(out, h, nil) }, nil)
 	require.NoError(t, err)
 	assert.Positive(t, p.Records)
 	r, err := trace.Open(out)

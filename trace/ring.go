@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
@@ -120,6 +121,23 @@ func (r *Ring) Records() uint64 {
 // path as a trace that stands on its own, as Slice writes one, and goes on
 // recording. The segments it reads are kept until it is done.
 func (r *Ring) Dump(ctx context.Context, path string, opts *WriterOptions) (SliceResult, error) {
+	res, err := r.dump(ctx, func(h Header) (*Writer, error) { return Create(path, h, opts) })
+	if err != nil {
+		return res, fmt.Errorf("flight recorder: write %s: %w", path, err)
+	}
+	return res, nil
+}
+
+// DumpTo is Dump onto w (a stream: the tap's standard output).
+func (r *Ring) DumpTo(ctx context.Context, w io.Writer, opts *WriterOptions) (SliceResult, error) {
+	res, err := r.dump(ctx, func(h Header) (*Writer, error) { return NewWriter(w, h, opts) })
+	if err != nil {
+		return res, fmt.Errorf("flight recorder: write the recording out: %w", err)
+	}
+	return res, nil
+}
+
+func (r *Ring) dump(ctx context.Context, create func(Header) (*Writer, error)) (SliceResult, error) {
 	r.mu.Lock()
 	if r.cur == nil {
 		r.mu.Unlock()
@@ -167,7 +185,7 @@ func (r *Ring) Dump(ctx context.Context, path string, opts *WriterOptions) (Slic
 	}
 	res, err := sliceRecords(ctx, r.h, win, func(h Header) (RecordWriter, error) {
 		var err error
-		out, err = Create(path, h, opts)
+		out, err = create(h)
 		return out, err
 	}, each)
 	if out != nil {
@@ -175,10 +193,7 @@ func (r *Ring) Dump(ctx context.Context, path string, opts *WriterOptions) (Slic
 			err = cerr
 		}
 	}
-	if err != nil {
-		return res, fmt.Errorf("flight recorder: write %s: %w", path, err)
-	}
-	return res, nil
+	return res, err
 }
 
 // Close closes the current segment. With remove, the segments and the

@@ -120,12 +120,15 @@ type captureCmd struct {
 
 	ringMu   sync.Mutex
 	recorder *trace.Ring // the flight recorder, once the capture has begun
+	stdoutMu sync.Mutex  // dumps onto -o -, one at a time
+	stdout   io.Writer
 }
 
 // run checks the flags, sets up the anonymization, opens the packet
 // source, captures, and says what it wrote.
 func (c *captureCmd) run(cmd *cobra.Command) error {
 	stderr := cmd.ErrOrStderr()
+	c.stdout = cmd.OutOrStdout()
 	limit, err := c.check()
 	if err != nil {
 		return err
@@ -175,7 +178,7 @@ func (c *captureCmd) run(cmd *cobra.Command) error {
 			Anon: anon, Tool: version.Tool(), Note: c.note}
 		var err error
 		if c.ring > 0 {
-			r, err := trace.NewRing(c.out+".ring", h, c.ring, nil)
+			r, err := trace.NewRing(c.ringDir(), h, c.ring, nil)
 			if err != nil {
 				return nil, err
 			}
@@ -261,8 +264,11 @@ func (c *captureCmd) dumpOnTriggers(ctx context.Context, stderr io.Writer) (stop
 				fmt.Fprintf(stderr, "flight recorder: %s, but nothing is recorded yet\n", why)
 				continue
 			}
-			path := strings.TrimSuffix(c.out, ".trace") + "-" + time.Now().UTC().Format("20060102T150405Z") + ".trace"
-			res, err := r.Dump(ctx, path, nil)
+			path := stampedName(c.out, time.Now())
+			res, err := c.dumpOut(ctx, r, path, nil)
+			if c.out == "-" {
+				path = "standard output"
+			}
 			if err != nil {
 				fmt.Fprintf(stderr, "flight recorder: %s: %v (recording goes on)\n", why, err)
 				continue
@@ -278,12 +284,40 @@ func (c *captureCmd) dumpOnTriggers(ctx context.Context, stderr io.Writer) (stop
 	}
 }
 
+// ringDir is where the flight recorder keeps its segments.
+func (c *captureCmd) ringDir() string {
+	if c.out == "-" {
+		return "hubreplay-capture.ring" // in the working directory: the tap container's own layer
+	}
+	return c.out + ".ring"
+}
+
+// dumpOut writes the flight recorder out: to path, or with -o - onto
+// standard output, one trace after another (--base64: separated for the
+// tap, which writes each to a file of its own).
+func (c *captureCmd) dumpOut(ctx context.Context, r *trace.Ring, path string, opts *trace.WriterOptions) (trace.SliceResult, error) {
+	if c.out != "-" {
+		return r.Dump(ctx, path, opts)
+	}
+	c.stdoutMu.Lock()
+	defer c.stdoutMu.Unlock()
+	if !c.base64 {
+		return r.DumpTo(ctx, c.stdout, opts)
+	}
+	w := wire.NewWriter(c.stdout)
+	res, err := r.DumpTo(ctx, w, opts)
+	if err == nil {
+		err = w.EndTrace()
+	}
+	return res, err
+}
+
 // lastDump writes the flight recorder out to -o at the end of the capture
 // and removes its segments, or leaves them and says where when it cannot.
 func (c *captureCmd) lastDump(ctx context.Context, stderr io.Writer, r *trace.Ring, n capture.Counters, stoppedBy string, runErr error) error {
 	opts := &trace.WriterOptions{Overwrite: c.force}
 	// Not cut short by Ctrl-C: the interrupt is what asks for this dump.
-	res, err := r.Dump(context.WithoutCancel(ctx), c.out, opts)
+	res, err := c.dumpOut(context.WithoutCancel(ctx), r, c.out, opts)
 	if err != nil {
 		_ = r.Close(false)
 		return fmt.Errorf("%w; the segments stay in %s.ring/, each a trace", err, c.out)
@@ -294,8 +328,12 @@ func (c *captureCmd) lastDump(ctx context.Context, stderr io.Writer, r *trace.Ri
 	if stoppedBy != "" {
 		stoppedBy = " (" + stoppedBy + ")"
 	}
+	name := c.out
+	if name == "-" {
+		name = "standard output"
+	}
 	fmt.Fprintf(stderr, "wrote %s: %d records, the last %s of a capture of %d packets over %s: %d HTTP exchanges, %d WebSocket frames, %d route events, %d gaps (%d bytes lost), %d connections in all%s\n",
-		c.out, res.Records, c.ring, n.Packets, n.Duration.Round(time.Millisecond), n.Exchanges, n.Frames,
+		name, res.Records, c.ring, n.Packets, n.Duration.Round(time.Millisecond), n.Exchanges, n.Frames,
 		n.Routes, n.Gaps, n.GapBytes, n.Streams, stoppedBy)
 	return runErr
 }
@@ -316,8 +354,8 @@ func (c *captureCmd) check() (int64, error) {
 	if c.buffer, err = parseSize(c.bufferSize); err != nil {
 		return 0, usageError{fmt.Errorf("--buffer-size: %w", err)}
 	}
-	if c.out == "-" && (c.ring > 0 || c.maxSize != "") {
-		return 0, usageError{errors.New("-o - streams the trace: --ring and --max-size need a file")}
+	if c.out == "-" && c.maxSize != "" {
+		return 0, usageError{errors.New("-o - streams the trace: --max-size needs a file")}
 	}
 	if c.base64 && c.out != "-" {
 		return 0, usageError{errors.New("--base64 is for -o - (a trace streamed as text)")}
@@ -331,7 +369,7 @@ func (c *captureCmd) check() (int64, error) {
 	if c.ring < 0 {
 		return 0, usageError{fmt.Errorf("--ring %s: give how much to keep, e.g. 30m", c.ring)}
 	}
-	if _, err := os.Stat(c.out); c.ring > 0 && err == nil && !c.force {
+	if _, err := os.Stat(c.out); c.ring > 0 && c.out != "-" && err == nil && !c.force {
 		// Said now, not when the recording is written out hours later.
 		return 0, usageError{fmt.Errorf("%s exists; the flight recorder writes it at the end: give another -o, or --force", c.out)}
 	}
@@ -509,5 +547,18 @@ func (d *captureDisplay) finish() {
 	if d.shown {
 		fmt.Fprintln(d.w)
 		d.shown = false
+	}
+}
+
+// stampedName is a flight recorder's file for a dump at t: TRACE's name
+// with the time, and a number when that second already has one.
+func stampedName(out string, t time.Time) string {
+	base := strings.TrimSuffix(out, ".trace") + "-" + t.UTC().Format("20060102T150405Z")
+	path := base + ".trace"
+	for i := 2; ; i++ {
+		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+			return path
+		}
+		path = fmt.Sprintf("%s-%d.trace", base, i)
 	}
 }

@@ -77,6 +77,8 @@ uses, then give it as --image.`,
 	f.UintSliceVar(&c.apiPorts, "api-port", []uint{8001}, "the proxy's REST API port(s)")
 	f.DurationVar(&c.o.Duration, "duration", time.Hour, "how long to capture; the capture in the pod stops by itself then")
 	f.DurationVar(&c.startup, "startup-timeout", 3*time.Minute, "how long the tap container may take to start (image pull)")
+	f.DurationVar(&c.o.Ring, "ring", 0, "a flight recorder in the pod: keep the last this much (e.g. 30m) and send it when the proxy's process exits (crash, OOM kill) and at the end, each into TRACE's name with the time")
+	f.StringVar(&c.o.Watch, "watch", "configurable-http-proxy", "with --ring: the proxy's process, by a word of its command line")
 	f.BoolVar(&c.stdin, "stdin", false, "read the stream from standard input instead (a sidecar's or a node pod's output, piped from kubectl logs -f)")
 	return cmd
 }
@@ -179,8 +181,24 @@ func (c *tapCmd) client() (kubernetes.Interface, string, error) {
 // receive writes the stream's trace to -o with progress.
 func (c *tapCmd) receive(ctx context.Context, stderr io.Writer, stream io.ReadCloser, from string) error {
 	show := newCaptureDisplay(stderr, true)
-	p, err := tap.Receive(ctx, stream, func(h trace.Header) (*trace.Writer, error) {
-		return trace.Create(c.out, h, &trace.WriterOptions{Overwrite: c.force})
+	var wrote []string
+	p, err := tap.Receive(ctx, stream, func(h trace.Header, n int) (*trace.Writer, error) {
+		path := c.out
+		switch {
+		case c.o.Ring > 0:
+			path = stampedName(c.out, time.Now())
+		case n > 0:
+			path = fmt.Sprintf("%s-%d.trace", strings.TrimSuffix(c.out, ".trace"), n+1)
+		}
+		w, err := trace.Create(path, h, &trace.WriterOptions{Overwrite: c.force})
+		if err == nil {
+			wrote = append(wrote, path)
+			if c.o.Ring > 0 {
+				show.finish()
+				fmt.Fprintf(stderr, "tap: the flight recorder in the pod wrote its recording out: into %s\n", path)
+			}
+		}
+		return w, err
 	}, func(p tap.Progress) {
 		line := fmt.Sprintf("tap %s: %d records, %.1f MB, %d kernel drops", p.Captured.Truncate(time.Second), p.Records, float64(p.Bytes)/1e6, p.KernelDrops)
 		show.lineUpdate(line)
@@ -193,7 +211,10 @@ func (c *tapCmd) receive(ctx context.Context, stderr io.Writer, stream io.ReadCl
 	if ctx.Err() != nil {
 		how = "stopped here; the capture in the pod stops by itself at --duration"
 	}
-	fmt.Fprintf(stderr, "wrote %s: %d records over %s from %s, %d kernel drops (%s)\n", c.out, p.Records, p.Captured.Round(time.Millisecond), from, p.KernelDrops, how)
+	if len(wrote) == 0 {
+		return fmt.Errorf("tap: %s sent no trace (%s)", from, how)
+	}
+	fmt.Fprintf(stderr, "wrote %s: %d records over %s from %s, %d kernel drops (%s)\n", strings.Join(wrote, ", "), p.Records, p.Captured.Round(time.Millisecond), from, p.KernelDrops, how)
 	return nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -24,6 +25,7 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/hubreplay/hubreplay/internal/testenv"
+	"github.com/hubreplay/hubreplay/tap"
 	"github.com/hubreplay/hubreplay/trace"
 )
 
@@ -137,4 +139,60 @@ func TestTapRefused(t *testing.T) {
 	assert.Contains(t, r.stderr, "hostNetwork: true")
 	assert.Contains(t, r.stderr, "nodeName: node-7")
 	assert.Contains(t, r.stderr, "hubreplay tap --stdin -o TRACE")
+}
+
+// The flight recorder in the pod: the tap's command with --ring, run here
+// on loopback, sends the recording when the watched proxy process exits
+// and again at the end; hubreplay tap --stdin writes each into a file of
+// its own.
+func TestTapFlightRecorder(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("live capture needs root or CAP_NET_RAW; CI runs as root")
+	}
+	addr, port := testenv.Serve(t)
+	const marker = "tap-flight-recorder-proxy-9d2b"
+	proxy := exec.Command("sh", "-c", "sleep 120; : "+marker)
+	require.NoError(t, proxy.Start())
+	t.Cleanup(func() { _ = proxy.Process.Kill(); _ = proxy.Wait() })
+
+	o := tap.Options{Iface: "lo", Ports: []uint16{uint16(port)}, Duration: 5 * time.Second, Ring: time.Minute, Watch: marker}
+	args := o.Command()[1:]
+	t.Chdir(t.TempDir()) // the capture keeps its segments in its working directory, as in the container's layer
+	pr, pw := io.Pipe()
+	captured := make(chan result, 1)
+	go func() {
+		var e bytes.Buffer
+		code := run(context.Background(), args, strings.NewReader(""), pw, &e)
+		pw.Close()
+		captured <- result{code, "", e.String()}
+	}()
+	go func() {
+		time.Sleep(500 * time.Millisecond)
+		testenv.Drive(t, addr, true)
+		time.Sleep(1500 * time.Millisecond)
+		_ = proxy.Process.Kill() // the proxy crashes
+	}()
+	dir := t.TempDir()
+	out := filepath.Join(dir, "lecture.trace")
+	r := hubreplay(t, pr, "tap", "--stdin", "--ring", "1m", "-o", out)
+	require.Equal(t, 0, r.code, r.stderr)
+	c := <-captured
+	require.Equal(t, 0, c.code, c.stderr)
+	assert.Contains(t, c.stderr, "the watched pid")
+
+	dumps, err := filepath.Glob(filepath.Join(dir, "lecture-*.trace"))
+	require.NoError(t, err)
+	require.Len(t, dumps, 2, "one at the crash, one at the end: %s", r.stderr)
+	for _, d := range dumps {
+		_, recs := readAll(t, d)
+		var exchanges int
+		for _, rec := range recs {
+			if _, ok := rec.(*trace.HTTP); ok {
+				exchanges++
+			}
+		}
+		assert.Equal(t, 15, exchanges, "%s holds the traffic before the crash", d)
+	}
+	_, err = os.Stat(filepath.Join(".", "hubreplay-capture.ring"))
+	assert.ErrorIs(t, err, os.ErrNotExist, "the segments are gone after the last dump")
 }

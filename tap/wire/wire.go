@@ -31,6 +31,16 @@ func (l *Writer) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// separator is the line between two traces in one stream (a flight
+// recorder's dumps): not base64, so no frame can be mistaken for it.
+const separator = "."
+
+// EndTrace marks the end of a trace: what follows is another one.
+func (l *Writer) EndTrace() error {
+	_, err := io.WriteString(l.w, separator+"\n")
+	return err
+}
+
 // Reader decodes the lines a Writer wrote back into bytes. Lines that are
 // not base64 (a log line the runtime or the capture's own stderr put in
 // the stream) are an error that says which line: they would be holes in
@@ -40,6 +50,18 @@ type Reader struct {
 	buf  []byte
 	line int
 	err  error
+	end  bool // at a separator: this trace's io.EOF, until Next
+}
+
+// Next moves past the end of one trace to the next one in the stream; it
+// reports whether there is one.
+func (l *Reader) Next() bool {
+	if !l.end {
+		return false
+	}
+	l.end = false
+	_, err := l.r.Peek(1)
+	return err == nil
 }
 
 // NewReader decodes r.
@@ -47,6 +69,9 @@ func NewReader(r io.Reader) *Reader { return &Reader{r: bufio.NewReaderSize(r, 1
 
 func (l *Reader) Read(p []byte) (int, error) {
 	for len(l.buf) == 0 {
+		if l.end {
+			return 0, io.EOF
+		}
 		if l.err != nil {
 			return 0, l.err
 		}
@@ -73,6 +98,10 @@ func (l *Reader) Read(p []byte) (int, error) {
 			text = text[:len(text)-1]
 		}
 		if len(text) == 0 {
+			continue
+		}
+		if string(text) == separator {
+			l.end = true
 			continue
 		}
 		dec := make([]byte, base64.StdEncoding.DecodedLen(len(text)))

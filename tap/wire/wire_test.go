@@ -61,3 +61,25 @@ func FuzzReader(f *testing.F) {
 		assert.True(t, bytes.Equal(payload, got))
 	})
 }
+
+// A flight recorder's dumps follow one another in one stream.
+func TestSeveralTraces(t *testing.T) {
+	var stream bytes.Buffer
+	w := NewWriter(&stream)
+	_, _ = w.Write([]byte("first trace"))
+	require.NoError(t, w.EndTrace())
+	_, _ = w.Write([]byte("second "))
+	_, _ = w.Write([]byte("trace"))
+	require.NoError(t, w.EndTrace())
+	r := NewReader(&stream)
+	var got []string
+	for {
+		b, err := io.ReadAll(r)
+		require.NoError(t, err)
+		got = append(got, string(b))
+		if !r.Next() {
+			break
+		}
+	}
+	assert.Equal(t, []string{"first trace", "second trace"}, got)
+}
