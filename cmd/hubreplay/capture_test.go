@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -177,18 +176,11 @@ func TestLiveCaptureStops(t *testing.T) {
 	for _, iface := range []string{"lo", "any"} {
 		t.Run("interrupted on "+iface, func(t *testing.T) {
 			out := filepath.Join(dir, iface+".trace")
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan result, 1)
-			go func() {
-				var o, e bytes.Buffer
-				code := run(ctx, []string{"capture", "--iface", iface, "--port", p, "-o", out}, strings.NewReader(""), &o, &e)
-				done <- result{code, o.String(), e.String()}
-			}()
+			capturing := background(t, nil, "capture", "--iface", iface, "--port", p, "-o", out)
 			time.Sleep(300 * time.Millisecond)
 			testenv.Drive(t, addr, true)
 			time.Sleep(300 * time.Millisecond)
-			cancel()
-			r := <-done
+			r := capturing.Stop()
 			require.Equal(t, 0, r.code, r.stderr)
 			assert.Contains(t, r.stderr, "(interrupted)")
 			// Each once: on any, lo's packets are seen leaving and arriving.

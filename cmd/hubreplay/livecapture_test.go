@@ -69,13 +69,7 @@ func TestLiveCaptureMatchesTcpdump(t *testing.T) {
 	ports := []string{"--port", strconv.Itoa(public), "--api-port", strconv.Itoa(api), "--raw"}
 	dump := testenv.Tcpdump(t, filepath.Join(dir, "peak.pcap"), fmt.Sprintf("tcp port %d or tcp port %d", public, api))
 	live := filepath.Join(dir, "live.trace")
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan result, 1)
-	go func() {
-		var o, e bytes.Buffer
-		code := run(ctx, append([]string{"capture", "--iface", "lo", "-o", live}, ports...), strings.NewReader(""), &o, &e)
-		done <- result{code, o.String(), e.String()}
-	}()
+	capturing := background(t, nil, append([]string{"capture", "--iface", "lo", "-o", live}, ports...)...)
 	time.Sleep(500 * time.Millisecond) // the ring is up in well under this
 
 	r = hubreplay(t, nil, "replay", "--trace", peak, "--target", fmt.Sprintf("http://127.0.0.1:%d", public),
@@ -83,8 +77,7 @@ func TestLiveCaptureMatchesTcpdump(t *testing.T) {
 		"--speed", "10", "-o", filepath.Join(dir, "peak.results"))
 	require.Equal(t, 0, r.code, r.stderr)
 	time.Sleep(500 * time.Millisecond)
-	cancel()
-	lr := <-done
+	lr := capturing.Stop()
 	dump.Stop(t)
 	require.Equal(t, 0, lr.code, lr.stderr)
 	t.Logf("live: %s", lastLine(lr.stderr))
@@ -106,6 +99,77 @@ func TestLiveCaptureMatchesTcpdump(t *testing.T) {
 	assert.Equal(t, proutes, lroutes, "the same route events")
 }
 
+// bg is hubreplay running in the background.
+type bg struct {
+	stderr *testenv.Buffer // readable while it runs
+	cancel context.CancelFunc
+	done   chan result
+}
+
+// Wait waits for it to end by itself.
+func (b *bg) Wait() result { r := <-b.done; b.done <- r; return r }
+
+// Stop stops it as Ctrl-C would, and waits.
+func (b *bg) Stop() result { b.cancel(); return b.Wait() }
+
+// background runs hubreplay with args, its standard output going to stdout
+// (nil: kept in the result; a Closer is closed at the end).
+func background(t *testing.T, stdout io.Writer, args ...string) *bg {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	b := &bg{stderr: &testenv.Buffer{}, cancel: cancel, done: make(chan result, 1)}
+	go func() {
+		var o bytes.Buffer
+		w := stdout
+		if w == nil {
+			w = &o
+		}
+		code := run(ctx, args, strings.NewReader(""), w, b.stderr)
+		if c, ok := stdout.(io.Closer); ok {
+			c.Close()
+		}
+		b.done <- result{code, o.String(), b.stderr.String()}
+	}()
+	t.Cleanup(cancel)
+	return b
+}
+
+// markedProcess starts a process whose command line holds marker, to be
+// watched and killed as a proxy that crashes.
+func markedProcess(t *testing.T, marker string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command("sh", "-c", "sleep 120; : "+marker)
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	return cmd
+}
+
+// waitForDump waits for the flight recorder's first dump in dir.
+func waitForDump(t *testing.T, dir string, stderr *testenv.Buffer) string {
+	t.Helper()
+	var dump string
+	require.Eventually(t, func() bool {
+		dumps, _ := filepath.Glob(filepath.Join(dir, "lecture-*.trace"))
+		if len(dumps) == 0 || !strings.Contains(stderr.String(), "flight recorder: wrote") {
+			return false
+		}
+		dump = dumps[0]
+		return true
+	}, time.Minute, 100*time.Millisecond, "the recording is written out: %s", stderr.String())
+	return dump
+}
+
+// count counts the records of type T.
+func count[T trace.Record](recs []trace.Record) int {
+	n := 0
+	for _, r := range recs {
+		if _, ok := r.(T); ok {
+			n++
+		}
+	}
+	return n
+}
+
 // lastLine is the last non-empty line of s.
 func lastLine(s string) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
@@ -123,15 +187,7 @@ func TestFlightRecorder(t *testing.T) {
 	addr, port := testenv.Serve(t)
 	dir := t.TempDir()
 	out := filepath.Join(dir, "lecture.trace")
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan result, 1)
-	var stderr testenv.Buffer
-	go func() {
-		var o bytes.Buffer
-		code := run(ctx, []string{"capture", "--iface", "lo", "--port", strconv.Itoa(port), "--ring", "2m", "--raw", "-o", out}, strings.NewReader(""), &o, &stderr)
-		done <- result{code, o.String(), stderr.String()}
-	}()
+	capturing := background(t, nil, "capture", "--iface", "lo", "--port", strconv.Itoa(port), "--ring", "2m", "--raw", "-o", out)
 	// A request every 200 ms, each naming the second it was sent in.
 	began := time.Now()
 	stream := make(chan struct{})
@@ -149,15 +205,7 @@ func TestFlightRecorder(t *testing.T) {
 	time.Sleep(5 * time.Minute)
 	signalled := int(time.Since(began) / time.Second)
 	require.NoError(t, syscall.Kill(os.Getpid(), syscall.SIGUSR1))
-	var dump string
-	require.Eventually(t, func() bool {
-		dumps, _ := filepath.Glob(filepath.Join(dir, "lecture-*.trace"))
-		if len(dumps) == 0 || !strings.Contains(stderr.String(), "flight recorder: wrote") {
-			return false
-		}
-		dump = dumps[0]
-		return true
-	}, time.Minute, 100*time.Millisecond, "SIGUSR1 writes the recording out: %s", stderr.String())
+	dump := waitForDump(t, dir, capturing.stderr)
 
 	// The dump holds the seconds from about 3:00 to 5:00, read back whole.
 	_, recs := readAll(t, dump)
@@ -179,8 +227,7 @@ func TestFlightRecorder(t *testing.T) {
 	assert.InDelta(t, signalled, last, 5, "up to the signal")
 
 	<-stream
-	cancel()
-	r := <-done
+	r := capturing.Stop()
 	require.Equal(t, 0, r.code, r.stderr)
 	assert.Contains(t, r.stderr, "wrote "+out)
 	_, recs = readAll(t, out)
@@ -198,13 +245,7 @@ func TestFlightRecorderOnAPcap(t *testing.T) {
 	require.Equal(t, 0, r.code, r.stderr)
 	assert.Regexp(t, `wrote .*ring.trace: \d+ records, the last 10m0s of a capture of \d+ packets .*: 15 HTTP exchanges, 23 WebSocket frames`, r.stderr)
 	_, recs := readAll(t, out)
-	var exchanges int
-	for _, rec := range recs {
-		if _, ok := rec.(*trace.HTTP); ok {
-			exchanges++
-		}
-	}
-	assert.Equal(t, 15, exchanges, "a capture shorter than the window is kept whole")
+	assert.Equal(t, 15, count[*trace.HTTP](recs), "a capture shorter than the window is kept whole")
 	_, err := os.Stat(out + ".ring")
 	assert.ErrorIs(t, err, os.ErrNotExist)
 
@@ -224,46 +265,19 @@ func TestFlightRecorderWatchesTheProxy(t *testing.T) {
 	}
 	addr, port := testenv.Serve(t)
 	const marker = "flight-recorder-watched-proxy-5c1e"
-	proxy := exec.Command("sh", "-c", "sleep 120; : "+marker)
-	require.NoError(t, proxy.Start())
-	t.Cleanup(func() { _ = proxy.Process.Kill(); _ = proxy.Wait() })
-
+	proxy := markedProcess(t, marker)
 	dir := t.TempDir()
 	out := filepath.Join(dir, "lecture.trace")
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan result, 1)
-	var stderr testenv.Buffer
-	go func() {
-		var o bytes.Buffer
-		code := run(ctx, []string{"capture", "--iface", "lo", "--port", strconv.Itoa(port), "--ring", "10m", "--watch", marker, "-o", out}, strings.NewReader(""), &o, &stderr)
-		done <- result{code, o.String(), stderr.String()}
-	}()
+	capturing := background(t, nil, "capture", "--iface", "lo", "--port", strconv.Itoa(port), "--ring", "10m", "--watch", marker, "-o", out)
 	time.Sleep(500 * time.Millisecond)
 	testenv.Drive(t, addr, true)
 	time.Sleep(1500 * time.Millisecond) // the trace's last frame is flushed within a second
 	require.NoError(t, proxy.Process.Kill())
 	_ = proxy.Wait()
-
-	var dump string
-	require.Eventually(t, func() bool {
-		dumps, _ := filepath.Glob(filepath.Join(dir, "lecture-*.trace"))
-		if len(dumps) == 0 || !strings.Contains(stderr.String(), "flight recorder: wrote") {
-			return false
-		}
-		dump = dumps[0]
-		return true
-	}, 30*time.Second, 100*time.Millisecond, "the proxy's exit writes the recording out: %s", stderr.String())
-	assert.Contains(t, stderr.String(), fmt.Sprintf("the watched pid %d (sh -c sleep 120; : %s) exited", proxy.Process.Pid, marker))
+	dump := waitForDump(t, dir, capturing.stderr)
+	assert.Contains(t, capturing.stderr.String(), fmt.Sprintf("the watched pid %d (sh -c sleep 120; : %s) exited", proxy.Process.Pid, marker))
 	_, recs := readAll(t, dump)
-	var exchanges int
-	for _, r := range recs {
-		if _, ok := r.(*trace.HTTP); ok {
-			exchanges++
-		}
-	}
-	assert.Equal(t, 15, exchanges, "the traffic before the crash")
-	cancel()
-	r := <-done
+	assert.Equal(t, 15, count[*trace.HTTP](recs), "the traffic before the crash")
+	r := capturing.Stop()
 	require.Equal(t, 0, r.code, r.stderr)
 }

@@ -1,15 +1,12 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -70,12 +67,8 @@ func TestTapEndToEnd(t *testing.T) {
 			}
 		}
 		pr, pw := io.Pipe()
-		go func() {
-			var e bytes.Buffer
-			code := run(context.Background(), args, strings.NewReader(""), pw, &e)
-			pw.Close()
-			captured <- result{code, "", e.String()}
-		}()
+		capturing := background(t, pw, args...)
+		go func() { captured <- capturing.Wait() }() // it stops by itself at --max-duration
 		go func() {
 			time.Sleep(500 * time.Millisecond) // the ring is up well before this
 			testenv.Drive(t, addr, true)
@@ -102,17 +95,8 @@ func TestTapEndToEnd(t *testing.T) {
 	h, recs := readAll(t, out)
 	assert.Equal(t, "tap:any", h.Source, "what the pod's command says")
 	assert.Equal(t, "hmac-sha256/v2", h.Anon.Scheme)
-	var exchanges, frames int
-	for _, rec := range recs {
-		switch rec.(type) {
-		case *trace.HTTP:
-			exchanges++
-		case *trace.WSFrame:
-			frames++
-		}
-	}
-	assert.Equal(t, 15, exchanges)
-	assert.Equal(t, 23, frames)
+	assert.Equal(t, 15, count[*trace.HTTP](recs))
+	assert.Equal(t, 23, count[*trace.WSFrame](recs))
 	for _, s := range testenv.WireSecrets {
 		b, err := os.ReadFile(out)
 		require.NoError(t, err)
@@ -151,21 +135,13 @@ func TestTapFlightRecorder(t *testing.T) {
 	}
 	addr, port := testenv.Serve(t)
 	const marker = "tap-flight-recorder-proxy-9d2b"
-	proxy := exec.Command("sh", "-c", "sleep 120; : "+marker)
-	require.NoError(t, proxy.Start())
-	t.Cleanup(func() { _ = proxy.Process.Kill(); _ = proxy.Wait() })
+	proxy := markedProcess(t, marker)
 
 	o := tap.Options{Iface: "lo", Ports: []uint16{uint16(port)}, Duration: 5 * time.Second, Ring: time.Minute, Watch: marker}
 	args := o.Command()[1:]
 	t.Chdir(t.TempDir()) // the capture keeps its segments in its working directory, as in the container's layer
 	pr, pw := io.Pipe()
-	captured := make(chan result, 1)
-	go func() {
-		var e bytes.Buffer
-		code := run(context.Background(), args, strings.NewReader(""), pw, &e)
-		pw.Close()
-		captured <- result{code, "", e.String()}
-	}()
+	capturing := background(t, pw, args...)
 	go func() {
 		time.Sleep(500 * time.Millisecond)
 		testenv.Drive(t, addr, true)
@@ -176,7 +152,7 @@ func TestTapFlightRecorder(t *testing.T) {
 	out := filepath.Join(dir, "lecture.trace")
 	r := hubreplay(t, pr, "tap", "--stdin", "--ring", "1m", "-o", out)
 	require.Equal(t, 0, r.code, r.stderr)
-	c := <-captured
+	c := capturing.Wait()
 	require.Equal(t, 0, c.code, c.stderr)
 	assert.Contains(t, c.stderr, "the watched pid")
 
@@ -185,13 +161,7 @@ func TestTapFlightRecorder(t *testing.T) {
 	require.Len(t, dumps, 2, "one at the crash, one at the end: %s", r.stderr)
 	for _, d := range dumps {
 		_, recs := readAll(t, d)
-		var exchanges int
-		for _, rec := range recs {
-			if _, ok := rec.(*trace.HTTP); ok {
-				exchanges++
-			}
-		}
-		assert.Equal(t, 15, exchanges, "%s holds the traffic before the crash", d)
+		assert.Equal(t, 15, count[*trace.HTTP](recs), "%s holds the traffic before the crash", d)
 	}
 	_, err = os.Stat(filepath.Join(".", "hubreplay-capture.ring"))
 	assert.ErrorIs(t, err, os.ErrNotExist, "the segments are gone after the last dump")
