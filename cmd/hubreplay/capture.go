@@ -267,7 +267,7 @@ func (c *captureCmd) dumpOnTriggers(ctx context.Context, stderr io.Writer) (stop
 			path := stampedName(c.out, time.Now())
 			res, err := c.dumpOut(ctx, r, path, nil)
 			if c.out == "-" {
-				path = "standard output"
+				path = c.outName()
 			}
 			if err != nil {
 				fmt.Fprintf(stderr, "flight recorder: %s: %v (recording goes on)\n", why, err)
@@ -325,16 +325,9 @@ func (c *captureCmd) lastDump(ctx context.Context, stderr io.Writer, r *trace.Ri
 	if err := r.Close(true); err != nil && runErr == nil {
 		runErr = err
 	}
-	if stoppedBy != "" {
-		stoppedBy = " (" + stoppedBy + ")"
-	}
-	name := c.out
-	if name == "-" {
-		name = "standard output"
-	}
 	fmt.Fprintf(stderr, "wrote %s: %d records, the last %s of a capture of %d packets over %s: %d HTTP exchanges, %d WebSocket frames, %d route events, %d gaps (%d bytes lost), %d connections in all%s\n",
-		name, res.Records, c.ring, n.Packets, n.Duration.Round(time.Millisecond), n.Exchanges, n.Frames,
-		n.Routes, n.Gaps, n.GapBytes, n.Streams, stoppedBy)
+		c.outName(), res.Records, c.ring, n.Packets, n.Duration.Round(time.Millisecond), n.Exchanges, n.Frames,
+		n.Routes, n.Gaps, n.GapBytes, n.Streams, why(stoppedBy))
 	return runErr
 }
 
@@ -431,18 +424,27 @@ func (c *captureCmd) open(o capture.Options) (capture.Source, string, error) {
 	return src, source, err
 }
 
+// outName is how the summary names -o.
+func (c *captureCmd) outName() string {
+	if c.out == "-" {
+		return "standard output"
+	}
+	return c.out
+}
+
+// why puts what stopped the capture in brackets, if anything did.
+func why(stoppedBy string) string {
+	if stoppedBy == "" {
+		return ""
+	}
+	return " (" + stoppedBy + ")"
+}
+
 // summarize says what the trace holds, and what looked wrong.
 func (c *captureCmd) summarize(stderr io.Writer, records uint64, n capture.Counters, o capture.Options, stoppedBy string) {
-	if stoppedBy != "" {
-		stoppedBy = " (" + stoppedBy + ")"
-	}
-	name := c.out
-	if name == "-" {
-		name = "standard output"
-	}
 	fmt.Fprintf(stderr, "wrote %s: %d records from %d packets over %s: %d HTTP exchanges, %d WebSocket frames, %d route events, %d gaps (%d bytes lost), %d connections%s\n",
-		name, records, n.Packets, n.Duration.Round(time.Millisecond), n.Exchanges, n.Frames,
-		n.Routes, n.Gaps, n.GapBytes, n.Streams, stoppedBy)
+		c.outName(), records, n.Packets, n.Duration.Round(time.Millisecond), n.Exchanges, n.Frames,
+		n.Routes, n.Gaps, n.GapBytes, n.Streams, why(stoppedBy))
 	if d := n.Drops["kernel"]; d > 0 {
 		fmt.Fprintf(stderr, "warning: the kernel dropped %d packets because the capture ring was full; the trace has gaps where they were (raise --buffer-size, or capture with tcpdump and use --pcap)\n", d)
 	}
