@@ -63,7 +63,8 @@ bench:
 # 20 s each); seeds live in */testdata/fuzz and run in `make test`.
 # scripts/fuzz tells Go 1.26's end-of-run deadline race from a finding.
 FUZZ_TARGETS := trace:FuzzReader trace:FuzzParseJSON capture/httpstream:FuzzStream \
-	capture/wsframe:FuzzFrames capture:FuzzPcap capture/anonymize:FuzzAnonymize internal/sockstat:FuzzParse
+	capture/wsframe:FuzzFrames capture:FuzzPcap capture/anonymize:FuzzAnonymize internal/sockstat:FuzzParse \
+	tap/wire:FuzzReader
 fuzz:
 	@for t in $(FUZZ_TARGETS); do scripts/fuzz $${t%%:*} $${t##*:} $(FUZZTIME) || exit 1; done
 

@@ -95,13 +95,23 @@ func deploymentStep(ctx context.Context, cs kubernetes.Interface, d *appsv1.Depl
 func serviceStep(ctx context.Context, cs kubernetes.Interface, s *corev1.Service) step {
 	api := cs.CoreV1().Services(s.Namespace)
 	return step{"service " + s.Name,
-		func() error { _, err := api.Create(ctx, s, metav1.CreateOptions{}); return err },
+		func() error {
+			// A real API server allocates a NodePort before it looks for
+			// the name: creating a Service that exists fails as "port
+			// already allocated", not as AlreadyExists.
+			if _, err := api.Get(ctx, s.Name, metav1.GetOptions{}); err == nil {
+				return apierrors.NewAlreadyExists(corev1.Resource("services"), s.Name)
+			}
+			_, err := api.Create(ctx, s, metav1.CreateOptions{})
+			return err
+		},
 		func() error {
 			old, err := api.Get(ctx, s.Name, metav1.GetOptions{})
 			if err != nil {
 				return err
 			}
-			s.ResourceVersion, s.Spec.ClusterIP = old.ResourceVersion, old.Spec.ClusterIP // both are the server's
+			// The server's own: the version, and the addresses it gave.
+			s.ResourceVersion, s.Spec.ClusterIP, s.Spec.ClusterIPs = old.ResourceVersion, old.Spec.ClusterIP, old.Spec.ClusterIPs
 			_, err = api.Update(ctx, s, metav1.UpdateOptions{})
 			return err
 		}}
