@@ -69,7 +69,11 @@ func TestLiveCaptureMatchesTcpdump(t *testing.T) {
 	ports := []string{"--port", strconv.Itoa(public), "--api-port", strconv.Itoa(api), "--raw"}
 	dump := testenv.Tcpdump(t, filepath.Join(dir, "peak.pcap"), fmt.Sprintf("tcp port %d or tcp port %d", public, api))
 	live := filepath.Join(dir, "live.trace")
-	capturing := background(t, nil, append([]string{"capture", "--iface", "lo", "-o", live}, ports...)...)
+	// The same kernel buffer as tcpdump's (-B 256 MiB in testenv.Tcpdump):
+	// make test runs this beside other packages' tests, and with the
+	// default 64 MiB a starved reader overflowed it once (10,200 drops,
+	// counted and shown) while tcpdump, which parses nothing, kept up.
+	capturing := background(t, nil, append([]string{"capture", "--iface", "lo", "--buffer-size", "256Mi", "-o", live}, ports...)...)
 	time.Sleep(500 * time.Millisecond) // the ring is up in well under this
 
 	r = hubreplay(t, nil, "replay", "--trace", peak, "--target", fmt.Sprintf("http://127.0.0.1:%d", public),
