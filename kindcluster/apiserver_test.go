@@ -46,4 +46,22 @@ func TestStagingOnARealAPIServer(t *testing.T) {
 		require.NoError(t, err, svc.Name)
 		assert.NotEmpty(t, got.Spec.ClusterIP, "the server gave %s an address", svc.Name)
 	}
+
+	// The k8s backend's staging: its claim, the pod that holds it, the
+	// volume the fixtures and shards mount, the public Service without a
+	// NodePort.
+	k8s := staging(t)
+	k8s.Namespace = "hubreplay-k8s"
+	claim := &Claim{Image: "registry.example/hubreplay:v1", StorageClass: "nfs"}
+	k8s.Work, k8s.NoNodePort = claim.Volume(), true
+	kobjs, err := k8s.Build()
+	require.NoError(t, err)
+	require.NoError(t, Apply(ctx, cs, kobjs))
+	_, err = cs.CoreV1().ServiceAccounts(k8s.Namespace).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default"}}, metav1.CreateOptions{})
+	require.NoError(t, err, "no controllers here: the service account they would make")
+	pvc, pod := claim.Objects(k8s.Namespace)
+	_, err = cs.CoreV1().PersistentVolumeClaims(k8s.Namespace).Create(ctx, pvc, metav1.CreateOptions{})
+	require.NoError(t, err)
+	_, err = cs.CoreV1().Pods(k8s.Namespace).Create(ctx, pod, metav1.CreateOptions{})
+	require.NoError(t, err)
 }

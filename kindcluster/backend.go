@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 	"time"
@@ -35,8 +36,15 @@ type Recorder interface {
 // a namespace of its own: the candidate Deployment, the fixtures, and the
 // replay shards as an Indexed Job.
 type Backend struct {
+	// Cluster is the kind cluster (nil in a cluster of the operators'
+	// own): images are loaded into its nodes, and its work directory is
+	// the workspace unless Work says otherwise.
 	Cluster *Cluster
-	Client  kubernetes.Interface
+	// Work is how the trace goes in and the results come out.
+	Work Workspace
+	// Name is the backend's name in the results ("kind" by default).
+	Name   string
+	Client kubernetes.Interface
 	// Stats reaches the kubelets (KubeletStats in a cluster).
 	Stats Stats
 	// Image is hubreplay's image, loaded into the nodes.
@@ -114,30 +122,22 @@ func (b *Backend) RunCandidate(ctx context.Context, role string, spec proxy.Spec
 	if err != nil {
 		return err
 	}
-	if spec.Kind == proxy.KindImage {
+	if spec.Kind == proxy.KindImage && b.Cluster != nil {
 		// A local build (a PR's) is not in any registry: the nodes get it.
+		// Elsewhere the cluster pulls it, like any image.
 		if err := b.Cluster.LoadImage(ctx, image); err != nil {
 			return err
 		}
 	}
+	work := b.workspace()
 	traceName := filepath.Base(b.Trace)
-	if err := copyInto(b.Trace, filepath.Join(b.Cluster.WorkDir, traceName)); err != nil {
-		return err
-	}
 	ns := "hubreplay-" + slug(role)
-	resDir := filepath.Join("results", slug(role))
-	hostRes := filepath.Join(b.Cluster.WorkDir, resDir)
-	if err := os.RemoveAll(hostRes); err != nil {
-		return fmt.Errorf("clear %s: %w", hostRes, err)
-	}
-	if err := os.MkdirAll(hostRes, 0o777); err != nil {
-		return fmt.Errorf("results directory: %w", err)
-	}
-	_ = os.Chmod(hostRes, 0o777) // the pods write as an unprivileged user
+	resDir := path.Join("results", slug(role))
 	tok := make([]byte, 16)
 	_, _ = rand.Read(tok)
 	st := &Staging{Namespace: ns, Image: b.Image, Candidate: image, Token: hex.EncodeToString(tok), Values: b.Values,
-		Trace: traceName, Results: resDir, Shards: b.Shards, Play: b.Play, StartAt: time.Now(), CheckInterval: b.CheckInterval}
+		Trace: traceName, Results: resDir, Shards: b.Shards, Play: b.Play, StartAt: time.Now(), CheckInterval: b.CheckInterval,
+		Work: work.Volume(), NoNodePort: b.Cluster == nil}
 	// First the candidate, until it is ready (its image may take a while
 	// to pull); then the fixtures and the shards, with a common start far
 	// enough ahead for their pods to start and read the trace.
@@ -155,6 +155,10 @@ func (b *Backend) RunCandidate(ctx context.Context, role string, spec proxy.Spec
 				b.log().Warn("teardown", "namespace", ns, "err", err)
 			}
 		}()
+	}
+	// The namespace exists now: the workspace can go in it.
+	if err := work.Stage(ctx, ns, b.Trace, traceName, resDir); err != nil {
+		return err
 	}
 	b.say("%s: candidate %s (%s) deployed; waiting for it to be ready", ns, spec, image)
 	if err := b.waitAvailable(ctx, ns, ProxyName); err != nil {
@@ -212,6 +216,10 @@ func (b *Backend) RunCandidate(ctx context.Context, role string, spec proxy.Spec
 	if err != nil {
 		return err
 	}
+	hostRes, err := work.Results(ctx, ns, resDir)
+	if err != nil {
+		return err
+	}
 	b.say("%s: merging %d shards' results into %s", ns, b.Shards, results)
 	version := image[strings.LastIndex(image, ":")+1:]
 	limit := "none"
@@ -228,10 +236,25 @@ func (b *Backend) RunCandidate(ctx context.Context, role string, spec proxy.Spec
 				rec.Exit(exitOf(r))
 			}
 		}
-		rec.Candidate(role, spec.Raw, version, "kind", limit, or(b.Settle, 10*time.Second))
+		rec.Candidate(role, spec.Raw, version, b.name(), limit, or(b.Settle, 10*time.Second))
 		return rec.Err()
 	})
 	return err
+}
+
+// workspace is Work, or the kind cluster's work directory.
+func (b *Backend) workspace() Workspace {
+	if b.Work != nil {
+		return b.Work
+	}
+	return HostDir{Dir: b.Cluster.WorkDir}
+}
+
+func (b *Backend) name() string {
+	if b.Name != "" {
+		return b.Name
+	}
+	return "kind"
 }
 
 // exitOf turns the kubelet's word on a restart into an exit.

@@ -70,6 +70,12 @@ type Staging struct {
 	// StartAt is the moment every shard and the fixtures start at.
 	StartAt       time.Time
 	CheckInterval time.Duration
+	// Work is the volume the fixtures and shards mount at MountPath
+	// (default: the kind nodes' host directory).
+	Work corev1.VolumeSource
+	// NoNodePort keeps the proxy's public Service inside the cluster:
+	// NodePort exists for kind, whose host reaches it.
+	NoNodePort bool
 }
 
 // Objects are what a Staging deploys, in the order they are created.
@@ -110,7 +116,7 @@ func (s *Staging) Build() (*Objects, error) {
 		Secret: &corev1.Secret{TypeMeta: typeMeta("v1", "Secret"), ObjectMeta: s.meta(TokenSecret, ProxyName),
 			Type: corev1.SecretTypeOpaque, StringData: map[string]string{TokenKey: s.Token}},
 		Proxy:    s.proxy(),
-		Public:   s.service(PublicName, ProxyName, corev1.ServiceTypeNodePort, corev1.ServicePort{Name: "http", Port: ProxyPort, TargetPort: intstr.FromString("http"), NodePort: NodePort}),
+		Public:   s.public(),
 		API:      s.service(APIName, ProxyName, corev1.ServiceTypeClusterIP, corev1.ServicePort{Name: "api", Port: APIPort, TargetPort: intstr.FromString("api")}),
 		Hub:      s.service(HubName, FixturesName, corev1.ServiceTypeClusterIP, corev1.ServicePort{Name: "hub", Port: HubPort, TargetPort: intstr.FromString("hub")}),
 		Fixtures: s.fixtures(),
@@ -183,10 +189,19 @@ func (s *Staging) deployment(name, component string, pod corev1.PodSpec) *appsv1
 		}}
 }
 
+func (s *Staging) public() *corev1.Service {
+	if s.NoNodePort {
+		return s.service(PublicName, ProxyName, corev1.ServiceTypeClusterIP, corev1.ServicePort{Name: "http", Port: ProxyPort, TargetPort: intstr.FromString("http")})
+	}
+	return s.service(PublicName, ProxyName, corev1.ServiceTypeNodePort, corev1.ServicePort{Name: "http", Port: ProxyPort, TargetPort: intstr.FromString("http"), NodePort: NodePort})
+}
+
 func (s *Staging) workVolume() (corev1.Volume, corev1.VolumeMount) {
-	dir := corev1.HostPathDirectory
-	return corev1.Volume{Name: "work", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: MountPath, Type: &dir}}},
-		corev1.VolumeMount{Name: "work", MountPath: MountPath}
+	src := s.Work
+	if src == (corev1.VolumeSource{}) {
+		src = HostDir{}.Volume()
+	}
+	return corev1.Volume{Name: "work", VolumeSource: src}, corev1.VolumeMount{Name: "work", MountPath: MountPath}
 }
 
 func (s *Staging) together() []string {

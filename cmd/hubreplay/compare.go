@@ -178,6 +178,14 @@ kills from the pod's status. Candidates are chp@VERSION (the project's
 image) or image:REPO:TAG (loaded into the nodes); hubreplay's own image
 must be there ('hubreplay kind image', or --kind-build SRC).
 
+--backend k8s does the same in a cluster of yours (--kubeconfig, --context):
+each candidate in a namespace of its own (hubreplay-a, hubreplay-b, ...,
+deleted after its run unless --keep), the trace and the results on a volume
+claim there (--storage-class, --access-mode: ReadWriteMany unless all shards
+fit one node), copied in and out through a pod running hubreplay's image
+(--image REPO:TAG, pullable from the cluster). Candidates' images must be
+pullable too. With N --shards on N nodes it grows past one machine.
+
 ` + verdictHelp + `
 
 ` + proxy.SpecHelp,
@@ -240,8 +248,18 @@ must be there ('hubreplay kind image', or --kind-build SRC).
 				}
 				defer cleanup()
 				o.Backend = b
+			case "k8s":
+				b, err := kind.startK8s(stderr, tracePath, play.args(), settle, check, mem)
+				if err != nil {
+					var u usageError
+					if errors.As(err, &u) {
+						return u
+					}
+					return exitError{2, err}
+				}
+				o.Backend = b
 			default:
-				return usageError{fmt.Errorf("--backend %q: local or kind", kind.backend)}
+				return usageError{fmt.Errorf("--backend %q: local, kind or k8s", kind.backend)}
 			}
 			// What this machine's harness held before says whether this speed will do.
 			var capacity *compare.Capacity

@@ -12,6 +12,10 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/hubreplay/hubreplay/compare"
 	"github.com/hubreplay/hubreplay/kindcluster"
@@ -23,10 +27,17 @@ type kindFlags struct {
 	backend, name, work, image, src, values string
 	shards, hostPort                        int
 	keep                                    bool
+	// k8s: a cluster of the operators' own.
+	kubeconfig, context, k8sImage, storageClass, accessMode string
 }
 
 func (k *kindFlags) add(f *pflag.FlagSet) {
-	f.StringVar(&k.backend, "backend", "local", "where candidates run: local (processes here) or kind (a kind cluster; needs Docker)")
+	f.StringVar(&k.backend, "backend", "local", "where candidates run: local (processes here), kind (a kind cluster; needs Docker) or k8s (a cluster of yours, --kubeconfig)")
+	f.StringVar(&k.kubeconfig, "kubeconfig", "", "k8s: kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
+	f.StringVar(&k.context, "context", "", "k8s: kubeconfig context (default: the current one)")
+	f.StringVar(&k.k8sImage, "image", "", "k8s: hubreplay's image, pullable from the cluster (REPO:TAG; see the README)")
+	f.StringVar(&k.storageClass, "storage-class", "", "k8s: storage class of the workspace claim (trace in, results out; default: the cluster's)")
+	f.StringVar(&k.accessMode, "access-mode", "ReadWriteMany", "k8s: the claim's access mode; ReadWriteOnce only where all shards can run on one node")
 	f.StringVar(&k.name, "kind-name", kindcluster.DefaultName, "kind: the cluster's name (reused if it exists)")
 	f.StringVar(&k.work, "kind-workdir", "hubreplay-work", "kind: host directory the nodes mount (trace in, results out)")
 	f.StringVar(&k.image, "kind-image", "hubreplay:dev", "kind: hubreplay's image in the nodes")
@@ -89,3 +100,68 @@ func (k *kindFlags) start(ctx context.Context, stderr io.Writer, tracePath strin
 			return &compare.CandidateWriter{W: w, Start: start}
 		}}, cleanup, nil
 }
+
+// startK8s connects to a cluster of the operators' own: the same staging
+// as kind's, each candidate in a namespace of its own, with a volume claim
+// for the trace and the results; nothing is created or deleted but those
+// namespaces.
+func (k *kindFlags) startK8s(stderr io.Writer, tracePath string, play []string, settle, check time.Duration, memLimit int64) (compare.Backend, error) {
+	if k.k8sImage == "" {
+		return nil, usageError{fmt.Errorf("--backend k8s needs --image REPO:TAG: hubreplay's image, pushed where the cluster pulls from (the README says how)")}
+	}
+	switch corev1.PersistentVolumeAccessMode(k.accessMode) {
+	case corev1.ReadWriteMany, corev1.ReadWriteOnce, corev1.ReadWriteOncePod:
+	default:
+		return nil, usageError{fmt.Errorf("--access-mode %q: ReadWriteMany, ReadWriteOnce or ReadWriteOncePod", k.accessMode)}
+	}
+	values, err := kindcluster.LoadValues(k.values)
+	if err != nil {
+		return nil, err
+	}
+	values = values.WithMemoryLimit(memLimit)
+	abs, err := filepath.Abs(tracePath)
+	if err == nil {
+		_, err = os.Stat(abs)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("trace: %w", err)
+	}
+	cs, rc, err := k8sClient(k.kubeconfig, k.context)
+	if err != nil {
+		return nil, usageError{err}
+	}
+	local, err := os.MkdirTemp("", "hubreplay-k8s-results-")
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(stderr, "k8s cluster %s: candidates in namespaces hubreplay-a, -b, ... (hubreplay's image %s)\n", rc.Host, k.k8sImage)
+	return &kindcluster.Backend{Client: cs, Name: "k8s", Stats: kindcluster.KubeletStats(cs), Image: k.k8sImage, Trace: abs,
+		Work: &kindcluster.Claim{Client: cs, Exec: kindcluster.SPDYExec{Config: rc, Client: cs}, Image: k.k8sImage,
+			StorageClass: k.storageClass, AccessMode: corev1.PersistentVolumeAccessMode(k.accessMode), LocalDir: local},
+		Play: play, Shards: k.shards, Values: values, CheckInterval: check, Settle: settle, Keep: k.keep,
+		Say: func(format string, args ...any) { fmt.Fprintf(stderr, "  "+format+"\n", args...) },
+		NewRecorder: func(w replay.RecordWriter, start time.Time) kindcluster.Recorder {
+			return &compare.CandidateWriter{W: w, Start: start}
+		}}, nil
+}
+
+// k8sClient loads a kubeconfig as kubectl does.
+func k8sClient(kubeconfig, context string) (kubernetes.Interface, *rest.Config, error) {
+	if k8sTestClient != nil {
+		return k8sTestClient()
+	}
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	rules.ExplicitPath = kubeconfig
+	rc, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: context}).ClientConfig()
+	if err != nil {
+		return nil, nil, fmt.Errorf("kubeconfig: %w", err)
+	}
+	cs, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, nil, fmt.Errorf("kubeconfig: %w", err)
+	}
+	return cs, rc, nil
+}
+
+// k8sTestClient stands in for the kubeconfig in tests.
+var k8sTestClient func() (kubernetes.Interface, *rest.Config, error)
