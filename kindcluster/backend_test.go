@@ -10,8 +10,6 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	appsv1 "k8s.io/api/apps/v1"
-	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
@@ -79,18 +77,7 @@ func TestBackendRunsACandidate(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	ns := "hubreplay-b"
-	go func() {
-		for _, name := range []string{ProxyName, FixturesName} {
-			for ctx.Err() == nil {
-				d, err := cs.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{})
-				if err == nil {
-					d.Status = appsv1.DeploymentStatus{AvailableReplicas: 1, Conditions: []appsv1.DeploymentCondition{{Type: appsv1.DeploymentAvailable, Status: corev1.ConditionTrue}}}
-					_, _ = cs.AppsV1().Deployments(ns).UpdateStatus(ctx, d, metav1.UpdateOptions{})
-					break
-				}
-				time.Sleep(5 * time.Millisecond)
-			}
-		}
+	go playCluster(ctx, t, cs, ns, false, filepath.Join(work, "results", "b"), func() {
 		_, _ = cs.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{Name: "proxy-abc", Namespace: ns, Labels: labels(ProxyName)},
 			Spec:       corev1.PodSpec{NodeName: "node-1"},
@@ -99,21 +86,7 @@ func TestBackendRunsACandidate(t *testing.T) {
 					FinishedAt: metav1.NewTime(time.Now())}}}}},
 		}, metav1.CreateOptions{})
 		time.Sleep(50 * time.Millisecond)
-		for i := range 2 {
-			shardFile(t, filepath.Join(work, "results", "b"), i, 2, 10)
-		}
-		// The replay Job completes once it exists (on a loaded machine the
-		// backend may create it well after the pods).
-		for ctx.Err() == nil {
-			j, err := cs.BatchV1().Jobs(ns).Get(ctx, ReplayName, metav1.GetOptions{})
-			if err == nil {
-				j.Status.Conditions = []batchv1.JobCondition{{Type: batchv1.JobComplete, Status: corev1.ConditionTrue}}
-				_, _ = cs.BatchV1().Jobs(ns).UpdateStatus(ctx, j, metav1.UpdateOptions{})
-				break
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-	}()
+	})
 
 	out := filepath.Join(t.TempDir(), "B.results")
 	require.NoError(t, b.RunCandidate(ctx, "B", mustSpec(t, "chp@4.5.6"), out))

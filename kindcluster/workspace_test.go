@@ -87,52 +87,57 @@ func created(cs *fake.Clientset) map[string]runtime.Object {
 	return out
 }
 
-// runCandidate runs one candidate on a fake cluster, playing its
-// controllers and kubelets: the Deployments become available, the work
-// pod runs, the shards write their results (into results), the Job
-// completes.
+// playCluster plays a cluster's controllers and kubelets for namespace ns
+// on a fake clientset: the work pod (with a claim workspace) runs, the
+// Deployments become available, then pods (if not nil) makes the
+// candidate's pods, the shards write their results (into results), and the
+// replay Job completes once it exists (on a loaded machine the backend
+// may create it well after the pods).
+func playCluster(ctx context.Context, t *testing.T, cs *fake.Clientset, ns string, claim bool, results string, pods func()) {
+	for claim && ctx.Err() == nil {
+		p, err := cs.CoreV1().Pods(ns).Get(ctx, WorkPodName, metav1.GetOptions{})
+		if err == nil {
+			p.Status.Phase = corev1.PodRunning
+			_, _ = cs.CoreV1().Pods(ns).UpdateStatus(ctx, p, metav1.UpdateOptions{})
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	for _, name := range []string{ProxyName, FixturesName} {
+		for ctx.Err() == nil {
+			d, err := cs.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{})
+			if err == nil {
+				d.Status = appsv1.DeploymentStatus{AvailableReplicas: 1, Conditions: []appsv1.DeploymentCondition{{Type: appsv1.DeploymentAvailable, Status: corev1.ConditionTrue}}}
+				_, _ = cs.AppsV1().Deployments(ns).UpdateStatus(ctx, d, metav1.UpdateOptions{})
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	if pods != nil {
+		pods()
+	}
+	for i := range 2 {
+		shardFile(t, results, i, 2, 10)
+	}
+	for ctx.Err() == nil {
+		j, err := cs.BatchV1().Jobs(ns).Get(ctx, ReplayName, metav1.GetOptions{})
+		if err == nil {
+			j.Status.Conditions = []batchv1.JobCondition{{Type: batchv1.JobComplete, Status: corev1.ConditionTrue}}
+			_, _ = cs.BatchV1().Jobs(ns).UpdateStatus(ctx, j, metav1.UpdateOptions{})
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// runCandidate runs candidate B on a fake cluster and checks that both
+// shards' results were merged.
 func runCandidate(t *testing.T, b *Backend, cs *fake.Clientset, results string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	ns := "hubreplay-b"
-	go func() {
-		for ctx.Err() == nil {
-			p, err := cs.CoreV1().Pods(ns).Get(ctx, WorkPodName, metav1.GetOptions{})
-			if err == nil {
-				p.Status.Phase = corev1.PodRunning
-				_, _ = cs.CoreV1().Pods(ns).UpdateStatus(ctx, p, metav1.UpdateOptions{})
-				break
-			}
-			if b.Work == nil { // kind: no work pod
-				break
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-		for _, name := range []string{ProxyName, FixturesName} {
-			for ctx.Err() == nil {
-				d, err := cs.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{})
-				if err == nil {
-					d.Status = appsv1.DeploymentStatus{AvailableReplicas: 1, Conditions: []appsv1.DeploymentCondition{{Type: appsv1.DeploymentAvailable, Status: corev1.ConditionTrue}}}
-					_, _ = cs.AppsV1().Deployments(ns).UpdateStatus(ctx, d, metav1.UpdateOptions{})
-					break
-				}
-				time.Sleep(5 * time.Millisecond)
-			}
-		}
-		for i := range 2 {
-			shardFile(t, results, i, 2, 10)
-		}
-		for ctx.Err() == nil {
-			j, err := cs.BatchV1().Jobs(ns).Get(ctx, ReplayName, metav1.GetOptions{})
-			if err == nil {
-				j.Status.Conditions = []batchv1.JobCondition{{Type: batchv1.JobComplete, Status: corev1.ConditionTrue}}
-				_, _ = cs.BatchV1().Jobs(ns).UpdateStatus(ctx, j, metav1.UpdateOptions{})
-				break
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-	}()
+	go playCluster(ctx, t, cs, "hubreplay-b", b.Work != nil, results, nil)
 	out := filepath.Join(t.TempDir(), "B.results")
 	require.NoError(t, b.RunCandidate(ctx, "B", mustSpec(t, "chp@4.5.6"), out))
 	res, err := replay.ReadResults(ctx, out)
