@@ -67,7 +67,7 @@ func TestCompareKindBackendWithoutEngine(t *testing.T) {
 	assert.NoFileExists(t, filepath.Join(dir, "out", "A.results"))
 	r = hubreplay(t, nil, "compare", "--backend", "cloud", "--trace", peak, "--a", "chp@4.5.6", "--b", "chp@5.3.0")
 	assert.Equal(t, 2, r.code)
-	assert.Contains(t, r.stderr, "local or kind")
+	assert.Contains(t, r.stderr, "local, kind or k8s")
 }
 
 // The kind backend end to end, where Docker runs (the CI workflow's docker job): a kind
