@@ -364,3 +364,42 @@ func receiveOne(ctx context.Context, src io.Reader, create func(trace.Header) (*
 	}
 	return fmt.Errorf("tap: %w; the %d records received before it are kept", readErr, n)
 }
+
+// Restart is a restart of the tapped container, as the kubelet reports it.
+type Restart struct {
+	Count    int32
+	Reason   string // OOMKilled, Error, ...
+	ExitCode int32
+	At       time.Time
+}
+
+// WatchRestarts reports each restart of container in the pod (a crash, an
+// OOM kill) until ctx ends: the flight recorder in the pod writes its
+// recording out when the proxy's process goes, and this says why.
+func (t *Tapper) WatchRestarts(ctx context.Context, namespace, pod, container string, report func(Restart)) {
+	poll := t.Poll
+	if poll == 0 {
+		poll = 2 * time.Second
+	}
+	last := int32(-1)
+	for {
+		if p, err := t.Client.CoreV1().Pods(namespace).Get(ctx, pod, metav1.GetOptions{}); err == nil {
+			for _, s := range p.Status.ContainerStatuses {
+				if s.Name != container {
+					continue
+				}
+				if last >= 0 && s.RestartCount > last {
+					r := Restart{Count: s.RestartCount}
+					if tm := s.LastTerminationState.Terminated; tm != nil {
+						r.Reason, r.ExitCode, r.At = tm.Reason, tm.ExitCode, tm.FinishedAt.Time
+					}
+					report(r)
+				}
+				last = s.RestartCount
+			}
+		}
+		if !wait.For(ctx, poll) {
+			return
+		}
+	}
+}

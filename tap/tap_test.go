@@ -203,3 +203,30 @@ func TestDefaultImage(t *testing.T) {
 	assert.Equal(t, "hubreplay-tap:v0.3.1-0.20261203-abcdef-dirty", DefaultImage("v0.3.1-0.20261203-abcdef+dirty"), "+ is not allowed in a tag")
 	assert.Equal(t, "hubreplay-tap:devel", DefaultImage("devel"))
 }
+
+// The tap watches the proxy container through the API and says when it
+// restarts, and why (an OOM kill).
+func TestWatchRestarts(t *testing.T) {
+	pod := proxyPod("proxy-a", corev1.PodRunning)
+	pod.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "chp", RestartCount: 2}}
+	cs := fake.NewClientset(pod)
+	tp := &Tapper{Client: cs, Poll: time.Millisecond}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	got := make(chan Restart, 4)
+	go tp.WatchRestarts(ctx, "jhub", "proxy-a", "chp", func(r Restart) { got <- r })
+	time.Sleep(20 * time.Millisecond) // restarts before the tap began are not news
+
+	killed := time.Date(2026, 12, 3, 15, 3, 12, 0, time.UTC)
+	pod.Status.ContainerStatuses[0].RestartCount = 3
+	pod.Status.ContainerStatuses[0].LastTerminationState = corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{Reason: "OOMKilled", ExitCode: 137, FinishedAt: metav1.NewTime(killed)}}
+	_, err := cs.CoreV1().Pods("jhub").UpdateStatus(ctx, pod, metav1.UpdateOptions{})
+	require.NoError(t, err)
+	select {
+	case r := <-got:
+		assert.Equal(t, Restart{Count: 3, Reason: "OOMKilled", ExitCode: 137, At: killed}, r)
+	case <-ctx.Done():
+		t.Fatal("the restart was not reported")
+	}
+	assert.Empty(t, got, "once")
+}

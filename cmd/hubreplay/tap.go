@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -89,6 +90,9 @@ type tapCmd struct {
 	ports, apiPorts          []uint
 	force, stdin             bool
 	startup                  time.Duration
+
+	mu   sync.Mutex // the progress line and the lines between
+	show *captureDisplay
 }
 
 // Tests stand in for the cluster: a fake clientset, and the log stream of
@@ -151,6 +155,11 @@ func (c *tapCmd) run(cmd *cobra.Command) error {
 	// minute more covers its last flush and the log's delay.
 	rctx, stop := context.WithTimeout(ctx, c.o.Duration+time.Minute)
 	defer stop()
+	// The proxy's restarts, as the kubelet tells them: why a flight
+	// recorder's dump came, or what happened during a capture.
+	go tp.WatchRestarts(rctx, pod.Namespace, pod.Name, c.o.Target, func(r tap.Restart) {
+		c.say(stderr, fmt.Sprintf("tap: container %s restarted (restart %d: %s, exit %d, at %s)", c.o.Target, r.Count, r.Reason, r.ExitCode, r.At.Local().Format("15:04:05")))
+	})
 	return c.receive(rctx, stderr, stream, fmt.Sprintf("pod %s/%s", pod.Namespace, pod.Name))
 }
 
@@ -179,8 +188,21 @@ func (c *tapCmd) client() (kubernetes.Interface, string, error) {
 }
 
 // receive writes the stream's trace to -o with progress.
+// say prints a line between the progress lines.
+func (c *tapCmd) say(stderr io.Writer, line string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.show != nil {
+		c.show.finish()
+	}
+	fmt.Fprintln(stderr, line)
+}
+
 func (c *tapCmd) receive(ctx context.Context, stderr io.Writer, stream io.ReadCloser, from string) error {
 	show := newCaptureDisplay(stderr, true)
+	c.mu.Lock()
+	c.show = show
+	c.mu.Unlock()
 	var wrote []string
 	p, err := tap.Receive(ctx, stream, func(h trace.Header, n int) (*trace.Writer, error) {
 		path := c.out
@@ -194,16 +216,19 @@ func (c *tapCmd) receive(ctx context.Context, stderr io.Writer, stream io.ReadCl
 		if err == nil {
 			wrote = append(wrote, path)
 			if c.o.Ring > 0 {
-				show.finish()
-				fmt.Fprintf(stderr, "tap: the flight recorder in the pod wrote its recording out: into %s\n", path)
+				c.say(stderr, "tap: the flight recorder in the pod wrote its recording out: into "+path)
 			}
 		}
 		return w, err
 	}, func(p tap.Progress) {
 		line := fmt.Sprintf("tap %s: %d records, %.1f MB, %d kernel drops", p.Captured.Truncate(time.Second), p.Records, float64(p.Bytes)/1e6, p.KernelDrops)
+		c.mu.Lock()
 		show.lineUpdate(line)
+		c.mu.Unlock()
 	})
+	c.mu.Lock()
 	show.finish()
+	c.mu.Unlock()
 	if err != nil {
 		return err
 	}
