@@ -98,7 +98,7 @@ func (o Options) withDefaults() Options {
 type Counters struct {
 	Packets, Bytes uint64
 	// Drops counts packets or bytes not turned into records, by cause:
-	// "kernel" (the live socket's buffer overflowed), "snaplen" (packets
+	// "kernel" (a live capture's ring, or the queue behind it, was full), "snaplen" (packets
 	// cut short by the capture length), "not_tcp", "other_port",
 	// "ip_fragment", "upgrade_pending".
 	Drops                     map[string]uint64

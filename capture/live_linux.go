@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -20,6 +22,14 @@ type LiveSource struct {
 	link  layers.LinkType
 	tp    *afpacket.TPacket
 	since time.Time // packets before it came before the filter
+
+	once       sync.Once
+	queue      chan livePacket
+	queued     atomic.Int64 // bytes in the queue
+	limit      int64
+	queueDrops atomic.Uint64
+	stop       atomic.Int32
+	last       []byte // the packet ReadPacket returned last
 }
 
 // Snaplen is the most of a packet kept: loopback and GRO'd packets reach
@@ -95,35 +105,90 @@ func OpenLive(iface string, ports []uint16, buffer int) (*LiveSource, error) {
 		tp.Close()
 		return nil, fmt.Errorf("capture on %s: set port filter: %w", iface, err)
 	}
-	return &LiveSource{iface: iface, link: linkType, tp: tp, since: since}, nil
+	return &LiveSource{iface: iface, link: linkType, tp: tp, since: since, queue: make(chan livePacket, 1<<16), limit: int64(buffer)}, nil
+}
+
+// livePacket is a packet copied out of the ring.
+type livePacket struct {
+	data []byte
+	ci   gopacket.CaptureInfo
+	err  error
+}
+
+// drain runs in a goroutine of its own: it empties the kernel ring as fast
+// as it fills, copying each packet into a queue bounded by the same number
+// of bytes, so that a moment in which the capture's parsing falls behind
+// (a busy machine) costs memory rather than packets. A packet that finds
+// the queue full is dropped and counted, like one the kernel drops.
+func (s *LiveSource) drain() {
+	defer close(s.queue)
+	for s.stop.Load() == 0 {
+		data, ci, err := s.tp.ZeroCopyReadPacketData()
+		if errors.Is(err, afpacket.ErrTimeout) || errors.Is(err, syscall.EINTR) {
+			continue
+		}
+		if err != nil {
+			s.queue <- livePacket{err: err}
+			return
+		}
+		if ci.Timestamp.Before(s.since) {
+			continue
+		}
+		if s.queued.Load()+int64(len(data)) > s.limit {
+			s.queueDrops.Add(1)
+			continue
+		}
+		s.queued.Add(int64(len(data)))
+		s.queue <- livePacket{data: append([]byte(nil), data...), ci: ci}
+	}
 }
 
 func (s *LiveSource) ReadPacket() ([]byte, gopacket.CaptureInfo, layers.LinkType, error) {
-	data, ci, err := s.tp.ZeroCopyReadPacketData()
-	for err == nil && ci.Timestamp.Before(s.since) {
-		data, ci, err = s.tp.ZeroCopyReadPacketData()
+	s.once.Do(func() { go s.drain() })
+	if s.last != nil {
+		s.queued.Add(-int64(len(s.last)))
+		s.last = nil
 	}
-	if errors.Is(err, afpacket.ErrTimeout) || errors.Is(err, syscall.EINTR) {
-		return nil, ci, s.link, errTimeout
+	var p livePacket
+	var ok bool
+	select {
+	case p, ok = <-s.queue: // the usual case, without a timer
+	default:
+		t := time.NewTimer(200 * time.Millisecond)
+		select {
+		case p, ok = <-s.queue:
+			t.Stop()
+		case <-t.C:
+			return nil, gopacket.CaptureInfo{}, s.link, errTimeout
+		}
 	}
-	if err != nil {
-		return nil, ci, s.link, fmt.Errorf("capture on %s: %w", s.iface, err)
+	if !ok {
+		return nil, gopacket.CaptureInfo{}, s.link, fmt.Errorf("capture on %s: closed", s.iface)
 	}
-	return data, ci, s.link, nil
+	if p.err != nil {
+		return nil, p.ci, s.link, fmt.Errorf("capture on %s: %w", s.iface, p.err)
+	}
+	s.last = p.data // its bytes count as queued until the next read
+	return p.data, p.ci, s.link, nil
 }
 
 func (s *LiveSource) Name() string { return "iface:" + s.iface }
 
-// Drops returns the packets the kernel dropped because the ring was full.
+// Drops returns the packets lost because there was no room for them: in
+// the kernel's ring, or in the queue behind it.
 func (s *LiveSource) Drops() uint64 {
 	_, v3, err := s.tp.SocketStats()
 	if err != nil {
-		return 0
+		return s.queueDrops.Load()
 	}
-	return uint64(v3.Drops())
+	return uint64(v3.Drops()) + s.queueDrops.Load()
 }
 
 func (s *LiveSource) Close() error {
+	s.stop.Store(1)
+	s.once.Do(func() { close(s.queue) }) // never started: nothing drains
+	for range s.queue {                  // the drainer ends within a poll timeout
+	}
 	s.tp.Close()
 	return nil
 }

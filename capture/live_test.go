@@ -171,3 +171,22 @@ func TestLiveCaptureNeedsAnInterface(t *testing.T) {
 	_, err = OpenLive("no-such-interface0", []uint16{8000}, 0)
 	assert.ErrorContains(t, err, "no-such-interface0")
 }
+
+// A packet that finds no room (here: a queue of one byte behind the
+// kernel's ring) is dropped and counted, never lost in silence.
+func TestLiveCaptureCountsWhatItHadNoRoomFor(t *testing.T) {
+	addr, port := testenv.Serve(t)
+	src, err := OpenLive("lo", []uint16{uint16(port)}, 1)
+	if errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EACCES) {
+		t.Skipf("live capture needs root or CAP_NET_RAW: %v", err)
+	}
+	require.NoError(t, err)
+	t.Cleanup(func() { src.Close() })
+	stop := liveRun(t, src, port)
+	time.Sleep(100 * time.Millisecond)
+	testenv.Drive(t, addr, true)
+	time.Sleep(300 * time.Millisecond)
+	_, _, counters := stop()
+	assert.Zero(t, counters.Packets, "no packet fits in one byte")
+	assert.Positive(t, counters.Drops["kernel"], "and every one is counted")
+}

@@ -22,7 +22,8 @@ type Source interface {
 	ReadPacket() (data []byte, ci gopacket.CaptureInfo, link layers.LinkType, err error)
 	// Name describes the source for the trace header ("pcap:peak.pcap").
 	Name() string
-	// Drops returns packets the kernel dropped so far (0 for files).
+	// Drops returns packets dropped so far for want of room: in the
+	// kernel's ring or the queue behind it (0 for files).
 	Drops() uint64
 	Close() error
 }

@@ -446,7 +446,7 @@ func (c *captureCmd) summarize(stderr io.Writer, records uint64, n capture.Count
 		c.outName(), records, n.Packets, n.Duration.Round(time.Millisecond), n.Exchanges, n.Frames,
 		n.Routes, n.Gaps, n.GapBytes, n.Streams, why(stoppedBy))
 	if d := n.Drops["kernel"]; d > 0 {
-		fmt.Fprintf(stderr, "warning: the kernel dropped %d packets because the capture ring was full; the trace has gaps where they were (raise --buffer-size, or capture with tcpdump and use --pcap)\n", d)
+		fmt.Fprintf(stderr, "warning: %d packets were dropped because the capture's buffers were full (the kernel's ring, or the queue behind it); the trace has gaps where they were (raise --buffer-size, or capture with tcpdump and use --pcap)\n", d)
 	}
 	if n.ParseErrors > 0 || n.Orphans > 0 {
 		fmt.Fprintf(stderr, "note: %d stretches of bytes were not HTTP or WebSocket as expected and were skipped, %d responses had no request in the capture (-v logs where)\n",
