@@ -28,7 +28,7 @@ type LiveSource struct {
 	queued     atomic.Int64 // bytes in the queue
 	limit      int64
 	queueDrops atomic.Uint64
-	stop       atomic.Int32
+	stop       atomic.Bool
 	last       []byte // the packet ReadPacket returned last
 }
 
@@ -122,7 +122,7 @@ type livePacket struct {
 // the queue full is dropped and counted, like one the kernel drops.
 func (s *LiveSource) drain() {
 	defer close(s.queue)
-	for s.stop.Load() == 0 {
+	for !s.stop.Load() {
 		data, ci, err := s.tp.ZeroCopyReadPacketData()
 		if errors.Is(err, afpacket.ErrTimeout) || errors.Is(err, syscall.EINTR) {
 			continue
@@ -185,7 +185,7 @@ func (s *LiveSource) Drops() uint64 {
 }
 
 func (s *LiveSource) Close() error {
-	s.stop.Store(1)
+	s.stop.Store(true)
 	s.once.Do(func() { close(s.queue) }) // never started: nothing drains
 	for range s.queue {                  // the drainer ends within a poll timeout
 	}

@@ -36,7 +36,6 @@ type Ring struct {
 	state *slicer    // everything written so far, as a window's inheritance
 	last  time.Duration
 	next  int
-	n     uint64
 }
 
 type ringSeg struct {
@@ -80,7 +79,6 @@ func (r *Ring) Write(rec Record) error {
 		return fmt.Errorf("flight recorder: %w", err)
 	}
 	r.state.before(rec)
-	r.n++
 	return nil
 }
 
@@ -110,13 +108,6 @@ func (r *Ring) rotate() error {
 	return nil
 }
 
-// Records is the number of records written.
-func (r *Ring) Records() uint64 {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.n
-}
-
 // Dump writes the last Keep of the capture (or all of it, if shorter) to
 // path as a trace that stands on its own, as Slice writes one, and goes on
 // recording. The segments it reads are kept until it is done.
@@ -143,8 +134,8 @@ func (r *Ring) dump(ctx context.Context, create func(Header) (*Writer, error)) (
 		r.mu.Unlock()
 		return SliceResult{}, fmt.Errorf("flight recorder: nothing recorded yet")
 	}
-	// The current segment is closed so that it reads back whole; the next
-	// record opens a new one.
+	// The current segment is closed, so that it reads back whole, and a
+	// new one opened for what comes during the dump.
 	if err := r.rotate(); err != nil {
 		r.mu.Unlock()
 		return SliceResult{}, err

@@ -13,9 +13,6 @@ import (
 
 	"github.com/spf13/pflag"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/hubreplay/hubreplay/compare"
 	"github.com/hubreplay/hubreplay/kindcluster"
@@ -126,7 +123,7 @@ func (k *kindFlags) startK8s(stderr io.Writer, tracePath string, play []string, 
 	if err != nil {
 		return nil, fmt.Errorf("trace: %w", err)
 	}
-	cs, rc, err := k8sClient(k.kubeconfig, k.context)
+	cs, rc, _, err := k8sClient(k.kubeconfig, k.context)
 	if err != nil {
 		return nil, usageError{err}
 	}
@@ -144,24 +141,3 @@ func (k *kindFlags) startK8s(stderr io.Writer, tracePath string, play []string, 
 			return &compare.CandidateWriter{W: w, Start: start}
 		}}, nil
 }
-
-// k8sClient loads a kubeconfig as kubectl does.
-func k8sClient(kubeconfig, context string) (kubernetes.Interface, *rest.Config, error) {
-	if k8sTestClient != nil {
-		return k8sTestClient()
-	}
-	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	rules.ExplicitPath = kubeconfig
-	rc, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: context}).ClientConfig()
-	if err != nil {
-		return nil, nil, fmt.Errorf("kubeconfig: %w", err)
-	}
-	cs, err := kubernetes.NewForConfig(rc)
-	if err != nil {
-		return nil, nil, fmt.Errorf("kubeconfig: %w", err)
-	}
-	return cs, rc, nil
-}
-
-// k8sTestClient stands in for the kubeconfig in tests.
-var k8sTestClient func() (kubernetes.Interface, *rest.Config, error)

@@ -16,8 +16,6 @@ import (
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/yaml"
 
 	"github.com/hubreplay/hubreplay/internal/version"
@@ -98,8 +96,7 @@ type tapCmd struct {
 // Tests stand in for the cluster: a fake clientset, and the log stream of
 // a capture they run themselves.
 var (
-	tapTestClient func() (kubernetes.Interface, string, error)
-	tapTestLogs   func(ctx context.Context, namespace, pod, container string) (io.ReadCloser, error)
+	tapTestLogs func(ctx context.Context, namespace, pod, container string) (io.ReadCloser, error)
 )
 
 func (c *tapCmd) run(cmd *cobra.Command) error {
@@ -119,7 +116,7 @@ func (c *tapCmd) run(cmd *cobra.Command) error {
 		return c.receive(ctx, stderr, io.NopCloser(cmd.InOrStdin()), "standard input")
 	}
 
-	client, ns, err := c.client()
+	client, _, ns, err := k8sClient(c.kubeconfig, c.context)
 	if err != nil {
 		return usageError{err}
 	}
@@ -161,30 +158,6 @@ func (c *tapCmd) run(cmd *cobra.Command) error {
 		c.say(stderr, fmt.Sprintf("tap: container %s restarted (restart %d: %s, exit %d, at %s)", c.o.Target, r.Count, r.Reason, r.ExitCode, r.At.Local().Format("15:04:05")))
 	})
 	return c.receive(rctx, stderr, stream, fmt.Sprintf("pod %s/%s", pod.Namespace, pod.Name))
-}
-
-// client loads the kubeconfig as kubectl does, and returns the context's
-// namespace.
-func (c *tapCmd) client() (kubernetes.Interface, string, error) {
-	if tapTestClient != nil {
-		return tapTestClient()
-	}
-	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	rules.ExplicitPath = c.kubeconfig
-	cfg := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: c.context})
-	ns, _, err := cfg.Namespace()
-	if err != nil {
-		return nil, "", fmt.Errorf("kubeconfig: %w", err)
-	}
-	rc, err := cfg.ClientConfig()
-	if err != nil {
-		return nil, "", fmt.Errorf("kubeconfig: %w", err)
-	}
-	cs, err := kubernetes.NewForConfig(rc)
-	if err != nil {
-		return nil, "", fmt.Errorf("kubeconfig: %w", err)
-	}
-	return cs, ns, nil
 }
 
 // receive writes the stream's trace to -o with progress.

@@ -19,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/rest"
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/hubreplay/hubreplay/internal/testenv"
@@ -54,7 +55,7 @@ func TestTapEndToEnd(t *testing.T) {
 		require.NoError(t, cs.Tracker().Update(corev1.SchemeGroupVersion.WithResource("pods"), p, "jhub"))
 		return true, p, nil
 	})
-	tapTestClient = func() (kubernetes.Interface, string, error) { return cs, "jhub", nil }
+	k8sTestClient = func() (kubernetes.Interface, *rest.Config, string, error) { return cs, &rest.Config{}, "jhub", nil }
 	// The container's log stream: its command, run here, on loopback.
 	captured := make(chan result, 1)
 	tapTestLogs = func(ctx context.Context, namespace, podName, container string) (io.ReadCloser, error) {
@@ -75,7 +76,7 @@ func TestTapEndToEnd(t *testing.T) {
 		}()
 		return pr, nil
 	}
-	t.Cleanup(func() { tapTestClient, tapTestLogs = nil, nil })
+	t.Cleanup(func() { k8sTestClient, tapTestLogs = nil, nil })
 
 	out := filepath.Join(t.TempDir(), "lecture.trace")
 	r := hubreplay(t, nil, "tap", "--namespace", "jhub", "--image", "registry.example/hubreplay-tap:v9", "--port", strconv.Itoa(port),
@@ -114,8 +115,8 @@ func TestTapRefused(t *testing.T) {
 	cs.PrependReactor("update", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
 		return true, nil, apierrors.NewForbidden(schema.GroupResource{Resource: "pods/ephemeralcontainers"}, "proxy-1", errors.New("violates PodSecurity \"baseline:latest\": non-default capabilities"))
 	})
-	tapTestClient = func() (kubernetes.Interface, string, error) { return cs, "jhub", nil }
-	t.Cleanup(func() { tapTestClient = nil })
+	k8sTestClient = func() (kubernetes.Interface, *rest.Config, string, error) { return cs, &rest.Config{}, "jhub", nil }
+	t.Cleanup(func() { k8sTestClient = nil })
 	r := hubreplay(t, nil, "tap", "-o", filepath.Join(t.TempDir(), "x.trace"))
 	assert.Equal(t, 2, r.code, "not a regression: the comparison's input could not be had")
 	assert.Contains(t, r.stderr, "PodSecurity")

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -39,7 +40,7 @@ func Matching(pattern string) (map[int]string, error) {
 			continue // gone meanwhile, or a kernel thread
 		}
 		cmd := string(bytes.TrimRight(bytes.ReplaceAll(b, []byte{0}, []byte{' '}), " "))
-		if bytes.Contains([]byte(cmd), []byte(pattern)) {
+		if strings.Contains(cmd, pattern) {
 			out[pid] = cmd
 		}
 	}
