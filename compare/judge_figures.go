@@ -145,6 +145,12 @@ func (x *Resources) Overloaded() bool {
 	return x != nil && x.CPUBusy >= 3 && float64(x.CPUBusy) >= SaturatedShare*float64(x.Samples)
 }
 
+// SetThePace tells whether the candidate, not the trace, set the pace of
+// the run: it was at a full core, or its slow answers held its requests
+// back (Harness.Paced). Up to where no candidate does, a run tests the
+// trace; beyond, the candidates' throughput on a shared machine.
+func (f *Figures) SetThePace() bool { return f.Proxy.Overloaded() || f.Harness.Paced() }
+
 // SocketsLeft is how many sockets the run left open.
 func (r *Resources) SocketsLeft() int { return r.SocketsEnd - r.SocketsStart }
 

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math"
 	"time"
+
+	"github.com/hubreplay/hubreplay/replay"
 )
 
 // Thresholds decide the verdict: how much worse than A, beyond the noise
@@ -133,9 +135,12 @@ type Verdict struct {
 	Better     []string `json:"better,omitempty"`
 	Unmeasured []string `json:"unmeasured,omitempty"`
 	// Saturated: in some run the harness, not the candidate, was the
-	// bottleneck (Why says where); LeftOut names the figures the verdict
-	// then leaves out.
+	// bottleneck, or A itself could not keep the trace's pace (Paced): its
+	// slow answers held its requests back, so what B did under the load
+	// the trace asks has no run of A's to be set against. Why says where; LeftOut names the
+	// figures the verdict then leaves out.
 	Saturated bool     `json:"saturated,omitempty"`
+	Paced     bool     `json:"baseline_set_the_pace,omitempty"`
 	Why       []string `json:"saturated_why,omitempty"`
 	LeftOut   []string `json:"left_out,omitempty"`
 }
@@ -185,6 +190,16 @@ func judge(a, b *Figures, noise []*Figures, th Thresholds) Verdict {
 			for _, w := range f.Harness.Why {
 				v.Why = append(v.Why, fmt.Sprintf("%s (%s): %s", f.Role, f.Spec, w))
 			}
+		}
+		// A baseline whose slow answers held its requests back set its
+		// own pace: it and B were not offered the same load. On the demo
+		// at 50x, 4.5.6 held 97% of its requests (8 s on average) and
+		// answered the routes API in 3 ms to chp@5's 40 ms, with half
+		// chp@5's sockets open. B alone doing so is B's doing: judged.
+		if f != b && f.Harness.Paced() {
+			v.Saturated, v.Paced = true, true
+			v.Why = append(v.Why, fmt.Sprintf("%s (%s): %.1f%% of the requests waited more than %s for the candidate's own earlier answers on their connection (%s on average): at %s it, not the trace, set the pace, and B was offered a load no run of A's was",
+				f.Role, f.Spec, f.Harness.HeldShare*100, LateBy, f.Harness.HeldMean.Round(time.Millisecond), replay.SpeedString(f.Speed)))
 		}
 	}
 	j := &judging{a: a, b: b, noise: noise, th: th, saturated: v.Saturated}

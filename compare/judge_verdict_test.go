@@ -208,6 +208,61 @@ func TestSaturatedHarnessIsNotBlamedOnTheCandidate(t *testing.T) {
 	assert.Regexp(t, `^SATURATED: the harness, not the candidate, was the bottleneck \(B \(chp@B\): the replayer .*\); left out of the verdict: latency, timeouts, WebSocket connects, frames delivered in order and in time, route API latency, probe silences.*; replay at a lower --speed than 50x, .* REGRESSION`, r.Headline())
 }
 
+// A baseline whose own answers held its requests back set its own pace,
+// so B was offered a load no run of A's was: the verdict is saturated and
+// leaves out what load moves. B doing so alone is B's doing: judged.
+func TestBaselineThatSetThePaceSaturates(t *testing.T) {
+	held := func(f *Figures, share float64) {
+		f.Harness = &Harness{Held: int(share * 1000), HeldShare: share, HeldMean: 3 * time.Second}
+	}
+	mk := func(aHeld, noiseHeld, bHeld float64) (a, b *Figures, noise []*Figures) {
+		a, b, n := figs(20, 2, 0), figs(60, 2, 0), figs(22, 2, 0)
+		a.Role, a.Spec, b.Role, b.Spec, n.Role, n.Spec = RoleA, "chp@A", RoleB, "chp@B", RoleNoise, "chp@A"
+		a.Speed, b.Speed, n.Speed = 50, 50, 50
+		held(a, aHeld)
+		held(n, noiseHeld)
+		held(b, bHeld)
+		return a, b, []*Figures{n}
+	}
+
+	// Neither A run held back: B's latency is its own.
+	a, b, noise := mk(0.09, 0.05, 0.4)
+	v := judge(a, b, noise, DefaultThresholds())
+	assert.False(t, v.Saturated, "%v", v.Why)
+	assert.True(t, v.Regression)
+	assert.Equal(t, Worse, classes(v)["latency p99"])
+
+	// A held back, or A again: saturated, latency not judged.
+	for _, h := range [][2]float64{{0.4, 0}, {0, 0.12}} {
+		a, b, noise = mk(h[0], h[1], 0.4)
+		b.Proxy.CPUBusy = 12
+		v = judge(a, b, noise, DefaultThresholds())
+		assert.True(t, v.Saturated, "%v", h)
+		assert.True(t, v.Paced)
+		assert.False(t, v.Regression, "%v", v.Reasons)
+		assert.Equal(t, NotValid, classes(v)["latency p99"])
+		r := &Report{Runs: append([]*Figures{a, b}, noise...), Speed: 50, Verdict: v}
+		hl := r.Headline()
+		assert.Regexp(t, `^SATURATED: A, the baseline, could not keep the trace's pace: its own answers, not the trace, set the load \(A'? \(chp@A\): \d+\.\d% of the requests waited more than 100ms for the candidate's own earlier answers on their connection \(3s on average\): at 50x .*\); left out of the verdict: latency, timeouts, .*; replay at a lower --speed than 50x`, hl)
+		assert.Contains(t, hl, "caution: the candidate was at a full core in B (12 of 30 samples)")
+	}
+
+	// With the harness saturated too, both are said.
+	a, b, noise = mk(0.4, 0, 0)
+	b.Harness.Saturated, b.Harness.Why = true, []string{"the replayer got to 3.0% of the requests more than 100ms late"}
+	v = judge(a, b, noise, DefaultThresholds())
+	r := &Report{Runs: append([]*Figures{a, b}, noise...), Speed: 50, Verdict: v}
+	assert.Regexp(t, `^SATURATED: the harness was the bottleneck, and A, the baseline, could not keep the trace's pace \(A \(chp@A\): .*; B \(chp@B\): the replayer got to 3.0%`, r.Headline())
+
+	// A against A, keeping the pace: quiet.
+	a, _, noise = mk(0, 0, 0)
+	a2 := figs(20, 2, 0)
+	a2.Role, a2.Spec = RoleB, "chp@A"
+	v = judge(a, a2, noise, DefaultThresholds())
+	assert.False(t, v.Saturated)
+	assert.False(t, v.Regression)
+}
+
 // The saturation rule itself: how late the replayer got, how busy the machine was.
 func TestHarnessSaturationRule(t *testing.T) {
 	mk := func(lags []time.Duration, busy []float64) *Harness {
@@ -234,6 +289,27 @@ func TestHarnessSaturationRule(t *testing.T) {
 	assert.True(t, h.Saturated)
 	assert.Equal(t, 30, h.Late)
 	assert.Contains(t, h.Why[0], "3.0% of the requests more than 100ms late")
+
+	// Requests held back by the candidate's own answers are its pace, not
+	// the harness's lateness: counted, never saturating the run.
+	r := &run{res: &replay.Results{}}
+	for i := range 1000 {
+		q := &replay.Request{Held: time.Millisecond}
+		if i < 150 {
+			q.Held = 2 * time.Second
+		}
+		r.res.Requests = append(r.res.Requests, q)
+	}
+	h = r.harness(&Figures{Speed: 10})
+	assert.False(t, h.Saturated, "%v", h.Why)
+	assert.Equal(t, 150, h.Held)
+	assert.InDelta(t, 0.15, h.HeldShare, 1e-9)
+	assert.Equal(t, 300850*time.Microsecond, h.HeldMean)
+	assert.True(t, h.Paced())
+	r.res.Requests = r.res.Requests[50:] // 100 of 950 held: a tenth or more
+	assert.True(t, r.harness(&Figures{Speed: 10}).Paced())
+	r.res.Requests = r.res.Requests[10:] // 90 of 940: less
+	assert.False(t, r.harness(&Figures{Speed: 10}).Paced())
 
 	busy := append([]float64{}, idle...)
 	busy[2], busy[3], busy[4] = 0.99, 0.97, 1
@@ -273,7 +349,7 @@ func TestHarnessSaturationRule(t *testing.T) {
 	assert.Equal(t, 1, h.BusyStretches)
 
 	// The candidate's waiting for a processor is shown, not judged.
-	r := &run{res: &replay.Results{}}
+	r = &run{res: &replay.Results{}}
 	for i := range 10 {
 		r.samples = append(r.samples, &Sample{TS: time.Duration(i) * time.Second, Sample: proxy.Sample{Up: true, PID: 7, CPU: time.Duration(i) * 300 * time.Millisecond, Wait: time.Duration(i*i) * 10 * time.Millisecond}})
 	}

@@ -29,14 +29,15 @@ func (r *Report) Headline() string {
 	return s
 }
 
-// pace warns when a candidate was at a full core: it, not the trace, set
-// the pace, and such figures stray from run to run (4.6.2 against itself
-// at 40x on the 300-student peak came out "better" on failed requests,
-// 0% against 2.5%, by chance).
+// pace warns when B was at a full core: it, not the trace, set the pace,
+// and such figures stray from run to run (4.6.2 against itself at 40x on
+// the 300-student peak came out "better" on failed requests, 0% against
+// 2.5%, by chance). A run of A's that could not keep the trace's pace
+// saturates the verdict instead.
 func (r *Report) pace() string {
 	var full []string
 	for _, f := range r.Runs {
-		if f.Proxy.Overloaded() {
+		if f.Role == RoleB && f.Proxy.Overloaded() {
 			full = append(full, fmt.Sprintf("%s (%d of %d samples)", f.Role, f.Proxy.CPUBusy, f.Proxy.Samples))
 		}
 	}
@@ -47,16 +48,27 @@ func (r *Report) pace() string {
 		strings.Join(full, ", "), replay.SpeedString(r.Speed))
 }
 
-// saturation says that the harness was the bottleneck, what is left out,
-// and what to do.
+// saturation says what the bottleneck was (the harness, A's own pace),
+// what is left out, and what to do.
 func (r *Report) saturation() string {
 	v := r.Verdict
 	todo := "replay at a lower --speed than " + replay.SpeedString(r.Speed)
 	if r.Speed <= 0 {
 		todo = "replay at a --speed 'hubreplay capacity' finds the harness holds"
 	}
-	return fmt.Sprintf("SATURATED: the harness, not the candidate, was the bottleneck (%s); left out of the verdict: %s; %s, with fewer --users, or in shards —",
-		strings.Join(v.Why, "; "), strings.Join(v.LeftOut, ", "), todo)
+	harness := false
+	for _, f := range r.Runs {
+		harness = harness || (f.Harness != nil && f.Harness.Saturated)
+	}
+	what := "the harness, not the candidate, was the bottleneck"
+	switch {
+	case v.Paced && harness:
+		what = "the harness was the bottleneck, and A, the baseline, could not keep the trace's pace"
+	case v.Paced:
+		what = "A, the baseline, could not keep the trace's pace: its own answers, not the trace, set the load"
+	}
+	return fmt.Sprintf("SATURATED: %s (%s); left out of the verdict: %s; %s, with fewer --users, or in shards —",
+		what, strings.Join(v.Why, "; "), strings.Join(v.LeftOut, ", "), todo)
 }
 
 func (r *Report) headline() string {

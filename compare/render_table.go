@@ -122,6 +122,9 @@ func (r *Report) rows() []row {
 	add(fmt.Sprintf("requests got to more than %s late", LateBy), "", hs(func(h *Harness) string {
 		return fmt.Sprintf("%d (%.2f%%)", h.Late, h.LateShare*100)
 	}))
+	add(fmt.Sprintf("requests held more than %s by the candidate's earlier answers (mean hold)", LateBy), "", hs(func(h *Harness) string {
+		return fmt.Sprintf("%d (%.2f%%, %s)", h.Held, h.HeldShare*100, h.HeldMean.Round(time.Millisecond))
+	}))
 	add(fmt.Sprintf("fixtures' answers and frames more than %s late (worst)", LateBy), "", hs(func(h *Harness) string {
 		if h.Fixtures.Due == 0 {
 			return "not measured"

@@ -42,6 +42,8 @@ type Options struct {
 	// also bounds each routes API call (default 30 s).
 	Timeout       time.Duration
 	CheckInterval time.Duration
+	// ServerTail: as fixtures.Responder.Tail.
+	ServerTail time.Duration
 	// MemoryLimit, LimitBy, RestartDelay: as proxy.Options.
 	MemoryLimit  int64
 	LimitBy      string
@@ -246,7 +248,7 @@ func runOne(ctx context.Context, o *Options, r RunSpec, prog *proxy.Program) err
 		waited = 0 // not measured
 	}
 	o.watch(r.Role, r.Spec.Raw, "starting", nil)
-	resp := &fixtures.Responder{Index: o.Index, Speed: fixSpeed, Log: o.log()}
+	resp := &fixtures.Responder{Index: o.Index, Speed: fixSpeed, Tail: o.ServerTail, Log: o.log()}
 	srv, err := fixtures.Listen(resp, o.Index.Targets)
 	if err != nil {
 		return fmt.Errorf("start fixtures: %w", err)

@@ -32,8 +32,9 @@ type CapacityRun struct {
 	Candidate string  `json:"candidate,omitempty"`
 	Peak      float64 `json:"peak_requests_per_s"`
 	Saturated bool    `json:"saturated"`
-	// Overloaded is true when the candidate was at a full core for a tenth
-	// of the run: it, not the trace, set the pace, and its figures strayed
+	// Overloaded is true when the candidate set the pace (Figures.SetThePace):
+	// it was at a full core for a tenth of the run, or its answers held
+	// its requests back; it, not the trace, set the pace, and its figures strayed
 	// from run to run (4.6.2 against itself at 40x on the 300-student peak:
 	// longest probe silence 6 to 45 s, failed requests 0 to 2.5%).
 	Overloaded bool `json:"candidate_overloaded,omitempty"`
@@ -49,8 +50,10 @@ type CapacityRun struct {
 // (StepWindow); what shorter steps held is not trusted. 4: only whole
 // runs count (capacity's steps replay what compare would): a 10-minute
 // stretch of the 300-student peak held 10x through chp@4.5.6 where the
-// whole 30 minutes saturated the machine at 10x and 11x.
-const SaturationRule = 4
+// whole 30 minutes saturated the machine at 10x and 11x. 5: a candidate
+// whose answers held its requests back set the pace as one at a full core
+// did (4.5.6 on the demo at 50x: 97% held, at a full core for 8% of it).
+const SaturationRule = 5
 
 // maxCapacityRuns bounds the file: the newest runs are kept.
 const maxCapacityRuns = 200
@@ -80,7 +83,7 @@ func (c *Capacity) Record(plan *replay.Plan, rep *Report) error {
 		if f.Harness == nil || f.Harness.Samples == 0 {
 			continue // not run here (a cluster backend)
 		}
-		c.Add(f.Spec, plan.PeakRate(), f.Harness.Saturated, f.Proxy.Overloaded())
+		c.Add(f.Spec, plan.PeakRate(), f.Harness.Saturated, f.SetThePace())
 	}
 	return c.Save()
 }
@@ -171,7 +174,7 @@ func (c *Capacity) Advise(plan *replay.Plan, candidates ...string) (advice strin
 	case sat > 0 && peak >= sat:
 		return under(fmt.Sprintf("%s; runs asking for %.0f or more saturated this machine's harness before, so expect a SATURATED report", asks, sat)), true
 	case over > 0 && peak >= over:
-		return under(fmt.Sprintf("%s; at %.0f a second a candidate was at a full core before: it, not the trace, set the pace, and such figures stray from run to run (the verdict may credit or blame either candidate for chance)", asks, over)), true
+		return under(fmt.Sprintf("%s; at %.0f a second a candidate could not keep the trace's pace before (at a full core, or its answers holding its requests back): it, not the trace, set the pace, and such figures stray from run to run (the verdict may credit or blame either candidate for chance)", asks, over)), true
 	case peak <= held:
 		return fmt.Sprintf("%s; this machine's harness has held %.0f a second", asks, held), false
 	default:

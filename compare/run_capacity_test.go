@@ -95,7 +95,7 @@ func TestCapacityAdviceWhereTheCandidateSetThePace(t *testing.T) {
 	c.Add("chp@4.6.2", 1500, false, true)
 	advice, warn := c.Advise(planAt(10), "chp@4.6.2", "chp@4.6.2")
 	assert.True(t, warn, advice)
-	assert.Contains(t, advice, "at 800 a second a candidate was at a full core before: it, not the trace, set the pace")
+	assert.Contains(t, advice, "at 800 a second a candidate could not keep the trace's pace before (at a full core, or its answers holding its requests back): it, not the trace, set the pace")
 	assert.Contains(t, advice, "it held 1500 a second, and the candidates kept up with 500: --speed 5 stays under that")
 	advice, warn = c.Advise(planAt(5), "chp@4.6.2", "chp@4.6.2")
 	assert.False(t, warn, advice)

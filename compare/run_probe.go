@@ -114,7 +114,7 @@ func RunProbe(ctx context.Context, p Probe, capacity *Capacity) (*ProbeResult, e
 		if h == nil || h.Samples == 0 {
 			return false, fmt.Errorf("capacity probe at %s: the harness took no samples of the processors", replay.SpeedString(speed))
 		}
-		overloaded := f.Proxy.Overloaded()
+		overloaded := f.SetThePace()
 		step := ProbeStep{Speed: speed, Peak: plan.PeakRate(), Harness: h, Candidate: f.Proxy, Results: results}
 		res.Steps = append(res.Steps, step)
 		if p.Step != nil {

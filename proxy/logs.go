@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"regexp"
+	"strings"
 	"sync"
 )
 
@@ -68,6 +69,18 @@ func (b *logBook) snapshot() map[string]int64 {
 		out[k] = v
 	}
 	return out
+}
+
+// has tells whether one of the last lines contains s.
+func (b *logBook) has(s string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, l := range b.last {
+		if strings.Contains(l, s) {
+			return true
+		}
+	}
+	return false
 }
 
 // tail returns the last lines, oldest first, and empties the ring (each

@@ -312,3 +312,30 @@ func TestFailedRelaunchIsRecordedOnce(t *testing.T) {
 	assert.Contains(t, exits[1].Cause, "start candidate")
 	assert.Equal(t, 1, c.Starts())
 }
+
+// A port picked as free and taken before the candidate bound it (by a
+// replay's own outgoing connection, say) costs a fresh pick, not the run.
+func TestTakenPortIsPickedAgain(t *testing.T) {
+	p := obtain(t, "chp@4.5.6")
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer l.Close()
+	taken := l.Addr().(*net.TCPAddr).Port
+	picks := 0
+	pickPort = func(ip string) (int, error) {
+		picks++
+		if picks == 1 {
+			return taken, nil
+		}
+		return freePort(ip)
+	}
+	t.Cleanup(func() { pickPort = freePort })
+	c := start(t, p, Options{})
+	port, _, _ := c.Ports()
+	assert.NotEqual(t, taken, port)
+	assert.Greater(t, picks, 3, "the first ports were given up")
+	resp, err := http.Get(c.URL() + "/_chp_healthz")
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, 200, resp.StatusCode)
+}

@@ -141,10 +141,29 @@ func (p *process) done() bool {
 // supervises it until ctx ends or Stop is called.
 func Start(ctx context.Context, p *Program, o Options) (*Candidate, error) {
 	o = o.withDefaults()
+	// A free port is free when looked at: another process, or one of the
+	// replay's own outgoing connections (ephemeral ports come from the
+	// same range), can take it before the candidate binds it. Then the
+	// candidate exits saying so, and gets fresh ports.
+	for attempt := 1; ; attempt++ {
+		c, err := startOnce(ctx, p, o)
+		if err == nil || attempt == 3 || !errors.Is(err, errPortTaken) {
+			return c, err
+		}
+		if o.Log != nil {
+			o.Log.Warn("a port picked for the candidate was taken before it bound it; trying fresh ones", "candidate", p.Spec.Raw, "err", err)
+		}
+	}
+}
+
+// errPortTaken marks a candidate that exited because a port was in use.
+var errPortTaken = errors.New("a port it was given was taken")
+
+func startOnce(ctx context.Context, p *Program, o Options) (*Candidate, error) {
 	var err error
 	for _, port := range []*int{&o.Port, &o.APIPort, &o.MetricsPort} {
 		if *port == 0 && (port != &o.MetricsPort || p.HasMetrics) {
-			if *port, err = freePort(o.IP); err != nil {
+			if *port, err = pickPort(o.IP); err != nil {
 				return nil, err
 			}
 		}
@@ -195,6 +214,9 @@ func Start(ctx context.Context, p *Program, o Options) (*Candidate, error) {
 // heapMB is the V8 old-space size for a memory limit: three quarters of
 // it, leaving room for the rest of the process.
 func heapMB(limit int64) int64 { return max(16, limit*3/4>>20) }
+
+// pickPort picks a port for the candidate (a test takes one first).
+var pickPort = freePort
 
 func freePort(ip string) (int, error) {
 	l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
@@ -301,19 +323,30 @@ func (c *Candidate) waitReady(ctx context.Context) error {
 	// among its sockets.
 	client := &http.Client{Timeout: time.Second, Transport: c.probeClient().Transport}
 	for {
-		if c.ready(ctx, client) {
+		ok := c.ready(ctx, client)
+		// CHP catches the failed listen and runs on without its port (its
+		// API may still answer).
+		taken := c.logs.has("EADDRINUSE") || c.logs.has("address already in use")
+		if ok && !taken {
 			return nil
 		}
 		c.mu.Lock()
 		exited := c.proc.done()
 		c.mu.Unlock()
-		if exited || time.Now().After(deadline) || ctx.Err() != nil {
+		if exited || taken || time.Now().After(deadline) || ctx.Err() != nil {
 			why := "did not become ready within " + c.o.ReadyTimeout.String()
-			if exited {
+			switch {
+			case taken:
+				why = "could not listen on a port it was given"
+			case exited:
 				why = "exited before it was ready"
 			}
 			time.Sleep(50 * time.Millisecond) // the last lines
-			return fmt.Errorf("candidate %s %s; its last lines:\n%s", c.prog.Spec, why, strings.Join(c.logs.tail(), "\n"))
+			err := fmt.Errorf("candidate %s %s; its last lines:\n%s", c.prog.Spec, why, strings.Join(c.logs.tail(), "\n"))
+			if taken {
+				err = fmt.Errorf("%w (%w)", err, errPortTaken)
+			}
+			return err
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

@@ -131,7 +131,7 @@ the plan's peak rate before. The results of each step go to -o.`,
 				Watch: w.watch,
 				Step: func(s compare.ProbeStep) {
 					w.stop()
-					fmt.Fprintf(stderr, "at %s (%.0f requests a second at the peak): %s; %s\n", replay.SpeedString(s.Speed), s.Peak, probeOutcome(s.Harness), candidateLoad(s.Candidate))
+					fmt.Fprintf(stderr, "at %s (%.0f requests a second at the peak): %s; %s\n", replay.SpeedString(s.Speed), s.Peak, probeOutcome(s.Harness), candidateLoad(s.Candidate, s.Harness))
 				},
 			}, capacity)
 			w.stop()
@@ -185,13 +185,16 @@ func probeOutcome(h *compare.Harness) string {
 	return "held (" + figures + ")"
 }
 
-func candidateLoad(x *compare.Resources) string {
+func candidateLoad(x *compare.Resources, h *compare.Harness) string {
 	if x == nil {
 		return "the candidate was never up"
 	}
 	s := fmt.Sprintf("the candidate at up to %.0f%% of a core", x.CPUPeak*100)
 	if x.Overloaded() {
 		s += fmt.Sprintf(" (%d of %d samples at %.0f%% or more: it set the pace)", x.CPUBusy, x.Samples, compare.CPUBusyAt*100)
+	}
+	if h.Paced() {
+		s += fmt.Sprintf("; its answers held %.1f%% of the requests back more than %s: it set the pace", h.HeldShare*100, compare.LateBy)
 	}
 	return s
 }

@@ -55,8 +55,10 @@ When the harness itself was the bottleneck in a run (the replayer got to
 over 1% of its requests more than 100 ms late, or the fixtures to over 1%
 of their answers and frames, or the processors were 95% busy for a tenth of
 the run or of the stretches the typical latency is taken from, or the
-hypervisor took 5% of them (steal), or it ran at --speed max), the
-headline says SATURATED, and latency, route API latency, timeouts, probe
+hypervisor took 5% of them (steal), or it ran at --speed max), or A could
+not keep the trace's pace in a run (a tenth of its requests waited more
+than 100 ms for its earlier answers: it set the load itself, and B's cannot
+be set against it), the headline says SATURATED, and latency, route API latency, timeouts, probe
 silences, WebSocket connects and frame delivery are left out of the
 verdict. 'hubreplay
 capacity' finds the highest speed this machine's harness holds a trace at;
@@ -234,7 +236,7 @@ pullable too. With N --shards on N nodes it grows past one machine.
 				return exitError{2, replay.ErrEmpty}
 			}
 			o := compare.Options{TraceName: tracePath, Plan: plan, A: specA, B: specB, NoiseRuns: noiseRuns,
-				Settle: settle, Timeout: timeout, CheckInterval: check, MemoryLimit: mem, LimitBy: limitBy, RestartDelay: restartDelay,
+				Settle: settle, ServerTail: play.serverTail, Timeout: timeout, CheckInterval: check, MemoryLimit: mem, LimitBy: limitBy, RestartDelay: restartDelay,
 				Dir: out, Force: force}
 			switch kind.backend {
 			case "local":

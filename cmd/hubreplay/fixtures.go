@@ -133,7 +133,7 @@ are the ones the replay's users need.`,
 				return err
 			}
 			speed := stubSpeed(plan.Opts.Speed)
-			ix, resp, srv, err := startFixtures(cmd.Context(), tracePath, speed, fixtures.Addrs{Hub: hubListen, UserIP: userIP, Advertise: advertise})
+			ix, resp, srv, err := startFixtures(cmd.Context(), tracePath, speed, play.serverTail, fixtures.Addrs{Hub: hubListen, UserIP: userIP, Advertise: advertise})
 			if err != nil {
 				return err
 			}

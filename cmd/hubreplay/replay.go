@@ -109,7 +109,7 @@ keep them, cut the window with 'hubreplay slice' and replay the slice.`,
 			var stub *fixtures.HubStub
 			if withFixtures {
 				var srv *fixtures.Servers
-				if _, resp, srv, err = startFixtures(ctx, tracePath, stubSpeed(speed), fixtures.Addrs{Hub: hubListen}); err != nil {
+				if _, resp, srv, err = startFixtures(ctx, tracePath, stubSpeed(speed), play.serverTail, fixtures.Addrs{Hub: hubListen}); err != nil {
 					return err
 				}
 				defer srv.Close()
@@ -178,6 +178,7 @@ type playFlags struct {
 	speed, shard, from, to, tz, startAt string
 	users                               string
 	jitter                              time.Duration
+	serverTail                          time.Duration // the fixtures': how long servers go on after their clients vanished
 	seed                                uint64
 	start                               time.Time // --start-at, parsed by plan
 }
@@ -192,6 +193,7 @@ func (p *playFlags) add(f *pflag.FlagSet, shards, together bool) {
 	f.StringVar(&p.from, "from", "", `start of the window: "+10m", "15:55", RFC 3339 (default: the trace's start)`)
 	f.StringVar(&p.to, "to", "", "end of the window (default: the trace's end)")
 	f.StringVar(&p.tz, "tz", "", "time zone for clock times in --from/--to (default: this machine's)")
+	f.DurationVar(&p.serverTail, "server-tail", fixtures.DefaultServerTail, "where the recording's client vanished mid-answer, the emulated server goes on (to the promised length, a stream at its recorded cadence) for up to this much trace time, as the real one did; 0: stop where the recording stops")
 	if together {
 		f.StringVar(&p.startAt, "start-at", "", "start at this moment (RFC 3339), together with other shards or 'fixtures serve' (default: now)")
 	}
@@ -202,7 +204,7 @@ func (p *playFlags) add(f *pflag.FlagSet, shards, together bool) {
 
 // args are the flags again, for a replay elsewhere (a pod) to play the same.
 func (p *playFlags) args() []string {
-	a := []string{"--speed", p.speed, "--users", p.users, "--jitter", p.jitter.String(), "--seed", fmt.Sprint(p.seed)}
+	a := []string{"--speed", p.speed, "--users", p.users, "--jitter", p.jitter.String(), "--seed", fmt.Sprint(p.seed), "--server-tail", p.serverTail.String()}
 	for _, f := range []struct{ name, v string }{{"--from", p.from}, {"--to", p.to}, {"--tz", p.tz}} {
 		if f.v != "" {
 			a = append(a, f.name, f.v)
@@ -295,12 +297,12 @@ func parseWindow(from, to string, start time.Time, loc *time.Location) (trace.Wi
 }
 
 // startFixtures starts the hub stub and user-server emulators for a trace.
-func startFixtures(ctx context.Context, tracePath string, speed float64, addrs fixtures.Addrs) (*fixtures.Index, *fixtures.Responder, *fixtures.Servers, error) {
+func startFixtures(ctx context.Context, tracePath string, speed float64, tail time.Duration, addrs fixtures.Addrs) (*fixtures.Index, *fixtures.Responder, *fixtures.Servers, error) {
 	ix, err := readIndex(ctx, tracePath)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	resp := &fixtures.Responder{Index: ix, Speed: speed}
+	resp := &fixtures.Responder{Index: ix, Speed: speed, Tail: tail}
 	srv, err := fixtures.ListenAt(resp, ix.Targets, addrs)
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("start fixtures: %w", err)
