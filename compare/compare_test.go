@@ -274,7 +274,7 @@ func TestVerdict(t *testing.T) {
 		}
 		assert.GreaterOrEqual(t, b.Proxy.SocketsLeft(), b.Connected/2, "about a socket per session left open")
 		reasons := strings.Join(rep.Verdict.Reasons, "\n")
-		assert.Contains(t, reasons, "sockets left open after the run and idle")
+		assert.Contains(t, reasons, "a socket leak: it left ")
 		assert.Contains(t, reasons, "in CLOSE_WAIT")
 		assert.Contains(t, rep.Headline(), "REGRESSION")
 

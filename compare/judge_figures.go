@@ -32,6 +32,9 @@ type Figures struct {
 	// so that figures per connection compare; a proxy that closes after
 	// each answer makes the replay reconnect more).
 	Conns int `json:"connections"`
+	// Vanished are the trace's connections whose client vanished (a
+	// reset, a close mid-answer): a leak is per 1,000 of them.
+	Vanished int `json:"vanished_clients,omitempty"`
 
 	Requests    int                `json:"requests"`
 	OK          int                `json:"ok"`
@@ -63,6 +66,8 @@ type Figures struct {
 	Restarts int              `json:"restarts"`
 	Exits    []ExitFigure     `json:"exits,omitempty"`
 	Logs     map[string]int64 `json:"log_lines,omitempty"` // counts of error lines by kind
+	// FirstLogs: the first line of each kind, with the stack after it.
+	FirstLogs map[string][]string `json:"first_log_lines,omitempty"`
 
 	API APIFigures `json:"route_api"`
 
@@ -243,6 +248,9 @@ func (r *run) figures(role string) *Figures {
 		Latency: sum.Percentiles[replay.HistLatency], TTFB: sum.Percentiles[replay.HistTTFB],
 		Sessions: sum.Sessions, Connected: sum.Connected, FramesWant: sum.FramesExpected, FramesOK: sum.FramesMatched,
 		WSRTT: sum.Percentiles[replay.HistWSRTT]}
+	for _, rr := range res.Runs {
+		f.Vanished += rr.Vanished
+	}
 	if c := r.cand; c != nil {
 		f.Spec, f.Version, f.Limit = c.Spec, c.Version, c.Limit
 	}
@@ -290,6 +298,14 @@ func ratio(a, b int) float64 {
 func (r *run) resources(f *Figures) *Resources {
 	var up []*Sample
 	for _, s := range r.samples {
+		for k, lines := range s.FirstLogs {
+			if f.FirstLogs == nil {
+				f.FirstLogs = map[string][]string{}
+			}
+			if _, ok := f.FirstLogs[k]; !ok {
+				f.FirstLogs[k] = lines
+			}
+		}
 		if s.Up {
 			up = append(up, s)
 		}

@@ -113,10 +113,13 @@ func Analyze(ctx context.Context, th Thresholds, files ...string) (*Report, erro
 	return rep, nil
 }
 
+// logKindOrder is the order log kinds are shown in, most telling first.
+var logKindOrder = []string{"uncaught", "epipe", "econnreset", "heap_limit", "socket_hang_up", "error"}
+
 // notes point at differences the verdict leaves to people.
 func notes(a, b *Figures) []string {
 	var out []string
-	for _, k := range []string{"uncaught", "epipe", "econnreset", "heap_limit", "socket_hang_up", "error"} {
+	for _, k := range logKindOrder {
 		if b.Logs[k] > a.Logs[k] {
 			out = append(out, fmt.Sprintf("B logged %d %s lines (A: %d)", b.Logs[k], logKind(k), a.Logs[k]))
 		}

@@ -67,8 +67,13 @@ var rules = []rule{
 		// against A.
 		name: "latency p99", unit: "ms", flag: "--max-p99-regression, --min-p99-delta", leftOut: "latency", whole: true,
 		allowed: func(j *judging) float64 { return j.latencyAllowed(j.a.TypicalP99) },
-		get:     func(_ *judging, f *Figures) (float64, measure) { return f.TypicalP99, traffic(int(f.Latency.Count)) },
-		value:   unit("%.1f ms"), lacks: "answered requests",
+		get: func(_ *judging, f *Figures) (float64, measure) {
+			if n := f.Latency.Count; n > 0 && n < MinP99Requests {
+				return f.TypicalP99, tooFew
+			}
+			return f.TypicalP99, traffic(int(f.Latency.Count))
+		},
+		value: unit("%.1f ms"), lacks: "answered requests",
 		worse: func(j *judging, c Check) string {
 			return fmt.Sprintf("p99 latency %.1f ms against A's %.1f ms, typically (the median of the trace's stretches; whole run %.1f against %.1f ms) (allowed: +%.1f ms%s)",
 				c.B, c.A, float64(j.b.Latency.P99)/1000, float64(j.a.Latency.P99)/1000, c.Limit, j.noiseNote(c))
@@ -157,7 +162,11 @@ var rules = []rule{
 			if j.b.Proxy != nil && j.b.Proxy.CloseWaitEnd > 0 {
 				cw = fmt.Sprintf(", %d of them in CLOSE_WAIT", j.b.Proxy.CloseWaitEnd)
 			}
-			return fmt.Sprintf("%.0f sockets left open after the run and idle%s, against A's %.0f (allowed: +%.0f%s): a socket leak", c.B, cw, c.A, c.Limit, j.noiseNote(c))
+			per := ""
+			if n := j.b.Vanished; n > 0 {
+				per = fmt.Sprintf(" (%s per 1,000 vanished clients, of %d)", perThousand(c.B-c.A, n), n)
+			}
+			return fmt.Sprintf("a socket leak: it left %.0f sockets open after the run and idle%s%s, against A's %.0f (allowed: +%.0f%s)", c.B, per, cw, c.A, c.Limit, j.noiseNote(c))
 		},
 	},
 	{
@@ -226,6 +235,11 @@ var rules = []rule{
 // the share, or the least difference counted, whichever is more.
 func (j *judging) latencyAllowed(aMs float64) float64 {
 	return math.Max(aMs*j.th.MaxP99Regression, float64(j.th.MinP99Delta)/float64(time.Millisecond))
+}
+
+// perThousand is n per 1,000 of of, for a leak's rate.
+func perThousand(n float64, of int) string {
+	return fmt.Sprintf("%.0f", n*1000/float64(of))
 }
 
 // apiMedian is the median latency of a run's route API calls, in ms.

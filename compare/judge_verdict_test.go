@@ -143,7 +143,7 @@ func TestHeadlineSaysBothWays(t *testing.T) {
 		r.Verdict = judge(a, b, nil, DefaultThresholds())
 		return r
 	}
-	assert.Regexp(t, `^REGRESSION: chp@B is worse than chp@A — .*sockets left open.*; better on failed requests`, mk(figs(20, 60, 0), figs(20, 2, 40)).Headline())
+	assert.Regexp(t, `^REGRESSION: chp@B is worse than chp@A — a socket leak: it left 40 sockets open.*; better on failed requests`, mk(figs(20, 60, 0), figs(20, 2, 40)).Headline())
 	assert.Regexp(t, `^BETTER: chp@B is better than chp@A — failed requests .*; the same on latency p99`, mk(figs(20, 60, 0), figs(20, 2, 0)).Headline())
 	assert.Regexp(t, `^SAME: chp@B is neither worse nor better than chp@A within the thresholds`, mk(figs(20, 2, 0), figs(20, 2, 0)).Headline())
 	// A candidate at a full core set the pace: said, whatever the verdict.
@@ -536,4 +536,19 @@ func TestEveryCheckIsDocumented(t *testing.T) {
 	for _, name := range CheckNames() {
 		assert.Regexp(t, `(?m)^\s*\| `+regexp.QuoteMeta(name)+` \|`, string(doc), "docs/ARCHITECTURE.md's table of checks lacks %q", name)
 	}
+}
+
+// A p99 over fewer than MinP99Requests answers is one of the slowest few:
+// shown as not applicable, never a regression; from there on it is judged.
+func TestFewRequestsHaveNoP99(t *testing.T) {
+	a, b := figs(60, 0, 0), figs(155, 0, 0)
+	a.Latency.Count, b.Latency.Count = 60, 60
+	v := judge(a, b, nil, DefaultThresholds())
+	assert.False(t, v.Regression, "%v", v.Reasons)
+	c := v.Checks[0]
+	assert.Equal(t, "latency p99", c.Name)
+	assert.Equal(t, NotApplicable, c.Class)
+	assert.Contains(t, c.Why, "fewer than 100 answered requests in a run")
+	a.Latency.Count, b.Latency.Count = MinP99Requests, MinP99Requests
+	assert.Equal(t, Worse, classes(judge(a, b, nil, DefaultThresholds()))["latency p99"])
 }

@@ -105,6 +105,7 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 			fmt.Fprintf(&b, "- %s\n", mdEscape(n))
 		}
 	}
+	writeFirstLogs(&b, r)
 	fmt.Fprintf(&b, "\n<sub>%s · results: %s</sub>\n", r.Tool, resultsList(r))
 	_, err := io.WriteString(w, b.String())
 	return err
@@ -120,4 +121,25 @@ func resultsList(r *Report) string {
 
 func mdEscape(s string) string {
 	return strings.NewReplacer("|", `\|`, "<", "&lt;", ">", "&gt;").Replace(s)
+}
+
+// writeFirstLogs shows, for A and B, the first log line of each kind that
+// matters (with the stack trace after it): the counts say how often, these
+// say what.
+func writeFirstLogs(b *strings.Builder, r *Report) {
+	header := false
+	for _, f := range []*Figures{r.A(), r.B()} {
+		for _, k := range logKindOrder {
+			lines := f.FirstLogs[k]
+			if len(lines) == 0 {
+				continue
+			}
+			if !header {
+				b.WriteString("\n### The candidates' log: the first line of each kind\n")
+				header = true
+			}
+			text := strings.ReplaceAll(strings.Join(lines, "\n"), "```", "'''")
+			fmt.Fprintf(b, "\n%s, the first of its %d %s lines:\n\n```\n%s\n```\n", runTitle(f), f.Logs[k], logKind(k), text)
+		}
+	}
 }

@@ -539,7 +539,7 @@ func (c *Candidate) Sample(ctx context.Context) Sample {
 	c.mu.Lock()
 	p, starts := c.proc, c.starts
 	c.mu.Unlock()
-	s := Sample{At: time.Now(), Starts: starts, Logs: c.logs.snapshot()}
+	s := Sample{At: time.Now(), Starts: starts, Logs: c.logs.snapshot(), FirstLogs: c.logs.newFirsts()}
 	if p == nil || p.done() {
 		return s
 	}

@@ -49,6 +49,9 @@ type Sample struct {
 	// Logs counts log lines by kind since the first start: epipe,
 	// econnreset, socket_hang_up, uncaught, heap_limit, …
 	Logs map[string]int64 `json:"logs,omitempty"`
+	// FirstLogs are the first line of each kind and the stack trace after
+	// it (at most 20 lines), in the first sample after it was logged.
+	FirstLogs map[string][]string `json:"first_logs,omitempty"`
 	// Probe is how long the liveness probe (GET /_chp_healthz, as z2jh's)
 	// took to get any HTTP answer; Unanswered says it got none within
 	// ProbeTimeout: the process lives but does not answer, as a Node

@@ -106,6 +106,23 @@ type Plan struct {
 	// Skipped what the window cut off mid-way (WebSocket sessions whose
 	// upgrade precedes the window).
 	Requests, Sessions, ClientFrames, ServerFrames, Skipped int
+	// Vanished counts the connections whose client vanished in the
+	// recording: a reset, or a close mid-answer. Leaks are per 1,000 of
+	// them: the incident's proxy kept a socket for each.
+	Vanished int
+}
+
+// Vanished tells whether a connection's recorded client vanished: it
+// reset the connection, or closed it while an answer was still coming.
+func vanished(c *trace.ConnClose, steps []*Step) bool {
+	if c == nil || c.By != trace.SideClient {
+		return false
+	}
+	if c.How == trace.CloseRST {
+		return true
+	}
+	last := steps[len(steps)-1].HTTP
+	return c.How == trace.CloseFIN && last.Resp != nil && last.Resp.Incomplete
 }
 
 // Conn is one connection to replay. Times are replay times: trace time
@@ -265,6 +282,7 @@ func BuildPlan(ctx context.Context, r *trace.Reader, o Options, progress func(in
 			closeAt = rc.close.TS
 		}
 		closeAt = min(closeAt, win.To)
+		gone := vanished(rc.close, steps) && rc.close.TS < win.To
 		for k := range o.Users {
 			shift := shiftOf(rc.user, k) - win.From
 			user := rc.user
@@ -292,6 +310,9 @@ func BuildPlan(ctx context.Context, r *trace.Reader, o Options, progress func(in
 				}
 			}
 			p.Conns = append(p.Conns, c)
+			if gone {
+				p.Vanished++
+			}
 		}
 	}
 	slices.SortStableFunc(p.Conns, func(a, b *Conn) int { return cmp.Or(cmp.Compare(a.Open, b.Open), cmp.Compare(a.ID, b.ID)) })

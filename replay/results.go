@@ -75,6 +75,8 @@ type Run struct {
 	ClientFrames int `json:"client_frames"`
 	ServerFrames int `json:"server_frames"`
 	Skipped      int `json:"skipped,omitempty"` // WebSocket sessions the window cut
+	// Vanished: connections whose recorded client vanished (Plan.Vanished).
+	Vanished int `json:"vanished,omitempty"`
 }
 
 // Request is what happened to one replayed request. Times are wall-clock

@@ -168,6 +168,7 @@ func (r *Runner) Run(ctx context.Context, p *Plan) (*Summary, error) {
 		Speed: p.Opts.Speed, Users: p.Opts.Users, Jitter: p.Opts.Jitter, Seed: p.Opts.Seed,
 		From: p.Opts.Window.From, To: p.Opts.Window.To, Shard: p.Opts.Shard.String(), Length: p.Length,
 		Conns: len(p.Conns), Requests: p.Requests, Sessions: p.Sessions, ClientFrames: p.ClientFrames, ServerFrames: p.ServerFrames, Skipped: p.Skipped,
+		Vanished: p.Vanished,
 	}); err != nil {
 		return nil, fmt.Errorf("write results: %w", err)
 	}
