@@ -155,6 +155,9 @@ func readRaw(t *testing.T, path string) raw {
 			r.exits++
 		case "route_api":
 			r.api++
+			if c, ok := rec.(*compare.APICall); ok && fixtures.Failed(c.Method, c.Status, c.Err) {
+				t.Logf("%s: route API call failed: %+v", path, *c)
+			}
 		}
 	}
 	return r
@@ -445,6 +448,36 @@ func TestVerdict(t *testing.T) {
 		assert.Greater(t, e.Window, time.Minute, "down for the restart delay at least: a second of wall time, a minute of trace time")
 		assert.Contains(t, strings.Join(rep.Verdict.Reasons, " "), "the candidate exited")
 		assert.Equal(t, e.At.Minutes(), b.Series.Exits[0], "the restart is marked on the plots")
+	})
+
+	t.Run("OOM-killed at its memory limit", func(t *testing.T) {
+		testenv.MemoryCgroup(t)
+		o := base
+		// A MiB kept for every request: 256 of them fill the limit.
+		o.B = toy("--leak-bytes", "1048576")
+		o.MemoryLimit = 256 << 20
+		o.RestartDelay = time.Second
+		o.CheckInterval = time.Minute // 1 s at 60×: z2jh's check puts the routes back
+		files := run(t, o)
+		rep, err := compare.Analyze(context.Background(), compare.DefaultThresholds(), files...)
+		require.NoError(t, err)
+		a, b := rep.A(), rep.B()
+		assert.Zero(t, a.Restarts, "the same limit holds A, which keeps nothing")
+		assert.Contains(t, b.Limit, "cgroup v1 memory limit 256 MiB", "the report says what capped the candidate")
+		require.GreaterOrEqual(t, b.Restarts, 1)
+		e := b.Exits[0]
+		assert.Equal(t, "OOM-killed at the memory limit", e.Cause, "the kernel's OOM killer, not a crash")
+		// Restarted, it had no routes until the hub stub's check put them
+		// back: users' requests reached the hub meanwhile.
+		assert.Positive(t, e.RoutesMissing, "its users met missing routes after the restart")
+		assert.Positive(t, e.MissingFor)
+		assert.True(t, rep.Verdict.Regression)
+		reasons := strings.Join(rep.Verdict.Reasons, " ")
+		assert.Contains(t, reasons, "OOM-killed at the memory limit")
+		assert.Contains(t, reasons, "its routes were missing for")
+		var md bytes.Buffer
+		require.NoError(t, rep.WriteMarkdown(&md))
+		assert.Contains(t, md.String(), "until the hub's route check")
 	})
 }
 

@@ -12,6 +12,7 @@ import (
 
 	"github.com/HdrHistogram/hdrhistogram-go"
 
+	"github.com/hubreplay/hubreplay/fixtures"
 	"github.com/hubreplay/hubreplay/proxy"
 	"github.com/hubreplay/hubreplay/replay"
 )
@@ -156,6 +157,44 @@ func (x *Resources) Overloaded() bool {
 // trace; beyond, the candidates' throughput on a shared machine.
 func (f *Figures) SetThePace() bool { return f.Proxy.Overloaded() || f.Harness.Paced() }
 
+// PerVanished is the incident's leak signature, per 1,000 of the trace's
+// vanished clients: sockets left after idle (and of them, those in no TCP
+// state: reset, yet their descriptors kept, 5.3.0's way), CLOSE_WAIT and
+// ESTABLISHED sockets, memory kept, and the log lines of writes into the
+// vanished (EPIPE, ECONNRESET, uncaught exceptions).
+func (f *Figures) PerVanished() string {
+	if f.Vanished == 0 {
+		return "no client vanished"
+	}
+	per := func(n float64) float64 { return n * 1000 / float64(f.Vanished) }
+	logs := fmt.Sprintf("%.0f, %.0f, %.0f", per(float64(f.Logs["epipe"])), per(float64(f.Logs["econnreset"])), per(float64(f.Logs["uncaught"])))
+	x := f.Proxy
+	if x == nil {
+		return "not sampled / " + logs
+	}
+	states := "–"
+	if x.TCPStates {
+		states = fmt.Sprintf("%.0f / %.0f", per(float64(x.CloseWaitEnd)), per(float64(x.StatesEnd["ESTABLISHED"])))
+	}
+	return fmt.Sprintf("%.0f (%.0f) / %s / %.1f MiB / %s (of %d)", per(float64(x.SocketsLeft())), per(float64(x.StatelessEnd())), states, per(float64(x.RSSGrowth))/(1<<20), logs, f.Vanished)
+}
+
+// StatelessEnd is how many socket descriptors were in no TCP state after
+// idle: reset or closed by the peer long ago, and still held (a local
+// process's samples only).
+func (r *Resources) StatelessEnd() int {
+	if !r.TCPStates {
+		return 0
+	}
+	n := r.SocketsEnd
+	for st, c := range r.StatesEnd {
+		if st != "TIME_WAIT" {
+			n -= c
+		}
+	}
+	return max(0, n)
+}
+
 // SocketsLeft is how many sockets the run left open.
 func (r *Resources) SocketsLeft() int { return r.SocketsEnd - r.SocketsStart }
 
@@ -169,6 +208,13 @@ type ExitFigure struct {
 	Window    time.Duration `json:"window_ns"`
 	Recovered bool          `json:"recovered"`
 	Failed    int           `json:"failed"` // requests failed in the window
+	// RoutesMissing counts the users' requests sent to the hub after the
+	// exit (before the next one): the restarted proxy had lost its routes
+	// and the hub had not put them back yet. MissingFor is the 503 window
+	// the incident's users saw, in trace time: from the exit to the last
+	// of them; the hub's next route check ends it.
+	RoutesMissing int           `json:"routes_missing,omitempty"`
+	MissingFor    time.Duration `json:"missing_for_ns,omitempty"`
 }
 
 // APIFigures are the hub stub's calls to the routes API.
@@ -428,6 +474,21 @@ func (f *Figures) exits(r *run) {
 			end = bySent[len(bySent)-1].Sent
 		}
 		x.Window = time.Duration(float64(end-e.TS) * speed)
+		next := time.Duration(1<<63 - 1)
+		for _, e2 := range r.exits {
+			if e2.TS > e.TS && e2.TS < next && !e2.Stopped {
+				next = e2.TS
+			}
+		}
+		for _, q := range bySent[i:] {
+			if q.Sent >= next {
+				break
+			}
+			if q.Error == replay.ErrRouteMissing {
+				x.RoutesMissing++
+				x.MissingFor = time.Duration(float64(q.Sent-e.TS) * speed)
+			}
+		}
 		f.Exits = append(f.Exits, x)
 	}
 }
@@ -436,7 +497,7 @@ func (r *run) apiFigures() APIFigures {
 	h := replay.NewHistogram()
 	a := APIFigures{Calls: len(r.api)}
 	for _, c := range r.api {
-		if c.Err != "" || c.Status >= 400 {
+		if fixtures.Failed(c.Method, c.Status, c.Err) {
 			a.Failed++
 		}
 		replay.Record(h, c.Latency)

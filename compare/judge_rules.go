@@ -45,6 +45,7 @@ type rule struct {
 	value   func(float64) string // a value with its unit, for sentences
 	lacks   string               // what a run without the figure lacks
 	worse   func(j *judging, c Check) string
+	better  func(j *judging, c Check) string // optional: what B did better, when the name alone says too little
 }
 
 // failOnRestart is the flag that turns the restart and probe checks off.
@@ -168,6 +169,13 @@ var rules = []rule{
 			}
 			return fmt.Sprintf("a socket leak: it left %.0f sockets open after the run and idle%s%s, against A's %.0f (allowed: +%.0f%s)", c.B, per, cw, c.A, c.Limit, j.noiseNote(c))
 		},
+		better: func(j *judging, c Check) string {
+			per := ""
+			if n := j.a.Vanished; n > 0 {
+				per = fmt.Sprintf(", %s per 1,000 vanished clients, of %d", perThousand(c.A-c.B, n), n)
+			}
+			return fmt.Sprintf("no socket leak: it left %.0f sockets open after the run and idle, where A leaked (%.0f%s)", c.B, c.A, per)
+		},
 	},
 	{
 		name: "restarts", flag: failOnRestart,
@@ -179,11 +187,16 @@ var rules = []rule{
 			s := fmt.Sprintf("the candidate exited %s during the run against A's %s", times(c.B), times(c.A))
 			if len(b.Exits) > 0 {
 				s += fmt.Sprintf(" (first: %s at %s of trace time", b.Exits[0].Cause, clock(b.Exits[0].At))
-				if b.Exits[0].Recovered {
-					s += fmt.Sprintf(", requests failed for %s after it)", b.Exits[0].Window.Round(time.Second))
+				e := b.Exits[0]
+				if e.Recovered {
+					s += fmt.Sprintf(", requests failed for %s after it", e.Window.Round(time.Second))
 				} else {
-					s += ", requests did not recover)"
+					s += ", requests did not recover"
 				}
+				if e.RoutesMissing > 0 {
+					s += fmt.Sprintf("; its routes were missing for %s, until the hub's route check", e.MissingFor.Round(time.Second))
+				}
+				s += ")"
 			}
 			return s
 		},

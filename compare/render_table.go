@@ -59,6 +59,12 @@ func (r *Report) rows() []row {
 	})
 	add("message round trip p50 / p99", "", func(f *Figures) string { return ms(f.WSRTT.P50) + " / " + ms(f.WSRTT.P99) })
 	section = "Proxy resources"
+	add("memory limit (what enforced it)", "", func(f *Figures) string {
+		if f.Limit == "" {
+			return "none"
+		}
+		return f.Limit
+	})
 	add("resident memory: start / peak", "", res(func(x *Resources) string { return mib(x.RSSStart) + " / " + mib(x.RSSPeak) }))
 	add("resident memory after idle", "memory kept after idle", res(func(x *Resources) string {
 		return fmt.Sprintf("%s (%+.1f MiB)", mib(x.RSSEnd), float64(x.RSSGrowth)/(1<<20))
@@ -91,6 +97,9 @@ func (r *Report) rows() []row {
 			if e.Recovered {
 				w = "failures for " + e.Window.Round(time.Second).String()
 			}
+			if e.RoutesMissing > 0 {
+				w += fmt.Sprintf(", routes missing for %s (%d requests sent to the hub) until the hub's route check", e.MissingFor.Round(time.Second), e.RoutesMissing)
+			}
 			ws = append(ws, fmt.Sprintf("%s at %s: %s", e.Cause, clock(e.At), w))
 		}
 		return fmt.Sprintf("%d (%s)", f.Restarts, strings.Join(ws, "; "))
@@ -103,6 +112,9 @@ func (r *Report) rows() []row {
 	}))
 	add("log lines: EPIPE / ECONNRESET / uncaught", "", func(f *Figures) string {
 		return fmt.Sprintf("%d / %d / %d", f.Logs["epipe"], f.Logs["econnreset"], f.Logs["uncaught"])
+	})
+	add("per 1,000 vanished clients: sockets left (in no TCP state) / CLOSE_WAIT / ESTABLISHED / memory kept / EPIPE, ECONNRESET, uncaught lines", "", func(f *Figures) string {
+		return f.PerVanished()
 	})
 	add("route API: calls, failed, p99", "", func(f *Figures) string {
 		return fmt.Sprintf("%d, %d, %s", f.API.Calls, f.API.Failed, ms(f.API.Latency.P99))

@@ -41,6 +41,7 @@ type logBook struct {
 	open     []string             // kinds whose first line may still be followed by its stack
 	seen     map[string]time.Time // when each first line came
 	reported map[string]bool      // kinds a sample has carried
+	block    []string             // the latest line that is not a stack's, and the stack after it
 }
 
 const (
@@ -66,11 +67,18 @@ func (b *logBook) add(line string) {
 	// line that is not indented is kept before the stack begins; the next
 	// ends the occurrence.
 	indented := strings.HasPrefix(line, " ") || strings.HasPrefix(line, "\t")
+	// Node ends an error object's dump with "}" ("  code: 'EPIPE'\n}").
+	cont := indented || strings.HasPrefix(line, "}")
+	if cont && len(b.block) > 0 && len(b.block) < firstLines {
+		b.block = append(b.block, line)
+	} else if !cont {
+		b.block = append(b.block[:0], line)
+	}
 	open := b.open[:0]
 	for _, k := range b.open {
 		lines := b.firsts[k]
 		switch {
-		case indented:
+		case cont:
 		case len(lines) == 1:
 		default:
 			continue // ended
@@ -85,7 +93,12 @@ func (b *logBook) add(line string) {
 		if k.re.MatchString(line) {
 			b.counts[k.name]++
 			if _, ok := b.firsts[k.name]; !ok {
+				// Inside a stack ("  code: 'EPIPE'"), the occurrence is
+				// the error the stack belongs to, from its first line.
 				b.firsts[k.name] = []string{line}
+				if cont && len(b.block) > 1 {
+					b.firsts[k.name] = slices.Clone(b.block)
+				}
 				b.seen[k.name] = time.Now()
 				b.open = append(b.open, k.name)
 			}

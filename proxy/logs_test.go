@@ -33,3 +33,30 @@ func TestFirstLogLinesKeepTheirStack(t *testing.T) {
 	assert.Equal(t, want, got["epipe"])
 	assert.Nil(t, b.newFirsts(), "each kind once")
 }
+
+// A kind first met inside another error's dump (chp@4.6.2's EPIPE is the
+// "code: 'EPIPE'" of a logged error) is shown from that error's first
+// line: the "code" line alone says nothing.
+func TestFirstLogLineInsideAStack(t *testing.T) {
+	b := newLogBook()
+	for _, l := range []string{
+		"21:58:50.428 [ConfigProxy] error: 503 GET /user/u-1/api/kernels/k/channels Error: This socket has been ended by the other party",
+		"    at genericNodeError (node:internal/errors:984:15)",
+		"    at Socket.writeAfterFIN [as write] (node:net:566:14)",
+		"  code: 'EPIPE'",
+		"}",
+		"21:58:51.000 [ConfigProxy] info: 200 GET /api/routes",
+	} {
+		b.add(l)
+	}
+	got := b.newFirsts()
+	want := []string{
+		"21:58:50.428 [ConfigProxy] error: 503 GET /user/u-1/api/kernels/k/channels Error: This socket has been ended by the other party",
+		"    at genericNodeError (node:internal/errors:984:15)",
+		"    at Socket.writeAfterFIN [as write] (node:net:566:14)",
+		"  code: 'EPIPE'",
+		"}",
+	}
+	assert.Equal(t, want, got["error"])
+	assert.Equal(t, want, got["epipe"], "the EPIPE's error, from its first line")
+}

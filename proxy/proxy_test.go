@@ -162,9 +162,7 @@ func TestKilledCandidateIsRestarted(t *testing.T) {
 const hog = `cmd:node %s -e "require('http').createServer((q,r)=>{r.end('ok'); const a=[]; setInterval(()=>{ %s },5)}).listen({port},'127.0.0.1')"`
 
 func TestMemoryLimitOOMKill(t *testing.T) {
-	if _, err := os.Stat("/sys/fs/cgroup/memory/memory.limit_in_bytes"); err != nil || os.Geteuid() != 0 {
-		t.Skip("needs a writable cgroup v1 memory controller (root); CI has one")
-	}
+	testenv.MemoryCgroup(t)
 	s, err := ParseSpec(fmt.Sprintf(hog, "", "a.push(Buffer.alloc(4<<20,1))"))
 	require.NoError(t, err)
 	p, err := Obtain(context.Background(), s, nil)

@@ -36,9 +36,10 @@ type Options struct {
 	Token                      string // CONFIGPROXY_AUTH_TOKEN (random when empty)
 	LogLevel                   string // default "info", as z2jh
 	// MemoryLimit caps the candidate like a Kubernetes memory limit: a
-	// cgroup v1 memory group where the machine has one (OOM kills then
-	// happen as in a pod), else Node's --max-old-space-size (the heap
-	// alone; the heap-limit crash instead of the OOM kill).
+	// memory cgroup where the machine lets hubreplay make one (v1, a
+	// delegated v2 group, or a systemd scope: OOM kills then happen as in
+	// a pod), else Node's --max-old-space-size (the heap alone; the
+	// heap-limit crash instead of the OOM kill). Limit() says which.
 	MemoryLimit int64
 	// LimitBy forces how: "cgroup" or "node"; empty picks the cgroup
 	// when the machine has one.
@@ -188,7 +189,7 @@ func startOnce(ctx context.Context, p *Program, o Options) (*Candidate, error) {
 			return nil, fmt.Errorf("candidate %s: memory limit by cgroup: %w", p.Spec, err)
 		}
 		if err == nil {
-			c.limit = fmt.Sprintf("cgroup v1 memory limit %d MiB", o.MemoryLimit>>20)
+			c.limit = c.cg.String()
 		} else if p.Command == "" {
 			c.limit = fmt.Sprintf("node --max-old-space-size=%d (no memory cgroup: %v)", heapMB(o.MemoryLimit), err)
 		} else {

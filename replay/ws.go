@@ -76,8 +76,11 @@ type wsReader struct {
 	rtt       []int64
 	closeCode int
 	sawClose  bool
-	err       error
-	arrived   chan struct{}
+	// serverFirst: the server's close frame came before the client sent
+	// its own (the client's then answered it); clientClosed says it had.
+	serverFirst, clientClosed bool
+	err                       error
+	arrived                   chan struct{}
 }
 
 func (rd *wsReader) run() {
@@ -123,6 +126,7 @@ func (rd *wsReader) run() {
 		}
 		if h.OpCode == ws.OpClose {
 			rd.sawClose = true
+			rd.serverFirst = !rd.clientClosed
 			if len(payload) >= 2 {
 				rd.closeCode = int(binary.BigEndian.Uint16(payload))
 			}
@@ -215,6 +219,11 @@ func (cl *client) session(ctx context.Context, s *Step, up *Request) *Session {
 		if !wait.Until(ctx, due) {
 			break
 		}
+		if f.Op == trace.OpClose && out.WantClose == CloseServer {
+			// The recorded client answered the server's close frame: so
+			// does this one, once that frame came.
+			rd.waitAll(ctx, due.Add(grace))
+		}
 		payload := clientPayload(f)
 		h := ws.Header{Fin: f.Fin, OpCode: ws.OpCode(f.Op), Length: int64(len(payload)), Masked: f.Masked}
 		if f.Masked {
@@ -228,6 +237,7 @@ func (cl *client) session(ctx context.Context, s *Step, up *Request) *Session {
 		out.MaxLag = max(out.MaxLag, now.Sub(due))
 		rd.mu.Lock()
 		rd.sent[k] = now
+		rd.clientClosed = rd.clientClosed || f.Op == trace.OpClose // before it goes: the answer may come at once
 		rd.mu.Unlock()
 		if writeErr = writeFrame(cl.nc, &cl.buf, h, payload); writeErr != nil {
 			break
@@ -264,7 +274,7 @@ func (cl *client) session(ctx context.Context, s *Step, up *Request) *Session {
 	out.Received, out.Matched, out.RTT = rd.received, rd.matched, rd.rtt
 	out.Length = time.Since(upgraded)
 	switch {
-	case rd.sawClose && sentClose:
+	case rd.sawClose && sentClose && !rd.serverFirst:
 		out.Close = CloseClient
 	case rd.sawClose:
 		out.Close = CloseServer

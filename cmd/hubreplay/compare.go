@@ -308,7 +308,7 @@ pullable too. With N --shards on N nodes it grows past one machine.
 	play.add(f, false, false)
 	f.DurationVar(&settle, "settle", 10*time.Second, "how long each candidate stands idle after its replay before the last sample")
 	f.DurationVar(&timeout, "timeout", 30*time.Second, "how long an answer may take beyond its recorded time")
-	f.DurationVar(&check, "check-routes-interval", fixtures.DefaultCheckInterval, "JupyterHub's check_routes interval, in trace time")
+	f.DurationVar(&check, "check-routes-interval", fixtures.DefaultCheckInterval, "JupyterHub's check_routes interval, in trace time (z2jh's last_activity_interval; JupyterHub alone: 5m)")
 	f.StringVar(&memLimit, "memory-limit", "", "cap each candidate's memory like a pod limit, e.g. 1Gi (kind: the pod's limit, over --values)")
 	f.StringVar(&limitBy, "limit-by", "", "how to cap memory: cgroup or node (default: cgroup where the machine has one)")
 	f.DurationVar(&restartDelay, "restart-delay", 10*time.Second, "how long a dead candidate stays down before it is restarted")

@@ -177,7 +177,7 @@ are the ones the replay's users need.`,
 	f.StringVar(&userIP, "user-listen-ip", "127.0.0.1", "the IP the user-server emulators listen on (0.0.0.0 when the proxy runs elsewhere)")
 	f.StringVar(&advertise, "advertise", "", "the host the proxy reaches the emulators at, put in the routes (default: the IP they listen on; in a pod: its IP)")
 	play.add(f, false, true)
-	f.DurationVar(&check, "check-routes-interval", fixtures.DefaultCheckInterval, "JupyterHub's check_routes interval, in trace time")
+	f.DurationVar(&check, "check-routes-interval", fixtures.DefaultCheckInterval, "JupyterHub's check_routes interval, in trace time (z2jh's last_activity_interval; JupyterHub alone: 5m)")
 	cmd.AddCommand(serve)
 	return cmd
 }

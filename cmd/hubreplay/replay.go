@@ -167,7 +167,7 @@ keep them, cut the window with 'hubreplay slice' and replay the slice.`,
 	f.StringVar(&hubListen, "hub-listen", "127.0.0.1:8081", "where the hub stub listens (the proxy's --default-target)")
 	f.StringVar(&api, "api", "", "the proxy's REST API URL, e.g. http://127.0.0.1:8001 (routes are driven there)")
 	f.StringVar(&tokenEnv, "token-env", "CONFIGPROXY_AUTH_TOKEN", "environment variable holding the proxy's API token")
-	f.DurationVar(&check, "check-routes-interval", fixtures.DefaultCheckInterval, "JupyterHub's check_routes interval, in trace time")
+	f.DurationVar(&check, "check-routes-interval", fixtures.DefaultCheckInterval, "JupyterHub's check_routes interval, in trace time (z2jh's last_activity_interval; JupyterHub alone: 5m)")
 	return cmd
 }
 
@@ -333,7 +333,7 @@ func apiCallsLine(calls []fixtures.APICall) string {
 	failed := 0
 	var slowest time.Duration
 	for _, c := range calls {
-		if c.Err != "" || c.Status >= 400 {
+		if fixtures.Failed(c.Method, c.Status, c.Err) {
 			failed++
 		}
 		slowest = max(slowest, c.Latency)

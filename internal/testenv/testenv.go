@@ -47,6 +47,22 @@ func NoDocker(t testing.TB, why string) {
 	t.Skip(why)
 }
 
+// MemoryCgroup skips the test unless a cgroup v1 memory controller is
+// writable here (root), as on this project's CI machines; where it must
+// be (HUBREPLAY_TEST_REQUIRE lists "cgroup"), its absence fails the test.
+func MemoryCgroup(t testing.TB) {
+	t.Helper()
+	_, err := os.Stat("/sys/fs/cgroup/memory/memory.limit_in_bytes")
+	if err == nil && os.Geteuid() == 0 {
+		return
+	}
+	why := "needs a writable cgroup v1 memory controller (root)"
+	if required("cgroup") {
+		t.Fatalf("%s, and HUBREPLAY_TEST_REQUIRE says one must be here", why)
+	}
+	t.Skip(why + "; the cgroup v2 ways are tested against a laid-out cgroupfs")
+}
+
 func required(program string) bool {
 	for _, p := range strings.FieldsFunc(os.Getenv("HUBREPLAY_TEST_REQUIRE"), func(r rune) bool { return r == ',' || r == ' ' }) {
 		if p == program || p == "all" {
