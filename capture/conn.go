@@ -33,9 +33,14 @@ type conn struct {
 	half          [2]*half
 	exch          []*exchange
 
-	done                   bool
-	rst                    bool
-	rstTS, finTS, lastTS   time.Duration
+	done                 bool
+	rst                  bool
+	rstTS, finTS, lastTS time.Duration
+	// The client's last packet of any kind (an acknowledgement too), and
+	// the server's data packets since: a client gone silent (a laptop
+	// asleep) sends nothing while the server goes on sending.
+	clientLast, serverLast time.Duration
+	serverSince            int
 	fin                    [2]bool
 	closedBy               trace.Side
 	switching, refusingUpg bool
@@ -115,6 +120,12 @@ func (k *conn) Accept(tcp *layers.TCP, ci gopacket.CaptureInfo, dir reassembly.T
 	ts := k.c.ts(ci.Timestamp)
 	k.lastTS = max(k.lastTS, ts)
 	i := k.index(dir)
+	if i == c2s {
+		k.clientLast, k.serverSince = ts, 0
+	} else if len(tcp.Payload) > 0 {
+		k.serverSince++
+		k.serverLast = ts
+	}
 	if tcp.RST && !k.rst {
 		k.rst, k.rstTS = true, ts
 		if k.closedBy == "" {
@@ -469,5 +480,20 @@ func (k *conn) finish(how trace.CloseHow, ts time.Duration) {
 	if k.api {
 		return
 	}
-	k.c.emit(&trace.ConnClose{TS: ts, Conn: k.id, How: how, By: k.closedBy})
+	k.c.emit(&trace.ConnClose{TS: ts, Conn: k.id, How: how, By: k.closedBy, Quiet: k.quiet()})
+}
+
+// quietAfter is how long the server must have gone on sending, unanswered,
+// for its client to count as gone silent: longer than any acknowledgement
+// takes, and than the first retransmissions' timeouts.
+const quietAfter = time.Second
+
+// quiet is when the client went silent, if it did: its last packet was
+// followed by at least two of the server's data packets over quietAfter,
+// and the client never closed the connection itself.
+func (k *conn) quiet() time.Duration {
+	if k.serverSince < 2 || k.serverLast-k.clientLast < quietAfter || k.closedBy == trace.SideClient || k.clientLast <= 0 {
+		return 0
+	}
+	return k.clientLast
 }

@@ -378,3 +378,47 @@ func TestWriteFailureStopsTheCapture(t *testing.T) {
 	assert.Equal(t, 20, written)
 	assert.Greater(t, len(src.pkts), len(pkts)/2, "the capture stopped reading when writing failed")
 }
+
+// A client that goes silent mid-answer (a laptop asleep: no data, no
+// acknowledgement) while the server goes on sending and retransmitting,
+// until the server resets the connection, is told apart from one that
+// reset the connection itself and from one that was merely slow to read:
+// its conn_close says since when it was quiet.
+func TestClientGoneSilent(t *testing.T) {
+	exchange := func(acks bool) (*trace.ConnClose, time.Duration) {
+		now := epoch
+		k := newTCPConn(t, &now, 11, 40011)
+		pkts := cat(k.handshake(), k.send(true, reqA, 1448))
+		reqAt := now
+		body := k.send(false, respA+bodyA, 600)
+		pkts = append(pkts, body[0], k.packet(true, nil, nil)) // acknowledged
+		ackAt := now
+		for _, p := range body[1:] {
+			now = now.Add(700 * time.Millisecond) // the server's retransmission timer, backing off
+			p.ci.Timestamp = now
+			pkts = append(pkts, p)
+			if acks {
+				pkts = append(pkts, k.packet(true, nil, nil))
+			}
+		}
+		pkts = append(pkts, k.rst(false))
+		w, _ := runPackets(t, pkts, Options{})
+		closes := ofType[*trace.ConnClose](w.recs)
+		require.Len(t, closes, 1)
+		ex := ofType[*trace.HTTP](w.recs)
+		require.Len(t, ex, 1)
+		assertOrderRule(t, w.recs)
+		// When it went quiet, from the request's first byte.
+		return closes[0], ex[0].TS + ackAt.Sub(reqAt)
+	}
+	silent, quietAt := exchange(false)
+	assert.Equal(t, trace.CloseRST, silent.How)
+	assert.Equal(t, trace.SideServer, silent.By, "the server gave up on it")
+	assert.Equal(t, "silent", silent.Vanished())
+	assert.Equal(t, quietAt, silent.Quiet, "its acknowledgement of the first segment: its last packet")
+	assert.Less(t, silent.Quiet, silent.TS)
+
+	reading, _ := exchange(true)
+	assert.Zero(t, reading.Quiet, "a client that acknowledges is there")
+	assert.Empty(t, reading.Vanished(), "the server reset a client that was there")
+}

@@ -195,6 +195,13 @@ func (r *Resources) StatelessEnd() int {
 	return max(0, n)
 }
 
+// StatefulLeft is how many sockets the run left open in a TCP state
+// (ESTABLISHED, CLOSE_WAIT …): all it left, where the samples carry no
+// states.
+func (r *Resources) StatefulLeft() int {
+	return r.SocketsLeft() - r.StatelessEnd()
+}
+
 // SocketsLeft is how many sockets the run left open.
 func (r *Resources) SocketsLeft() int { return r.SocketsEnd - r.SocketsStart }
 

@@ -155,7 +155,7 @@ var rules = []rule{
 			if f.Proxy == nil {
 				return 0, missing
 			}
-			return float64(f.Proxy.SocketsLeft()), measured
+			return float64(f.Proxy.StatefulLeft()), measured
 		},
 		value: unit("%.0f"), lacks: noSamples,
 		worse: func(j *judging, c Check) string {
@@ -172,11 +172,36 @@ var rules = []rule{
 		better: func(j *judging, c Check) string {
 			per := ""
 			if n := j.a.Vanished; n > 0 {
-				per = fmt.Sprintf(", %s per 1,000 vanished clients, of %d", perThousand(c.A-c.B, n), n)
+				per = fmt.Sprintf(": %s per 1,000 vanished clients, of %d", perThousand(c.A-c.B, n), n)
 			}
-			return fmt.Sprintf("no socket leak: it left %.0f sockets open after the run and idle, where A leaked (%.0f%s)", c.B, c.A, per)
+			return fmt.Sprintf("fewer sockets left open: %.0f after the run and idle against A's %.0f, whose leak is %.0f more%s", c.B, c.A, c.A-c.B, per)
+		},
+	}, {
+		// A descriptor kept after its connection is gone (reset, or
+		// closed by the peer and past TIME_WAIT): chp@5.3.0's way of
+		// leaking on vanished clients, and 4.x's with the tabs left open
+		// on stopped servers.
+		name: "sockets left in no TCP state", flag: "--max-stateless-sockets-left",
+		allowed: func(j *judging) float64 { return float64(j.th.MaxStatelessLeft) },
+		get: func(_ *judging, f *Figures) (float64, measure) {
+			switch {
+			case f.Proxy == nil:
+				return 0, missing
+			case !f.Proxy.TCPStates:
+				return 0, noStates
+			}
+			return float64(f.Proxy.StatelessEnd()), measured
+		},
+		value: unit("%.0f"), lacks: noSamples,
+		worse: func(j *judging, c Check) string {
+			per := ""
+			if n := j.b.Vanished; n > 0 {
+				per = fmt.Sprintf(" (%s per 1,000 vanished clients, of %d)", perThousand(c.B-c.A, n), n)
+			}
+			return fmt.Sprintf("a socket leak: it kept %.0f socket descriptors whose connections were gone (in no TCP state) after the run and idle%s, against A's %.0f (allowed: +%.0f%s)", c.B, per, c.A, c.Limit, j.noiseNote(c))
 		},
 	},
+
 	{
 		name: "restarts", flag: failOnRestart,
 		allowed: func(*judging) float64 { return 0 },

@@ -74,6 +74,12 @@ func (r *Report) rows() []row {
 	add("sockets open: start / peak / after idle", "sockets left open", res(func(x *Resources) string {
 		return fmt.Sprintf("%d / %d / %d", x.SocketsStart, x.SocketsPeak, x.SocketsEnd)
 	}))
+	add("after idle: in a TCP state beyond the start / in none (connection gone)", "sockets left in no TCP state", res(func(x *Resources) string {
+		if !x.TCPStates {
+			return "–"
+		}
+		return fmt.Sprintf("%d / %d", x.StatefulLeft(), x.StatelessEnd())
+	}))
 	add("file descriptors: start / peak / after idle", "", res(func(x *Resources) string {
 		return fmt.Sprintf("%d / %d / %d", x.FDsStart, x.FDsPeak, x.FDsEnd)
 	}))

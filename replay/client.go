@@ -430,7 +430,17 @@ func readBody(ctx context.Context, body io.Reader, limit int64, recorded *trace.
 // connection itself.
 func (cl *client) clientEnded() bool {
 	c := cl.c.Close
-	return c != nil && c.By == trace.SideClient && (c.How == trace.CloseRST || c.How == trace.CloseFIN)
+	return c != nil && (c.By == trace.SideClient && (c.How == trace.CloseRST || c.How == trace.CloseFIN) || cl.c.QuietAt > 0)
+}
+
+// holdUntil is when a client that went silent lets go of its connection:
+// VanishHold after it went quiet, or the replay's end.
+func (cl *client) holdUntil() time.Time {
+	end := cl.p.Length
+	if h := cl.p.Opts.VanishHold; h > 0 {
+		end = min(end, cl.c.QuietAt+h)
+	}
+	return cl.at(max(end, cl.c.QuietAt))
 }
 
 // acceptKey is the Sec-WebSocket-Accept a server owes a key (RFC 6455 §4.2.2).
@@ -447,6 +457,12 @@ func (cl *client) finish(ctx context.Context) {
 	c := cl.c.Close
 	due := cl.at(cl.c.CloseAt)
 	switch {
+	case cl.c.QuietAt > 0:
+		// The client went silent (a laptop asleep): it reads and sends
+		// nothing more, and its connection stays open until the hold is
+		// over; then it is gone, as a laptop that wakes elsewhere.
+		wait.Until(ctx, cl.holdUntil())
+		cl.drop(true)
 	case c != nil && c.By == trace.SideServer && cl.p.Opts.Speed > 0:
 		// The server closed it: wait for that, a little past the moment
 		// (at max speed there is no moment: close now).

@@ -48,6 +48,11 @@ type Options struct {
 	// speeds, or than a replayer on a loaded machine keeps its schedule.
 	// A late delete changes no answer: the fixtures answer by record.
 	RouteLead, RouteLag time.Duration
+	// VanishHold is how long (trace time) a client that went silent in the
+	// recording (a laptop asleep) holds its connection open, reading and
+	// sending nothing, before it resets it; 0 holds it to the replay's
+	// end.
+	VanishHold time.Duration
 }
 
 // Shard is one of Count deterministic parts of a replay (Index from 0).
@@ -112,9 +117,22 @@ type Plan struct {
 	Vanished int
 }
 
+// quietOf is when a connection's recorded client went silent, within
+// the window (0: it did not, or not before the window's end).
+func quietOf(c *trace.ConnClose, win trace.Window) time.Duration {
+	if c == nil || c.Quiet <= 0 || win.To > 0 && c.Quiet >= win.To {
+		return 0
+	}
+	return max(c.Quiet, win.From)
+}
+
 // Vanished tells whether a connection's recorded client vanished: it
-// reset the connection, or closed it while an answer was still coming.
+// reset the connection, went silent, or closed it while an answer was
+// still coming.
 func vanished(c *trace.ConnClose, steps []*Step) bool {
+	if c != nil && c.Quiet > 0 {
+		return true
+	}
 	if c == nil || c.By != trace.SideClient {
 		return false
 	}
@@ -140,6 +158,10 @@ type Conn struct {
 	Close *trace.ConnClose
 	// CloseAt is when, in replay time.
 	CloseAt time.Duration
+	// QuietAt is when the recording's client went silent (Close.Quiet),
+	// in replay time; 0 if it did not: from then on the replay's client
+	// reads and sends nothing, holding the connection open.
+	QuietAt time.Duration
 }
 
 // Step is one request, with the WebSocket session that follows a 101.
@@ -282,7 +304,7 @@ func BuildPlan(ctx context.Context, r *trace.Reader, o Options, progress func(in
 			closeAt = rc.close.TS
 		}
 		closeAt = min(closeAt, win.To)
-		gone := vanished(rc.close, steps) && rc.close.TS < win.To
+		gone := vanished(rc.close, steps) && (rc.close.TS < win.To || quietOf(rc.close, win) > 0)
 		for k := range o.Users {
 			shift := shiftOf(rc.user, k) - win.From
 			user := rc.user
@@ -294,6 +316,9 @@ func BuildPlan(ctx context.Context, r *trace.Reader, o Options, progress func(in
 				continue
 			}
 			c := &Conn{ID: cid, Orig: id, Clone: k, User: user, Shift: shift, Open: open + shift, Close: rc.close, CloseAt: closeAt + shift}
+			if q := quietOf(rc.close, win); q > 0 {
+				c.QuietAt = max(q+shift, c.Open)
+			}
 			for _, s := range steps {
 				s2 := *s
 				s2.At = s.HTTP.TS + shift

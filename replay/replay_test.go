@@ -295,3 +295,61 @@ func TestLateRouteAddIsTheHarnesses(t *testing.T) {
 		})
 	}
 }
+
+// Laptops that went to sleep mid-answer (the recording: no reset, no
+// close, the client quiet while the server went on until it gave up) are
+// replayed asleep: the client reads what the recording got, then nothing,
+// and holds its connections open for --vanish-hold before it resets them.
+// Their servers go on meanwhile, into buffers nobody reads.
+func TestSilentClientHoldsItsConnection(t *testing.T) {
+	h := trace.Header{Format: trace.FormatName, Version: trace.Version, Start: time.Date(2026, 11, 3, 15, 50, 0, 0, time.UTC), Source: "test"}
+	u := "/user/" + user
+	recs := []trace.Record{
+		&trace.Route{TS: 0, Op: trace.RouteAdd, Path: u + "/", Target: "http://h-0000aaaa:8888", User: user},
+		&trace.ConnOpen{TS: 10 * ms, Conn: 1, Client: "c-1:40000", Server: "s-1:8000"},
+		&trace.HTTP{TS: 20 * ms, Conn: 1, User: user, Req: trace.Request{End: 20 * ms, Method: "GET", Target: u + "/files/data/big.csv"},
+			Resp: &trace.Response{Start: 30 * ms, End: 130 * ms, Status: 200, BodySize: 1 << 20, Incomplete: true,
+				Headers: []trace.Field{{"Content-Length", itoa(64 << 20)}}}},
+		&trace.ConnClose{TS: 2500 * ms, Conn: 1, How: trace.CloseRST, By: trace.SideServer, Quiet: 131 * ms},
+		&trace.ConnOpen{TS: 10 * ms, Conn: 2, Client: "c-1:40001", Server: "s-1:8000"},
+		&trace.HTTP{TS: 20 * ms, Conn: 2, User: user, Upgrade: true,
+			Req:  trace.Request{End: 20 * ms, Method: "GET", Target: u + "/api/kernels/k/channels", Headers: []trace.Field{{"Upgrade", "websocket"}, {"Connection", "Upgrade"}, {"Sec-WebSocket-Version", "13"}}},
+			Resp: &trace.Response{Start: 25 * ms, End: 25 * ms, Status: 101, Headers: []trace.Field{{"Upgrade", "websocket"}, {"Connection", "Upgrade"}}}},
+		&trace.WSFrame{TS: 30 * ms, Conn: 2, Dir: trace.ClientToServer, Op: trace.OpText, Fin: true, Masked: true, Len: 100},
+	}
+	for i := range 5 {
+		recs = append(recs, &trace.WSFrame{TS: 40*ms + time.Duration(i)*20*ms, Conn: 2, Dir: trace.ServerToClient, Op: trace.OpText, Fin: true, Len: 4096})
+	}
+	recs = append(recs, &trace.ConnClose{TS: 2500 * ms, Conn: 2, How: trace.CloseRST, By: trace.SideServer, Quiet: 130 * ms})
+	path := writeTrace(t, h, recs)
+	_, resp, srv := fixturesFor(t, path, 1)
+	resp.Tail = time.Minute
+	p := plan(t, path, replay.Options{Speed: 1, VanishHold: 700 * ms})
+	assert.Equal(t, 2, p.Vanished, "both clients vanished")
+
+	out := &memResults{}
+	run := &replay.Runner{Target: srv.Target("http://h-0000aaaa:8888"), Results: out, Timeout: 5 * time.Second}
+	_, err := run.Run(context.Background(), p)
+	require.NoError(t, err)
+	res := out.read(t)
+	require.Len(t, res.Requests, 2)
+	for _, q := range res.Requests {
+		assert.Empty(t, q.Error, "%s: %s", q.Target, q.Detail)
+		if q.Status == 200 {
+			assert.Equal(t, int64(1<<20), q.Bytes, "it read what the recording got, then nothing")
+		}
+	}
+	require.Len(t, res.Sessions, 1)
+	ses := res.Sessions[0]
+	assert.Equal(t, replay.CloseClientQuiet, ses.WantClose)
+	assert.Equal(t, replay.CloseClientQuiet, ses.Close)
+	assert.Equal(t, 5, ses.Matched, "the recorded frames, before it went quiet")
+
+	// The servers went on into the held connections, and were cut when
+	// the hold was over: the download well short of its 63 MiB to go,
+	// as nobody read it.
+	require.Eventually(t, func() bool { return resp.Tails.Cut.Load()+resp.Tails.Ran.Load() == 2 }, 10*time.Second, 10*time.Millisecond)
+	assert.EqualValues(t, 2, resp.Tails.Started.Load())
+	assert.EqualValues(t, 2, resp.Tails.Cut.Load(), "the reset at the hold's end cut them")
+	assert.Less(t, resp.Tails.Bytes.Load(), int64(63<<20))
+}

@@ -22,6 +22,7 @@ import (
 const (
 	CloseClient      = "client_close" // the client sent a close frame and closed
 	CloseClientReset = "client_reset" // the client vanished with a reset
+	CloseClientQuiet = "client_quiet" // the client went silent (a laptop asleep), then vanished
 	CloseServer      = "server_close" // the server sent a close frame
 	CloseServerReset = "server_reset" // the server reset the connection
 	CloseServerEOF   = "server_eof"   // the server closed the connection without a close frame
@@ -50,6 +51,8 @@ func wantClose(c *trace.ConnClose, sc *Script) string {
 		return CloseServer
 	}
 	switch {
+	case c != nil && c.Quiet > 0:
+		return CloseClientQuiet
 	case c == nil || c.How == trace.CloseTimeout || c.How == trace.CloseCaptureEnd:
 		return CloseEnd
 	case c.By == trace.SideClient && c.How == trace.CloseRST:
@@ -81,6 +84,9 @@ type wsReader struct {
 	serverFirst, clientClosed bool
 	err                       error
 	arrived                   chan struct{}
+	// hush, closed, tells the reader to read no more: the client went
+	// silent; release, closed, that the connection is gone.
+	hush, release chan struct{}
 }
 
 func (rd *wsReader) run() {
@@ -92,6 +98,13 @@ func (rd *wsReader) run() {
 	}
 	var small [125]byte
 	for {
+		select {
+		case <-rd.hush:
+			<-rd.release
+			rd.finish(net.ErrClosed)
+			return
+		default:
+		}
 		h, err := ws.ReadHeader(rd.cl.br)
 		if err != nil {
 			rd.finish(err)
@@ -202,7 +215,8 @@ func (cl *client) session(ctx context.Context, s *Step, up *Request) *Session {
 	defer cl.r.stats.openWS.Add(-1)
 	_ = cl.nc.SetDeadline(time.Time{})
 
-	rd := &wsReader{cl: cl, script: sc, done: make(chan struct{}), arrived: make(chan struct{}, 1), sent: make([]time.Time, len(sc.Client))}
+	rd := &wsReader{cl: cl, script: sc, done: make(chan struct{}), arrived: make(chan struct{}, 1), sent: make([]time.Time, len(sc.Client)),
+		hush: make(chan struct{}), release: make(chan struct{})}
 	go rd.run()
 
 	var writeErr error
@@ -251,7 +265,15 @@ func (cl *client) session(ctx context.Context, s *Step, up *Request) *Session {
 
 	// The end, as recorded.
 	closeAt := cl.at(cl.c.CloseAt)
-	if cl.c.Close != nil && cl.c.Close.By == trace.SideServer || sentClose {
+	quiet := cl.c.QuietAt > 0
+	if quiet {
+		// A laptop asleep: from its moment on, the client reads and sends
+		// nothing (the proxy's writes fill the socket's buffers), and holds
+		// the connection until the hold is over.
+		rd.waitEnd(ctx, cl.at(cl.c.QuietAt))
+		close(rd.hush)
+		wait.Until(ctx, cl.holdUntil())
+	} else if cl.c.Close != nil && cl.c.Close.By == trace.SideServer || sentClose {
 		// The peer is to close (or to answer our close frame): wait for it.
 		rd.waitAll(ctx, closeAt.Add(grace))
 		rd.waitEnd(ctx, closeAt.Add(grace))
@@ -266,7 +288,8 @@ func (cl *client) session(ctx context.Context, s *Step, up *Request) *Session {
 	default:
 	}
 	clientReset := cl.c.Close != nil && cl.c.Close.By == trace.SideClient && cl.c.Close.How == trace.CloseRST
-	cl.drop(clientReset && !readerEnded)
+	cl.drop(clientReset && !readerEnded || quiet)
+	close(rd.release)
 	<-rd.done
 
 	rd.mu.Lock()
@@ -282,6 +305,8 @@ func (cl *client) session(ctx context.Context, s *Step, up *Request) *Session {
 		out.Close = CloseServerEOF
 	case readerEnded && classify(rd.err, false) == ErrReset:
 		out.Close = CloseServerReset
+	case quiet:
+		out.Close = CloseClientQuiet
 	case clientReset:
 		out.Close = CloseClientReset
 	case sentClose:

@@ -123,6 +123,27 @@ type ConnClose struct {
 	Conn ConnID        `json:"conn"`
 	How  CloseHow      `json:"how"`
 	By   Side          `json:"by,omitempty"` // who closed or reset first, when known
+	// Quiet is when the client went silent, when it did before the end:
+	// it sent nothing more, not even an acknowledgement, while the server
+	// went on sending (and retransmitting) until the connection ended. A
+	// laptop asleep, or gone from the network without a reset.
+	Quiet time.Duration `json:"quiet,omitempty"`
+}
+
+// Vanished tells how the recorded client vanished, if it did: "reset"
+// (it reset the connection), "silent" (it stopped answering, Quiet) or
+// "" (it closed in good order, or the server ended the connection). A
+// close mid-answer (a half-close) is the exchange's to tell.
+func (c *ConnClose) Vanished() string {
+	switch {
+	case c == nil:
+		return ""
+	case c.Quiet > 0:
+		return "silent"
+	case c.By == SideClient && c.How == CloseRST:
+		return "reset"
+	}
+	return ""
 }
 
 // Field is one header line, kept in wire order with duplicates.

@@ -300,6 +300,9 @@ func (s *slicer) emit(w RecordWriter, rec Record) error {
 	case *ConnClose:
 		c := *r
 		c.TS -= off
+		if c.Quiet > 0 {
+			c.Quiet = max(c.Quiet-off, 1) // silent since before the window: from its start
+		}
 		delete(s.inWin, c.Conn)
 		return s.write(w, &c)
 	case *HTTP:

@@ -42,7 +42,8 @@ at least --min-p99-delta), more of its requests failed (--max-error-rate:
 refused, reset, timed out, the proxy's own 502/503, missing routes), fewer
 WebSocket sessions connected or fewer server frames arrived in order
 (--max-ws-loss), it kept more memory after standing idle (--max-rss-growth)
-or left more sockets open (--max-sockets-left: the leak), or its routes
+or left more sockets open (--max-sockets-left: the leak; descriptors of
+connections gone, in no TCP state, --max-stateless-sockets-left), or its routes
 API answered the hub more slowly (the median call, by the latency
 thresholds: the hub awaits every add before it sends the user on), or it
 exited during the run, or would have been restarted by z2jh's liveness
@@ -70,9 +71,9 @@ expire.`
 
 // verdictFlags are the thresholds, shared by compare and report.
 type verdictFlags struct {
-	p99, errRate, wsLoss, rssGrowth, socketsLeft string
-	minP99                                       time.Duration
-	failOnRestart                                bool
+	p99, errRate, wsLoss, rssGrowth, socketsLeft, statelessLeft string
+	minP99                                                      time.Duration
+	failOnRestart                                               bool
 }
 
 func (v *verdictFlags) add(f *pflag.FlagSet) {
@@ -82,7 +83,8 @@ func (v *verdictFlags) add(f *pflag.FlagSet) {
 	f.StringVar(&v.errRate, "max-error-rate", "0.5%", "how many more of B's requests may fail, in percentage points ('off': not judged)")
 	f.StringVar(&v.wsLoss, "max-ws-loss", "0.5%", "how many more WebSocket sessions and frames B may lose, in percentage points ('off': not judged)")
 	f.StringVar(&v.rssGrowth, "max-rss-growth", "64Mi", "how much more memory B may keep after the run and idle ('off': not judged)")
-	f.StringVar(&v.socketsLeft, "max-sockets-left", strconv.Itoa(d.MaxSocketsLeft), "how many more sockets B may leave open after the run and idle ('off': not judged)")
+	f.StringVar(&v.socketsLeft, "max-sockets-left", strconv.Itoa(d.MaxSocketsLeft), "how many more sockets B may leave open after the run and idle, connections in a TCP state (ESTABLISHED, CLOSE_WAIT: the incident's leak) ('off': not judged)")
+	f.StringVar(&v.statelessLeft, "max-stateless-sockets-left", strconv.Itoa(d.MaxStatelessLeft), "how many more socket descriptors in no TCP state (their connections gone, never closed) B may keep after the run and idle ('off': not judged)")
 	f.BoolVar(&v.failOnRestart, "fail-on-restart", true, "a B that exits (crash, OOM) more often than A, or hangs, is a regression")
 }
 
@@ -121,6 +123,11 @@ func (v *verdictFlags) thresholds() (compare.Thresholds, error) {
 	if !off(v.socketsLeft, "sockets left open") {
 		if th.MaxSocketsLeft, err = strconv.Atoi(strings.TrimSpace(v.socketsLeft)); err != nil || th.MaxSocketsLeft < 0 {
 			return th, usageError{fmt.Errorf("--max-sockets-left: %q is not a count of sockets (or 'off')", v.socketsLeft)}
+		}
+	}
+	if !off(v.statelessLeft, "sockets left in no TCP state") {
+		if th.MaxStatelessLeft, err = strconv.Atoi(strings.TrimSpace(v.statelessLeft)); err != nil || th.MaxStatelessLeft < 0 {
+			return th, usageError{fmt.Errorf("--max-stateless-sockets-left: %q is not a count of sockets (or 'off')", v.statelessLeft)}
 		}
 	}
 	return th, nil

@@ -179,6 +179,7 @@ type playFlags struct {
 	users                               string
 	jitter                              time.Duration
 	serverTail                          time.Duration // the fixtures': how long servers go on after their clients vanished
+	vanishHold                          time.Duration // how long a silent client holds its connection
 	seed                                uint64
 	start                               time.Time // --start-at, parsed by plan
 }
@@ -194,6 +195,7 @@ func (p *playFlags) add(f *pflag.FlagSet, shards, together bool) {
 	f.StringVar(&p.to, "to", "", "end of the window (default: the trace's end)")
 	f.StringVar(&p.tz, "tz", "", "time zone for clock times in --from/--to (default: this machine's)")
 	f.DurationVar(&p.serverTail, "server-tail", fixtures.DefaultServerTail, "where the recording's client vanished mid-answer, the emulated server goes on (to the promised length, a stream at its recorded cadence) for up to this much trace time, as the real one did; 0: stop where the recording stops")
+	f.DurationVar(&p.vanishHold, "vanish-hold", 0, "a client the recording shows going silent (a laptop asleep: no reset, no close) holds its connection open, reading and sending nothing, for this much trace time, then resets it; 0: until the replay's end")
 	if together {
 		f.StringVar(&p.startAt, "start-at", "", "start at this moment (RFC 3339), together with other shards or 'fixtures serve' (default: now)")
 	}
@@ -204,7 +206,7 @@ func (p *playFlags) add(f *pflag.FlagSet, shards, together bool) {
 
 // args are the flags again, for a replay elsewhere (a pod) to play the same.
 func (p *playFlags) args() []string {
-	a := []string{"--speed", p.speed, "--users", p.users, "--jitter", p.jitter.String(), "--seed", fmt.Sprint(p.seed), "--server-tail", p.serverTail.String()}
+	a := []string{"--speed", p.speed, "--users", p.users, "--jitter", p.jitter.String(), "--seed", fmt.Sprint(p.seed), "--server-tail", p.serverTail.String(), "--vanish-hold", p.vanishHold.String()}
 	for _, f := range []struct{ name, v string }{{"--from", p.from}, {"--to", p.to}, {"--tz", p.tz}} {
 		if f.v != "" {
 			a = append(a, f.name, f.v)
@@ -239,6 +241,10 @@ func (p *playFlags) plan(ctx context.Context, path string, stdin io.Reader, stde
 		return nil, err
 	}
 	o.Users, o.Jitter, o.Seed = users, p.jitter, p.seed
+	if p.vanishHold < 0 {
+		return nil, usageError{fmt.Errorf("--vanish-hold %s: give a duration of 0 or more", p.vanishHold)}
+	}
+	o.VanishHold = p.vanishHold
 	if p.startAt != "" {
 		if p.start, err = time.Parse(time.RFC3339Nano, p.startAt); err != nil {
 			return nil, usageError{fmt.Errorf("--start-at %q: give an RFC 3339 time, e.g. %s", p.startAt, time.Now().Add(time.Minute).UTC().Format(time.RFC3339))}
