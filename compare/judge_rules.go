@@ -184,10 +184,9 @@ var rules = []rule{
 		name: "sockets left in no TCP state", flag: "--max-stateless-sockets-left",
 		allowed: func(j *judging) float64 { return float64(j.th.MaxStatelessLeft) },
 		get: func(_ *judging, f *Figures) (float64, measure) {
-			switch {
-			case f.Proxy == nil:
-				return 0, missing
-			case !f.Proxy.TCPStates:
+			if f.Proxy == nil || !f.Proxy.TCPStates {
+				// No states to split by: "sockets left open" judges
+				// them all, or says it could not.
 				return 0, noStates
 			}
 			return float64(f.Proxy.StatelessEnd()), measured

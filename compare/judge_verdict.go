@@ -243,7 +243,7 @@ func (j *judging) check(v *Verdict, r rule) Check {
 	case am == tooFew || bm == tooFew:
 		c.Class, c.Why = NotApplicable, fmt.Sprintf("fewer than %d %s in a run: its %s would be one of its slowest few", MinP99Requests, r.lacks, r.name)
 	case am == noStates || bm == noStates:
-		c.Class, c.Why = NotApplicable, "the samples carry no sockets by TCP state (a pod's, read from its kubelet): sockets left open judges them all"
+		c.Class, c.Why = NotApplicable, "no samples of sockets by TCP state (a pod's, read from its kubelet, or plain replay results): sockets left open judges them all, or says it could not"
 	case am == noTraffic && bm == noTraffic:
 		c.Class, c.Why = NotApplicable, "neither run had "+r.lacks
 	case am != measured || bm != measured:
