@@ -429,8 +429,7 @@ func readBody(ctx context.Context, body io.Reader, limit int64, recorded *trace.
 // clientEnded says whether the recording's client closed or reset the
 // connection itself.
 func (cl *client) clientEnded() bool {
-	c := cl.c.Close
-	return c != nil && (c.By == trace.SideClient && (c.How == trace.CloseRST || c.How == trace.CloseFIN) || cl.c.QuietAt > 0)
+	return cl.c.Close.EndedBy(trace.SideClient) || cl.c.QuietAt > 0
 }
 
 // holdUntil is when a client that went silent lets go of its connection:

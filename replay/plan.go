@@ -130,14 +130,11 @@ func quietOf(c *trace.ConnClose, win trace.Window) time.Duration {
 // reset the connection, went silent, or closed it while an answer was
 // still coming.
 func vanished(c *trace.ConnClose, steps []*Step) bool {
-	if c != nil && c.Quiet > 0 {
+	if c.Vanished() != "" {
 		return true
 	}
 	if c == nil || c.By != trace.SideClient {
 		return false
-	}
-	if c.How == trace.CloseRST {
-		return true
 	}
 	last := steps[len(steps)-1].HTTP
 	return c.How == trace.CloseFIN && last.Resp != nil && last.Resp.Incomplete

@@ -130,6 +130,12 @@ type ConnClose struct {
 	Quiet time.Duration `json:"quiet,omitempty"`
 }
 
+// EndedBy tells whether side ended the connection itself, with a reset
+// or a close, as far as the capture saw.
+func (c *ConnClose) EndedBy(side Side) bool {
+	return c != nil && c.By == side && (c.How == CloseRST || c.How == CloseFIN)
+}
+
 // Vanished tells how the recorded client vanished, if it did: "reset"
 // (it reset the connection), "silent" (it stopped answering, Quiet) or
 // "" (it closed in good order, or the server ended the connection). A
