@@ -187,7 +187,7 @@ func (cl *client) exchange(ctx context.Context, s *Step, due time.Time) *Request
 				res.Detail = "no answer before the recorded client gave up, as recorded"
 				return res
 			}
-			cl.fail(ctx, res, err)
+			cl.fail(ctx, s, res, err)
 			return res
 		}
 		res.TTFB = first.Sub(sent)
@@ -196,7 +196,15 @@ func (cl *client) exchange(ctx context.Context, s *Step, due time.Time) *Request
 	}
 }
 
-func (cl *client) fail(ctx context.Context, res *Request, err error) {
+func (cl *client) fail(ctx context.Context, s *Step, res *Request, err error) {
+	if noServer(s.HTTP) && !errors.Is(err, errTimeout) && ctx.Err() == nil {
+		// The recording's proxy had no server to take this WebSocket
+		// either: closed unanswered, or answered in a garbled way (CHP
+		// versions differ), it is the failed WebSocket its user saw.
+		res.Detail = "no WebSocket, as recorded (its server was not there): " + err.Error()
+		cl.drop(false)
+		return
+	}
 	res.Error, res.Detail = classify(err, false), err.Error()
 	if ctx.Err() != nil {
 		res.Error = ErrCancelled
@@ -314,6 +322,10 @@ func (cl *client) firstByte(rec *trace.HTTP, sent time.Time) (time.Time, error) 
 	return time.Now(), nil
 }
 
+// noServer tells whether rec is a WebSocket upgrade the recording's
+// proxy answered itself, its server not there (trace.HTTP.ProxyAnswered).
+func noServer(rec *trace.HTTP) bool { return rec.Upgrade && rec.ProxyAnswered() }
+
 // errAbandoned: the recording's client gave up before an answer, and so
 // did replay.
 var errAbandoned = errors.New("abandoned as recorded")
@@ -323,7 +335,7 @@ func (cl *client) read(ctx context.Context, s *Step, res *Request, sent time.Tim
 	rec := s.HTTP
 	resp, err := http.ReadResponse(cl.br, &http.Request{Method: rec.Req.Method})
 	if err != nil {
-		cl.fail(ctx, res, err)
+		cl.fail(ctx, s, res, err)
 		return
 	}
 	res.Status = resp.StatusCode
@@ -352,7 +364,7 @@ func (cl *client) read(ctx context.Context, s *Step, res *Request, sent time.Tim
 	res.Bytes = n
 	res.TTLB = time.Since(sent)
 	if err != nil {
-		cl.fail(ctx, res, err)
+		cl.fail(ctx, s, res, err)
 		return
 	}
 	if resp.Close {
@@ -385,6 +397,11 @@ func (cl *client) read(ctx context.Context, s *Step, res *Request, sent time.Tim
 				res.Detail += "): the replay's order, not the proxy's"
 			}
 		}
+	case resp.StatusCode == rec.Resp.Status && rec.ProxyAnswered(), noServer(rec):
+		// The recording's proxy could not reach this server either (the
+		// fixtures fail the connection as it was not there): the
+		// candidate's own 503 is the answer recorded; for a WebSocket,
+		// any answer but a 101.
 	case resp.StatusCode >= 500 && !fromTrace:
 		res.Error = ErrProxy5xx
 	case resp.StatusCode != rec.Resp.Status:

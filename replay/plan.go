@@ -112,7 +112,7 @@ type Plan struct {
 	// upgrade precedes the window).
 	Requests, Sessions, ClientFrames, ServerFrames, Skipped int
 	// Vanished counts the connections whose client vanished in the
-	// recording: a reset, or a close mid-answer. Leaks are per 1,000 of
+	// recording: a reset, silence, or a close mid-answer. Leaks are per 1,000 of
 	// them: the incident's proxy kept a socket for each.
 	Vanished int
 }
@@ -287,7 +287,7 @@ func BuildPlan(ctx context.Context, r *trace.Reader, o Options, progress func(in
 		slices.SortStableFunc(rc.steps, func(a, b *Step) int { return cmp.Compare(a.HTTP.TS, b.HTTP.TS) })
 		fs := frames[id]
 		slices.SortStableFunc(fs, func(a, b *trace.WSFrame) int { return cmp.Compare(a.TS, b.TS) })
-		steps, skipped := windowSteps(rc.steps, fs, win)
+		steps, skipped := windowSteps(rc.steps, fs, win, rc.close)
 		p.Skipped += skipped
 		if len(steps) == 0 {
 			continue
@@ -344,8 +344,11 @@ func BuildPlan(ctx context.Context, r *trace.Reader, o Options, progress func(in
 
 // windowSteps keeps a connection's requests that start inside the window,
 // attaching each 101's session; it returns how many WebSocket sessions were
-// left out because they were upgraded before the window.
-func windowSteps(steps []*Step, frames []*trace.WSFrame, win trace.Window) ([]*Step, int) {
+// left out because they were upgraded before the window. A session's
+// frames end where its client went quiet: what the server sent after
+// that never reached it (the capture saw it unacknowledged), nor does it
+// reach a replay's client, asleep from then on.
+func windowSteps(steps []*Step, frames []*trace.WSFrame, win trace.Window, closed *trace.ConnClose) ([]*Step, int) {
 	var out []*Step
 	skipped := 0
 	for i, s := range steps {
@@ -362,6 +365,9 @@ func windowSteps(steps []*Step, frames []*trace.WSFrame, win trace.Window) ([]*S
 			next := time.Duration(1<<63 - 1)
 			if i+1 < len(steps) {
 				next = steps[i+1].HTTP.TS
+			}
+			if closed != nil && closed.Quiet > 0 {
+				next = min(next, closed.Quiet)
 			}
 			s.WS = newScript(frames, s.HTTP.TS, min(next, win.To))
 		}

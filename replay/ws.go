@@ -62,7 +62,7 @@ func wantClose(c *trace.ConnClose, sc *Script) string {
 	case c.How == trace.CloseRST:
 		return CloseServerReset
 	default:
-		return CloseServer
+		return CloseServerEOF // a FIN with no close frame before it: a server cut off
 	}
 }
 

@@ -6,6 +6,7 @@ package trace
 
 import (
 	"encoding/json"
+	"strings"
 	"time"
 )
 
@@ -326,6 +327,31 @@ func (h *HTTP) End() time.Duration {
 		end = max(end, h.Resp.End)
 	}
 	return end
+}
+
+// HeaderValue is the first value of a header, by case-insensitive name.
+func HeaderValue(h []Field, name string) (string, bool) {
+	for _, f := range h {
+		if strings.EqualFold(f[0], name) {
+			return f[1], true
+		}
+	}
+	return "", false
+}
+
+// ProxyAnswered tells whether the response was the proxy's own 503: it
+// could not reach the target of the route it had (a server stopped or
+// dead that the hub has not yet noticed), and answered with its error
+// target's page (CHP passes on only that page's Content-Type and
+// Content-Encoding) or its bare "Service Unavailable". JupyterHub and its
+// single-user servers send X-JupyterHub-Version with every answer, so a
+// 503 without it, among headers the capture kept, came from neither.
+func (h *HTTP) ProxyAnswered() bool {
+	if h.Resp == nil || h.Resp.Status != 503 || len(h.Resp.Headers) == 0 {
+		return false
+	}
+	_, hub := HeaderValue(h.Resp.Headers, "X-JupyterHub-Version")
+	return !hub
 }
 
 // Conn returns the connection a record belongs to, if it belongs to one.

@@ -180,7 +180,7 @@ func (a *Anonymizer) http(r *trace.HTTP) {
 	path, _, _ := strings.Cut(r.Req.Target, "?")
 	if path != "" && path[0] == '/' {
 		_, dec := segs(path)
-		if host, ok := headerValue(r.Req.Headers, "Host"); ok {
+		if host, ok := trace.HeaderValue(r.Req.Headers, "Host"); ok {
 			if u := userAt(dec, 1+a.baseLen(dec)); u > 0 {
 				a.learnDomain(host, dec[u])
 			}

@@ -63,15 +63,6 @@ func (a *Anonymizer) headers(h []trace.Field) ([]trace.Field, string) {
 	return out, user
 }
 
-// headerValue is the first value of a header, by case-insensitive name.
-func headerValue(h []trace.Field, name string) (string, bool) {
-	for _, f := range h {
-		if strings.EqualFold(f[0], name) {
-			return f[1], true
-		}
-	}
-	return "", false
-}
 
 // keptValueRE is what a kept header's value may be: printable ASCII of a
 // sane length (formats, dates, cache rules, versions).

@@ -50,14 +50,7 @@ type Message struct {
 }
 
 // Header returns the first value of the named header (case-insensitive).
-func (m *Message) Header(name string) (string, bool) {
-	for _, f := range m.Headers {
-		if strings.EqualFold(f[0], name) {
-			return f[1], true
-		}
-	}
-	return "", false
-}
+func (m *Message) Header(name string) (string, bool) { return trace.HeaderValue(m.Headers, name) }
 
 // HasToken reports whether a comma-separated header (Connection, Upgrade,
 // Transfer-Encoding) lists token, in any of its lines.

@@ -101,7 +101,12 @@ func (p *Proxy) Public() http.Handler {
 			p.tunnel(w, r, target)
 			return
 		}
-		rp := &httputil.ReverseProxy{Rewrite: func(pr *httputil.ProxyRequest) { pr.SetURL(target); pr.Out.Host = pr.In.Host }}
+		rp := &httputil.ReverseProxy{Rewrite: func(pr *httputil.ProxyRequest) { pr.SetURL(target); pr.Out.Host = pr.In.Host },
+			// A target it cannot reach is a 503, as CHP answers it.
+			ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) {
+				slog.Warn("toyproxy: target unreachable", "err", err)
+				w.WriteHeader(http.StatusServiceUnavailable)
+			}}
 		rp.ServeHTTP(w, r)
 	})
 }
