@@ -63,7 +63,6 @@ func (a *Anonymizer) headers(h []trace.Field) ([]trace.Field, string) {
 	return out, user
 }
 
-
 // keptValueRE is what a kept header's value may be: printable ASCII of a
 // sane length (formats, dates, cache rules, versions).
 var keptValueRE = regexp.MustCompile(`^[\x20-\x7e]{0,256}$`)
