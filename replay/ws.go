@@ -270,7 +270,11 @@ func (cl *client) session(ctx context.Context, s *Step, up *Request) *Session {
 		// A laptop asleep: from its moment on, the client reads and sends
 		// nothing (the proxy's writes fill the socket's buffers), and holds
 		// the connection until the hold is over.
+		// What the server sent before that moment was on its way: it is
+		// read first (a grace for its trip through the proxy), the rest
+		// never is.
 		rd.waitEnd(ctx, cl.at(cl.c.QuietAt))
+		rd.waitAll(ctx, cl.at(cl.c.QuietAt).Add(grace))
 		close(rd.hush)
 		wait.Until(ctx, cl.holdUntil())
 	} else if cl.c.Close != nil && cl.c.Close.By == trace.SideServer || sentClose {
