@@ -35,8 +35,15 @@ type usageError struct{ error }
 // CI reads 1 as "the candidate is worse": nothing else may say so.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	root := newRoot(stdin, stdout, stderr)
+	var prof profiles
+	prof.flags(root)
+	root.PersistentPreRunE = chain(prof.start, root.PersistentPreRun)
+	root.PersistentPreRun = nil
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
+	if perr := prof.stop(); perr != nil && err == nil {
+		err = perr
+	}
 	if err == nil {
 		return 0
 	}
@@ -53,6 +60,19 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return ee.code
 	}
 	return 2
+}
+
+// chain runs first, then the hook (cobra runs only one persistent pre-run).
+func chain(first func() error, then func(*cobra.Command, []string)) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		if err := first(); err != nil {
+			return err
+		}
+		if then != nil {
+			then(cmd, args)
+		}
+		return nil
+	}
 }
 
 // exitError carries an exit status of its own (compare's: 1 for a

@@ -277,3 +277,22 @@ func TestUsageErrorsExit2(t *testing.T) {
 		assert.Equal(t, 1, strings.Count(strings.TrimSpace(r.stderr), "\n")+1, "one line: %q", r.stderr)
 	}
 }
+
+// The developer's profiles: written whatever the command's outcome, as
+// pprof's gzipped protocol buffers; a profile that cannot be written is a
+// usage error before any work.
+func TestProfiles(t *testing.T) {
+	dir := t.TempDir()
+	cpu, mem := filepath.Join(dir, "cpu.prof"), filepath.Join(dir, "mem.prof")
+	r := hubreplay(t, nil, "--cpuprofile", cpu, "--memprofile", mem, "inspect", filepath.Join(dir, "missing.trace"))
+	assert.Equal(t, 2, r.code, "the command failed: %s", r.stderr)
+	for _, p := range []string{cpu, mem} {
+		b, err := os.ReadFile(p)
+		require.NoError(t, err)
+		require.Greater(t, len(b), 2)
+		assert.Equal(t, []byte{0x1f, 0x8b}, b[:2], "%s is gzipped", p)
+	}
+	r = hubreplay(t, nil, "--cpuprofile", filepath.Join(dir, "no", "such", "dir"), "version")
+	assert.Equal(t, 2, r.code)
+	assert.Contains(t, r.stderr, "--cpuprofile")
+}
