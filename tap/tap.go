@@ -148,6 +148,30 @@ type Tapper struct {
 	Logs func(ctx context.Context, namespace, pod, container string) (io.ReadCloser, error)
 	// Poll is how often WaitRunning looks (default 1 s).
 	Poll time.Duration
+	// Exec runs a command in a container, as kubectl exec (Signal's way
+	// in); kindcluster.SPDYExec does it through the API server.
+	Exec Execer
+}
+
+// Execer runs a command in a pod's container.
+type Execer interface {
+	Exec(ctx context.Context, namespace, pod, container string, cmd []string, stdin io.Reader, stdout io.Writer) error
+}
+
+// Signal sends the capture in the tap container a signal through an exec
+// there: "INT" ends its trace and stops it (Ctrl-C at the operator's end:
+// an ephemeral container cannot be removed, so its process is told to
+// stop); "USR1" makes a flight recorder write its window out (a restart
+// of the proxy seen through the API).
+func (t *Tapper) Signal(ctx context.Context, namespace, pod, container, sig string) error {
+	if t.Exec == nil {
+		return errors.New("signal the capture: no way to exec into the pod")
+	}
+	var out strings.Builder
+	if err := t.Exec.Exec(ctx, namespace, pod, container, []string{"/hubreplay", "capture-signal", sig}, nil, &out); err != nil {
+		return fmt.Errorf("signal the capture in %s/%s (container %s): %w", namespace, pod, container, err)
+	}
+	return nil
 }
 
 // FindPod finds the pod to tap: o.Pod, or the one running pod o.Selector

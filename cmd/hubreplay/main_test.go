@@ -296,3 +296,12 @@ func TestProfiles(t *testing.T) {
 	assert.Equal(t, 2, r.code)
 	assert.Contains(t, r.stderr, "--cpuprofile")
 }
+
+// capture-signal (run by tap through an exec in the pod) says what it
+// needs. (Not run with a signal here: a capture of another test could be
+// running on this machine.)
+func TestCaptureSignal(t *testing.T) {
+	r := hubreplay(t, nil, "capture-signal", "TERM")
+	assert.Equal(t, 2, r.code)
+	assert.Contains(t, r.stderr, "give INT or USR1")
+}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -19,6 +20,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/hubreplay/hubreplay/internal/version"
+	"github.com/hubreplay/hubreplay/kindcluster"
 	"github.com/hubreplay/hubreplay/tap"
 	"github.com/hubreplay/hubreplay/trace"
 )
@@ -41,15 +43,18 @@ the operator's kubeconfig (the same access as kubectl debug):
      like 'kubectl logs -f', into TRACE, with progress (records, MB, kernel
      drops) on stderr;
   5. it stops at --duration (the capture in the pod stops by itself then) or
-     on Ctrl-C (TRACE is closed whole; the capture in the pod still stops at
-     --duration: an ephemeral container cannot be removed).
+     on Ctrl-C: an exec into the container signals the capture, which ends
+     its trace, and TRACE gets it whole (if the exec is refused, TRACE is
+     closed whole here and the capture in the pod stops at --duration: an
+     ephemeral container cannot be removed).
 
 Raw packets never leave the pod. The container stays in the pod's spec
 (Kubernetes keeps ephemeral containers) until the pod is replaced.
 
 It needs, in the namespace: get and list pods, update pods/ephemeralcontainers,
-get pods/log. Where the cluster refuses ephemeral containers (a policy, RBAC,
-an old API server), tap says so and prints the alternatives: the same
+get pods/log, create pods/exec (to stop the capture on Ctrl-C). Where the
+cluster refuses ephemeral containers (a policy, RBAC, an old API server),
+tap says so and prints the alternatives: the same
 capture as a sidecar of the proxy Deployment, or as a pod with hostNetwork on
 the proxy's node, read back with 'hubreplay tap --stdin'.
 
@@ -89,14 +94,16 @@ type tapCmd struct {
 	force, stdin             bool
 	startup                  time.Duration
 
-	mu   sync.Mutex // the progress line and the lines between
-	show *captureDisplay
+	mu      sync.Mutex // the progress line and the lines between
+	show    *captureDisplay
+	stopped atomic.Bool // Ctrl-C stopped the capture in the pod
 }
 
 // Tests stand in for the cluster: a fake clientset, and the log stream of
 // a capture they run themselves.
 var (
 	tapTestLogs func(ctx context.Context, namespace, pod, container string) (io.ReadCloser, error)
+	tapTestExec tap.Execer
 )
 
 func (c *tapCmd) run(cmd *cobra.Command) error {
@@ -116,14 +123,17 @@ func (c *tapCmd) run(cmd *cobra.Command) error {
 		return c.receive(ctx, stderr, io.NopCloser(cmd.InOrStdin()), "standard input")
 	}
 
-	client, _, ns, err := k8sClient(c.kubeconfig, c.context)
+	client, rc, ns, err := k8sClient(c.kubeconfig, c.context)
 	if err != nil {
 		return usageError{err}
 	}
 	if c.o.Namespace == "" {
 		c.o.Namespace = ns
 	}
-	tp := &tap.Tapper{Client: client, Logs: tapTestLogs}
+	tp := &tap.Tapper{Client: client, Logs: tapTestLogs, Exec: kindcluster.SPDYExec{Config: rc, Client: client}}
+	if tapTestExec != nil {
+		tp.Exec = tapTestExec
+	}
 	pod, err := tp.FindPod(ctx, c.o)
 	if err != nil {
 		return err
@@ -149,16 +159,46 @@ func (c *tapCmd) run(cmd *cobra.Command) error {
 	}
 	defer stream.Close()
 	// The stream ends when the capture in the pod stops at --duration; a
-	// minute more covers its last flush and the log's delay.
-	rctx, stop := context.WithTimeout(ctx, c.o.Duration+time.Minute)
+	// minute more covers its last flush and the log's delay. Ctrl-C stops
+	// the capture in the pod (an exec signals it), and its stream is read
+	// to its end: the trace's last records and its closing stats.
+	rctx, stop := context.WithTimeout(context.WithoutCancel(ctx), c.o.Duration+time.Minute)
 	defer stop()
+	go func() {
+		select {
+		case <-rctx.Done():
+			return
+		case <-ctx.Done():
+		}
+		c.say(stderr, "tap: stopping the capture in the pod")
+		sctx, cancel := context.WithTimeout(rctx, tapStopWait)
+		defer cancel()
+		if err := tp.Signal(sctx, pod.Namespace, pod.Name, ec.Name, "INT"); err != nil {
+			c.say(stderr, fmt.Sprintf("tap: %v: stopped here; the capture in the pod stops by itself at --duration", err))
+			stop()
+			return
+		}
+		c.stopped.Store(true)
+		<-sctx.Done() // the stream's end, or this long at most
+		stop()
+	}()
 	// The proxy's restarts, as the kubelet tells them: why a flight
-	// recorder's dump came, or what happened during a capture.
+	// recorder's dump came, or what happened during a capture. Without a
+	// process to watch in the pod (--watch ""), a restart seen here is
+	// the flight recorder's trigger.
 	go tp.WatchRestarts(rctx, pod.Namespace, pod.Name, c.o.Target, func(r tap.Restart) {
 		c.say(stderr, fmt.Sprintf("tap: container %s restarted (restart %d: %s, exit %d, at %s)", c.o.Target, r.Count, r.Reason, r.ExitCode, r.At.Local().Format("15:04:05")))
+		if c.o.Ring > 0 && c.o.Watch == "" {
+			if err := tp.Signal(rctx, pod.Namespace, pod.Name, ec.Name, "USR1"); err != nil {
+				c.say(stderr, fmt.Sprintf("tap: the flight recorder was not triggered: %v", err))
+			}
+		}
 	})
 	return c.receive(rctx, stderr, stream, fmt.Sprintf("pod %s/%s", pod.Namespace, pod.Name))
 }
+
+// tapStopWait bounds how long a stopped capture may take to send its end.
+const tapStopWait = 30 * time.Second
 
 // receive writes the stream's trace to -o with progress.
 // say prints a line between the progress lines.
@@ -206,7 +246,10 @@ func (c *tapCmd) receive(ctx context.Context, stderr io.Writer, stream io.ReadCl
 		return err
 	}
 	how := "the capture ended"
-	if ctx.Err() != nil {
+	switch {
+	case c.stopped.Load():
+		how = "stopped on Ctrl-C, the capture in the pod with it"
+	case ctx.Err() != nil:
 		how = "stopped here; the capture in the pod stops by itself at --duration"
 	}
 	if len(wrote) == 0 {

@@ -167,3 +167,77 @@ func TestTapFlightRecorder(t *testing.T) {
 	_, err = os.Stat(filepath.Join(".", "hubreplay-capture.ring"))
 	assert.ErrorIs(t, err, os.ErrNotExist, "the segments are gone after the last dump")
 }
+
+// execFunc is an Execer of a function: the kubelet's exec, as a test plays it.
+type execFunc func(ctx context.Context, namespace, pod, container string, cmd []string, stdin io.Reader, stdout io.Writer) error
+
+func (f execFunc) Exec(ctx context.Context, namespace, pod, container string, cmd []string, stdin io.Reader, stdout io.Writer) error {
+	return f(ctx, namespace, pod, container, cmd, stdin, stdout)
+}
+
+// Ctrl-C at the operator's end stops the capture in the pod too: an exec
+// into the tap container signals it (the hidden capture-signal verb), the
+// capture ends its trace, and the local file gets all of it.
+func TestTapCtrlCStopsTheCaptureInThePod(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("live capture needs root or CAP_NET_RAW; CI runs as root")
+	}
+	addr, port := testenv.Serve(t)
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "proxy-1", Namespace: "jhub", Labels: map[string]string{"component": "proxy"}},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "chp"}}},
+		Status:     corev1.PodStatus{Phase: corev1.PodRunning},
+	}
+	cs := fake.NewClientset(pod)
+	var asked corev1.EphemeralContainer
+	cs.PrependReactor("update", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		if a.GetSubresource() != "ephemeralcontainers" {
+			return false, nil, nil
+		}
+		p := a.(k8stesting.UpdateAction).GetObject().(*corev1.Pod).DeepCopy()
+		asked = p.Spec.EphemeralContainers[len(p.Spec.EphemeralContainers)-1]
+		p.Status.EphemeralContainerStatuses = []corev1.ContainerStatus{{Name: asked.Name, State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}}}
+		require.NoError(t, cs.Tracker().Update(corev1.SchemeGroupVersion.WithResource("pods"), p, "jhub"))
+		return true, p, nil
+	})
+	k8sTestClient = func() (kubernetes.Interface, *rest.Config, string, error) { return cs, &rest.Config{}, "jhub", nil }
+	var capturing *bg
+	driven := make(chan struct{})
+	tapTestLogs = func(ctx context.Context, namespace, podName, container string) (io.ReadCloser, error) {
+		args := asked.Command[1:]
+		for i, a := range args {
+			if a == "--iface" {
+				args[i+1] = "lo"
+			}
+		}
+		pr, pw := io.Pipe()
+		capturing = background(t, pw, args...)
+		go func() {
+			defer close(driven)
+			time.Sleep(500 * time.Millisecond)
+			testenv.Drive(t, addr, true)
+		}()
+		return pr, nil
+	}
+	var execs [][]string
+	tapTestExec = execFunc(func(_ context.Context, namespace, podName, container string, cmd []string, _ io.Reader, _ io.Writer) error {
+		assert.Equal(t, []string{"jhub", "proxy-1", asked.Name}, []string{namespace, podName, container}, "into the tap's container")
+		execs = append(execs, cmd)
+		capturing.cancel() // what capture-signal INT does to the capture: its Ctrl-C
+		return nil
+	})
+	t.Cleanup(func() { k8sTestClient, tapTestLogs, tapTestExec = nil, nil, nil })
+
+	out := filepath.Join(t.TempDir(), "lecture.trace")
+	tapping := background(t, nil, "tap", "--image", "registry.example/hubreplay-tap:v9", "--port", strconv.Itoa(port), "--duration", "1h", "-o", out)
+	<-driven
+	r := tapping.Stop() // Ctrl-C, with the capture in the pod meant to run for an hour
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Equal(t, [][]string{{"/hubreplay", "capture-signal", "INT"}}, execs)
+	c := capturing.Wait()
+	require.Equal(t, 0, c.code, c.stderr)
+	assert.Contains(t, r.stderr, "stopped on Ctrl-C, the capture in the pod with it")
+	_, recs := readAll(t, out)
+	assert.Equal(t, 15, count[*trace.HTTP](recs), "everything up to the stop")
+	assert.Equal(t, 23, count[*trace.WSFrame](recs))
+}

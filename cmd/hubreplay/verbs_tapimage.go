@@ -8,5 +8,5 @@ import "github.com/spf13/cobra"
 // tapimage): capture and what checks a trace, without the Kubernetes,
 // kind and Docker clients the rest of the CLI carries into production pods.
 func verbs() []*cobra.Command {
-	return []*cobra.Command{newVersionCmd(), newCaptureCmd(), newVerifyCmd(), newInspectCmd()}
+	return []*cobra.Command{newVersionCmd(), newCaptureCmd(), newVerifyCmd(), newInspectCmd(), newCaptureSignalCmd()}
 }
