@@ -6,7 +6,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -177,8 +179,10 @@ func (f execFunc) Exec(ctx context.Context, namespace, pod, container string, cm
 
 // Ctrl-C at the operator's end stops the capture in the pod too: an exec
 // into the tap container signals it (the hidden capture-signal verb), the
-// capture ends its trace, and the local file gets all of it.
-func TestTapCtrlCStopsTheCaptureInThePod(t *testing.T) {
+// capture ends its trace, and the local file gets all of it. A flight
+// recorder without a process to watch in the pod (--watch "") is
+// triggered the same way by the proxy's restart the API reports.
+func TestTapSignalsTheCaptureInThePod(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("live capture needs root or CAP_NET_RAW; CI runs as root")
 	}
@@ -186,7 +190,7 @@ func TestTapCtrlCStopsTheCaptureInThePod(t *testing.T) {
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: "proxy-1", Namespace: "jhub", Labels: map[string]string{"component": "proxy"}},
 		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "chp"}}},
-		Status:     corev1.PodStatus{Phase: corev1.PodRunning},
+		Status:     corev1.PodStatus{Phase: corev1.PodRunning, ContainerStatuses: []corev1.ContainerStatus{{Name: "chp"}}},
 	}
 	cs := fake.NewClientset(pod)
 	var asked corev1.EphemeralContainer
@@ -219,25 +223,47 @@ func TestTapCtrlCStopsTheCaptureInThePod(t *testing.T) {
 		}()
 		return pr, nil
 	}
+	var mu sync.Mutex
 	var execs [][]string
 	tapTestExec = execFunc(func(_ context.Context, namespace, podName, container string, cmd []string, _ io.Reader, _ io.Writer) error {
 		assert.Equal(t, []string{"jhub", "proxy-1", asked.Name}, []string{namespace, podName, container}, "into the tap's container")
+		mu.Lock()
 		execs = append(execs, cmd)
-		capturing.cancel() // what capture-signal INT does to the capture: its Ctrl-C
+		mu.Unlock()
+		if cmd[len(cmd)-1] == "INT" {
+			capturing.cancel() // what capture-signal INT does to the capture: its Ctrl-C
+		}
+		// (USR1 is not sent for real: other tests' flight recorders share this process.)
 		return nil
 	})
+	execed := func() [][]string { mu.Lock(); defer mu.Unlock(); return slices.Clone(execs) }
 	t.Cleanup(func() { k8sTestClient, tapTestLogs, tapTestExec = nil, nil, nil })
 
-	out := filepath.Join(t.TempDir(), "lecture.trace")
-	tapping := background(t, nil, "tap", "--image", "registry.example/hubreplay-tap:v9", "--port", strconv.Itoa(port), "--duration", "1h", "-o", out)
+	t.Chdir(t.TempDir()) // the capture in the "pod" keeps its ring segments here
+	dir := t.TempDir()
+	out := filepath.Join(dir, "lecture.trace")
+	tapping := background(t, nil, "tap", "--image", "registry.example/hubreplay-tap:v9", "--port", strconv.Itoa(port), "--duration", "1h",
+		"--ring", "1m", "--watch", "", "-o", out)
 	<-driven
+	// The kubelet restarts chp after an OOM kill.
+	p, err := cs.CoreV1().Pods("jhub").Get(context.Background(), "proxy-1", metav1.GetOptions{})
+	require.NoError(t, err)
+	p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "chp", RestartCount: 1,
+		LastTerminationState: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{Reason: "OOMKilled", ExitCode: 137}}}}
+	require.NoError(t, cs.Tracker().Update(corev1.SchemeGroupVersion.WithResource("pods"), p, "jhub"))
+	require.Eventually(t, func() bool { return len(execed()) > 0 }, 20*time.Second, 50*time.Millisecond, "the restart triggers the flight recorder")
+
 	r := tapping.Stop() // Ctrl-C, with the capture in the pod meant to run for an hour
 	require.Equal(t, 0, r.code, r.stderr)
-	assert.Equal(t, [][]string{{"/hubreplay", "capture-signal", "INT"}}, execs)
+	assert.Equal(t, [][]string{{"/hubreplay", "capture-signal", "USR1"}, {"/hubreplay", "capture-signal", "INT"}}, execed())
 	c := capturing.Wait()
 	require.Equal(t, 0, c.code, c.stderr)
+	assert.Contains(t, r.stderr, "restarted (restart 1: OOMKilled, exit 137")
 	assert.Contains(t, r.stderr, "stopped on Ctrl-C, the capture in the pod with it")
-	_, recs := readAll(t, out)
+	dumps, err := filepath.Glob(filepath.Join(dir, "lecture-*.trace"))
+	require.NoError(t, err)
+	require.Len(t, dumps, 1, "the recorder's window at the stop: %s", r.stderr)
+	_, recs := readAll(t, dumps[0])
 	assert.Equal(t, 15, count[*trace.HTTP](recs), "everything up to the stop")
 	assert.Equal(t, 23, count[*trace.WSFrame](recs))
 }
