@@ -47,6 +47,24 @@ func NoDocker(t testing.TB, why string) {
 	t.Skip(why)
 }
 
+// Kubeconfig is the kubeconfig of a real cluster the tests may use (a
+// kind cluster made for them: they create pods in its default namespace),
+// from HUBREPLAY_TEST_KUBECONFIG. Where none is given the test skips, or
+// fails where one must be (HUBREPLAY_TEST_REQUIRE names "cluster"): no
+// cluster runs on this project's own machines, so what only a kubelet
+// does (exec, image pulls) is tested where one does.
+func Kubeconfig(t testing.TB) string {
+	t.Helper()
+	path := os.Getenv("HUBREPLAY_TEST_KUBECONFIG")
+	if path == "" {
+		if required("cluster") {
+			t.Fatal("HUBREPLAY_TEST_KUBECONFIG is not set, and HUBREPLAY_TEST_REQUIRE says a cluster must be there")
+		}
+		t.Skip("no cluster here: set HUBREPLAY_TEST_KUBECONFIG to a kubeconfig of a cluster the tests may use (kind create cluster)")
+	}
+	return path
+}
+
 // MemoryCgroup skips the test unless a cgroup v1 memory controller is
 // writable here (root), as on this project's CI machines; where it must
 // be (HUBREPLAY_TEST_REQUIRE lists "cgroup"), its absence fails the test.
