@@ -44,31 +44,13 @@ func TestTapEndToEnd(t *testing.T) {
 		Spec:       corev1.PodSpec{NodeName: "node-1", Containers: []corev1.Container{{Name: "chp"}}},
 		Status:     corev1.PodStatus{Phase: corev1.PodRunning},
 	}
-	cs := fake.NewClientset(pod)
-	var asked corev1.EphemeralContainer
-	// The kubelet: the container runs once it is added.
-	cs.PrependReactor("update", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
-		if a.GetSubresource() != "ephemeralcontainers" {
-			return false, nil, nil
-		}
-		p := a.(k8stesting.UpdateAction).GetObject().(*corev1.Pod).DeepCopy()
-		asked = p.Spec.EphemeralContainers[len(p.Spec.EphemeralContainers)-1]
-		p.Status.EphemeralContainerStatuses = []corev1.ContainerStatus{{Name: asked.Name, State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}}}
-		require.NoError(t, cs.Tracker().Update(corev1.SchemeGroupVersion.WithResource("pods"), p, "jhub"))
-		return true, p, nil
-	})
-	k8sTestClient = func() (kubernetes.Interface, *rest.Config, string, error) { return cs, &rest.Config{}, "jhub", nil }
+	_, asked := fakeCluster(t, pod)
 	// The container's log stream: its command, run here, on loopback.
 	captured := make(chan result, 1)
 	tapTestLogs = func(ctx context.Context, namespace, podName, container string) (io.ReadCloser, error) {
 		assert.Equal(t, "proxy-5f7b9-x2x9q", podName)
-		assert.Equal(t, asked.Name, container)
-		args := asked.Command[1:] // without the image's /hubreplay
-		for i, a := range args {
-			if a == "--iface" {
-				args[i+1] = "lo" // this machine's loopback stands in for the pod's interfaces
-			}
-		}
+		assert.Equal(t, asked().Name, container)
+		args := onLoopback(asked().Command)
 		pr, pw := io.Pipe()
 		capturing := background(t, pw, args...)
 		go func() { captured <- capturing.Wait() }() // it stops by itself at --max-duration
@@ -90,10 +72,10 @@ func TestTapEndToEnd(t *testing.T) {
 	assert.Contains(t, r.stderr, "adding container hubreplay-tap-")
 	assert.Contains(t, r.stderr, "wrote "+out)
 
-	assert.Equal(t, "chp", asked.TargetContainerName)
-	assert.Equal(t, "registry.example/hubreplay-tap:v9", asked.Image)
-	assert.ElementsMatch(t, []corev1.Capability{"NET_RAW", "NET_ADMIN"}, asked.SecurityContext.Capabilities.Add)
-	assert.NotContains(t, asked.Command, "--raw", "anonymized in the pod")
+	assert.Equal(t, "chp", asked().TargetContainerName)
+	assert.Equal(t, "registry.example/hubreplay-tap:v9", asked().Image)
+	assert.ElementsMatch(t, []corev1.Capability{"NET_RAW", "NET_ADMIN"}, asked().SecurityContext.Capabilities.Add)
+	assert.NotContains(t, asked().Command, "--raw", "anonymized in the pod")
 
 	h, recs := readAll(t, out)
 	assert.Equal(t, "tap:any", h.Source, "what the pod's command says")
@@ -192,28 +174,11 @@ func TestTapSignalsTheCaptureInThePod(t *testing.T) {
 		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "chp"}}},
 		Status:     corev1.PodStatus{Phase: corev1.PodRunning, ContainerStatuses: []corev1.ContainerStatus{{Name: "chp"}}},
 	}
-	cs := fake.NewClientset(pod)
-	var asked corev1.EphemeralContainer
-	cs.PrependReactor("update", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
-		if a.GetSubresource() != "ephemeralcontainers" {
-			return false, nil, nil
-		}
-		p := a.(k8stesting.UpdateAction).GetObject().(*corev1.Pod).DeepCopy()
-		asked = p.Spec.EphemeralContainers[len(p.Spec.EphemeralContainers)-1]
-		p.Status.EphemeralContainerStatuses = []corev1.ContainerStatus{{Name: asked.Name, State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}}}
-		require.NoError(t, cs.Tracker().Update(corev1.SchemeGroupVersion.WithResource("pods"), p, "jhub"))
-		return true, p, nil
-	})
-	k8sTestClient = func() (kubernetes.Interface, *rest.Config, string, error) { return cs, &rest.Config{}, "jhub", nil }
+	cs, asked := fakeCluster(t, pod)
 	var capturing *bg
 	driven := make(chan struct{})
 	tapTestLogs = func(ctx context.Context, namespace, podName, container string) (io.ReadCloser, error) {
-		args := asked.Command[1:]
-		for i, a := range args {
-			if a == "--iface" {
-				args[i+1] = "lo"
-			}
-		}
+		args := onLoopback(asked().Command)
 		pr, pw := io.Pipe()
 		capturing = background(t, pw, args...)
 		go func() {
@@ -226,7 +191,7 @@ func TestTapSignalsTheCaptureInThePod(t *testing.T) {
 	var mu sync.Mutex
 	var execs [][]string
 	tapTestExec = execFunc(func(_ context.Context, namespace, podName, container string, cmd []string, _ io.Reader, _ io.Writer) error {
-		assert.Equal(t, []string{"jhub", "proxy-1", asked.Name}, []string{namespace, podName, container}, "into the tap's container")
+		assert.Equal(t, []string{"jhub", "proxy-1", asked().Name}, []string{namespace, podName, container}, "into the tap's container")
 		mu.Lock()
 		execs = append(execs, cmd)
 		mu.Unlock()
@@ -266,4 +231,41 @@ func TestTapSignalsTheCaptureInThePod(t *testing.T) {
 	_, recs := readAll(t, dumps[0])
 	assert.Equal(t, 15, count[*trace.HTTP](recs), "everything up to the stop")
 	assert.Equal(t, 23, count[*trace.WSFrame](recs))
+}
+
+// fakeCluster stands in for a cluster holding pod (in jhub), whose kubelet
+// runs an ephemeral container as soon as it is added; asked returns the
+// last one asked for.
+func fakeCluster(t *testing.T, pod *corev1.Pod) (cs *fake.Clientset, asked func() corev1.EphemeralContainer) {
+	t.Helper()
+	cs = fake.NewClientset(pod)
+	var mu sync.Mutex
+	var last corev1.EphemeralContainer
+	cs.PrependReactor("update", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		if a.GetSubresource() != "ephemeralcontainers" {
+			return false, nil, nil
+		}
+		p := a.(k8stesting.UpdateAction).GetObject().(*corev1.Pod).DeepCopy()
+		ec := p.Spec.EphemeralContainers[len(p.Spec.EphemeralContainers)-1]
+		mu.Lock()
+		last = ec
+		mu.Unlock()
+		p.Status.EphemeralContainerStatuses = []corev1.ContainerStatus{{Name: ec.Name, State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}}}
+		require.NoError(t, cs.Tracker().Update(corev1.SchemeGroupVersion.WithResource("pods"), p, "jhub"))
+		return true, p, nil
+	})
+	k8sTestClient = func() (kubernetes.Interface, *rest.Config, string, error) { return cs, &rest.Config{}, "jhub", nil }
+	return cs, func() corev1.EphemeralContainer { mu.Lock(); defer mu.Unlock(); return last }
+}
+
+// onLoopback is the pod's command, run here: without the image's
+// /hubreplay, this machine's loopback standing in for the pod's interfaces.
+func onLoopback(cmd []string) []string {
+	args := slices.Clone(cmd[1:])
+	for i, a := range args {
+		if a == "--iface" {
+			args[i+1] = "lo"
+		}
+	}
+	return args
 }
