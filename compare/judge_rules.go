@@ -200,7 +200,6 @@ var rules = []rule{
 			return fmt.Sprintf("a socket leak: it kept %.0f socket descriptors whose connections were gone (in no TCP state) after the run and idle%s, against A's %.0f (allowed: +%.0f%s)", c.B, per, c.A, c.Limit, j.noiseNote(c))
 		},
 	},
-
 	{
 		name: "restarts", flag: failOnRestart,
 		allowed: func(*judging) float64 { return 0 },

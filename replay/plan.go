@@ -287,7 +287,8 @@ func BuildPlan(ctx context.Context, r *trace.Reader, o Options, progress func(in
 		slices.SortStableFunc(rc.steps, func(a, b *Step) int { return cmp.Compare(a.HTTP.TS, b.HTTP.TS) })
 		fs := frames[id]
 		slices.SortStableFunc(fs, func(a, b *trace.WSFrame) int { return cmp.Compare(a.TS, b.TS) })
-		steps, skipped := windowSteps(rc.steps, fs, win, rc.close)
+		quiet := quietOf(rc.close, win)
+		steps, skipped := windowSteps(rc.steps, fs, win, quiet)
 		p.Skipped += skipped
 		if len(steps) == 0 {
 			continue
@@ -301,7 +302,7 @@ func BuildPlan(ctx context.Context, r *trace.Reader, o Options, progress func(in
 			closeAt = rc.close.TS
 		}
 		closeAt = min(closeAt, win.To)
-		gone := vanished(rc.close, steps) && (rc.close.TS < win.To || quietOf(rc.close, win) > 0)
+		gone := vanished(rc.close, steps) && (rc.close.TS < win.To || quiet > 0)
 		for k := range o.Users {
 			shift := shiftOf(rc.user, k) - win.From
 			user := rc.user
@@ -313,8 +314,8 @@ func BuildPlan(ctx context.Context, r *trace.Reader, o Options, progress func(in
 				continue
 			}
 			c := &Conn{ID: cid, Orig: id, Clone: k, User: user, Shift: shift, Open: open + shift, Close: rc.close, CloseAt: closeAt + shift}
-			if q := quietOf(rc.close, win); q > 0 {
-				c.QuietAt = max(q+shift, c.Open)
+			if quiet > 0 {
+				c.QuietAt = max(quiet+shift, c.Open)
 			}
 			for _, s := range steps {
 				s2 := *s
@@ -347,8 +348,8 @@ func BuildPlan(ctx context.Context, r *trace.Reader, o Options, progress func(in
 // left out because they were upgraded before the window. A session's
 // frames end where its client went quiet: what the server sent after
 // that never reached it (the capture saw it unacknowledged), nor does it
-// reach a replay's client, asleep from then on.
-func windowSteps(steps []*Step, frames []*trace.WSFrame, win trace.Window, closed *trace.ConnClose) ([]*Step, int) {
+// reach a replay's client, asleep from then on (quiet, as quietOf gives it).
+func windowSteps(steps []*Step, frames []*trace.WSFrame, win trace.Window, quiet time.Duration) ([]*Step, int) {
 	var out []*Step
 	skipped := 0
 	for i, s := range steps {
@@ -366,8 +367,8 @@ func windowSteps(steps []*Step, frames []*trace.WSFrame, win trace.Window, close
 			if i+1 < len(steps) {
 				next = steps[i+1].HTTP.TS
 			}
-			if closed != nil && closed.Quiet > 0 {
-				next = min(next, closed.Quiet)
+			if quiet > 0 {
+				next = min(next, quiet)
 			}
 			s.WS = newScript(frames, s.HTTP.TS, min(next, win.To))
 		}

@@ -50,13 +50,15 @@ func wantClose(c *trace.ConnClose, sc *Script) string {
 	case server >= 0:
 		return CloseServer
 	}
-	switch {
-	case c != nil && c.Quiet > 0:
+	switch c.Vanished() {
+	case "silent":
 		return CloseClientQuiet
+	case "reset":
+		return CloseClientReset
+	}
+	switch {
 	case c == nil || c.How == trace.CloseTimeout || c.How == trace.CloseCaptureEnd:
 		return CloseEnd
-	case c.By == trace.SideClient && c.How == trace.CloseRST:
-		return CloseClientReset
 	case c.By == trace.SideClient:
 		return CloseClient
 	case c.How == trace.CloseRST:
@@ -291,7 +293,7 @@ func (cl *client) session(ctx context.Context, s *Step, up *Request) *Session {
 		readerEnded = true
 	default:
 	}
-	clientReset := cl.c.Close != nil && cl.c.Close.By == trace.SideClient && cl.c.Close.How == trace.CloseRST
+	clientReset := cl.c.Close.Vanished() == "reset"
 	cl.drop(clientReset && !readerEnded || quiet)
 	close(rd.release)
 	<-rd.done

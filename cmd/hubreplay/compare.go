@@ -120,14 +120,17 @@ func (v *verdictFlags) thresholds() (compare.Thresholds, error) {
 			return th, usageError{fmt.Errorf("--max-rss-growth: %w (or 'off')", err)}
 		}
 	}
-	if !off(v.socketsLeft, "sockets left open") {
-		if th.MaxSocketsLeft, err = strconv.Atoi(strings.TrimSpace(v.socketsLeft)); err != nil || th.MaxSocketsLeft < 0 {
-			return th, usageError{fmt.Errorf("--max-sockets-left: %q is not a count of sockets (or 'off')", v.socketsLeft)}
+	for _, p := range []struct {
+		flag, val string
+		dst       *int
+		check     string
+	}{{"--max-sockets-left", v.socketsLeft, &th.MaxSocketsLeft, "sockets left open"},
+		{"--max-stateless-sockets-left", v.statelessLeft, &th.MaxStatelessLeft, "sockets left in no TCP state"}} {
+		if off(p.val, p.check) {
+			continue
 		}
-	}
-	if !off(v.statelessLeft, "sockets left in no TCP state") {
-		if th.MaxStatelessLeft, err = strconv.Atoi(strings.TrimSpace(v.statelessLeft)); err != nil || th.MaxStatelessLeft < 0 {
-			return th, usageError{fmt.Errorf("--max-stateless-sockets-left: %q is not a count of sockets (or 'off')", v.statelessLeft)}
+		if *p.dst, err = strconv.Atoi(strings.TrimSpace(p.val)); err != nil || *p.dst < 0 {
+			return th, usageError{fmt.Errorf("%s: %q is not a count of sockets (or 'off')", p.flag, p.val)}
 		}
 	}
 	return th, nil
