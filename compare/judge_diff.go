@@ -59,6 +59,13 @@ func outcome(q *replay.Request) string {
 	}
 }
 
+// comparable says whether a request's outcome is the candidate's to answer
+// for: not one the harness sent out of order (late_for_route) or stopped
+// (cancelled), which would list the harness's doing as a difference.
+func comparable(q *replay.Request) bool {
+	return q.Error != replay.ErrLateForRoute && q.Error != replay.ErrCancelled
+}
+
 type reqKey struct {
 	record int64
 	clone  int
@@ -85,7 +92,7 @@ func diffClasses(a, b, noise []*replay.Request) []ClassDiff {
 	changes := map[string]map[string]int{}
 	for k, qa := range am {
 		qb, ok := bm[k]
-		if !ok {
+		if !ok || !comparable(qa) || !comparable(qb) {
 			continue
 		}
 		c := endpointClass(qa.Method, qa.Target)
@@ -103,7 +110,7 @@ func diffClasses(a, b, noise []*replay.Request) []ClassDiff {
 			d.Differ++
 			changes[c][oa+" → "+ob]++
 		}
-		if qn, ok := nm[k]; ok && outcome(qn) != oa {
+		if qn, ok := nm[k]; ok && comparable(qn) && outcome(qn) != oa {
 			d.Noise++
 		}
 	}
