@@ -153,11 +153,11 @@ func peakRSS(reset bool) int64 {
 }
 
 // benchCapture captures the pcap at path as `hubreplay capture --pcap`
-// does (anonymized, compressed, the trace written to nowhere), on one
-// core, and returns its counters and the process's peak RSS meanwhile.
-func benchCapture(b *testing.B, path string) (Counters, int64) {
+// does (anonymized, compressed, the trace written to nowhere), on procs
+// cores, and returns its counters and the process's peak RSS meanwhile.
+func benchCapture(b *testing.B, path string, procs int) (Counters, int64) {
 	b.Helper()
-	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(procs))
 	runtime.GC()
 	peakRSS(true)
 	src, err := OpenFile(path)
@@ -193,7 +193,7 @@ func BenchmarkCapturePcap(b *testing.B) {
 	var peak int64
 	for b.Loop() {
 		var p int64
-		c, p = benchCapture(b, path)
+		c, p = benchCapture(b, path, 1)
 		peak = max(peak, p)
 	}
 	secs := b.Elapsed().Seconds() / float64(b.N)
@@ -209,8 +209,10 @@ func BenchmarkCapturePcap(b *testing.B) {
 // (reassembly, HTTP and WebSocket parsing, anonymization, a compressed
 // trace) and by tshark decoding the same file with its HTTP and WebSocket
 // dissectors (tcp.port 8000 decoded as HTTP, every HTTP message and
-// WebSocket frame printed as fields), one after the other. Both run on one
-// core. Prints each one's MB/s and peak RSS, and the ratios.
+// WebSocket frame printed as fields), one after the other. hubreplay runs
+// on two cores (GOMAXPROCS 2: reassembly and parsing beside anonymizing and
+// writing) and again on one; tshark is single-threaded. Prints each one's
+// MB/s, the peak RSS of the two-core run, and the ratios.
 func BenchmarkVersusTshark(b *testing.B) {
 	tshark := testenv.Need(b, "tshark")
 	path := benchPcapOf(b, 256<<20, "bench-v1-256M.pcap")
@@ -221,10 +223,16 @@ func BenchmarkVersusTshark(b *testing.B) {
 	mb := float64(st.Size()) / 1e6
 	for b.Loop() {
 		start := time.Now()
-		c, peak := benchCapture(b, path)
+		c, peak := benchCapture(b, path, 2)
 		ours := mb / time.Since(start).Seconds()
 		if c.Exchanges == 0 || c.Frames == 0 {
 			b.Fatalf("hubreplay found %d HTTP exchanges and %d frames", c.Exchanges, c.Frames)
+		}
+		start = time.Now()
+		c1, _ := benchCapture(b, path, 1)
+		oneCore := mb / time.Since(start).Seconds()
+		if c1.Records != c.Records {
+			b.Fatalf("on one core %d records, on two %d", c1.Records, c.Records)
 		}
 
 		cmd := exec.Command(tshark, "-r", path, "-n", "-d", "tcp.port==8000,http", "-Y", "http || websocket",
@@ -254,8 +262,10 @@ func BenchmarkVersusTshark(b *testing.B) {
 		theirPeak := cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss << 10
 
 		b.ReportMetric(ours, "hubreplay-MB/s")
+		b.ReportMetric(oneCore, "hubreplay-1core-MB/s")
 		b.ReportMetric(theirs, "tshark-MB/s")
 		b.ReportMetric(ours/theirs, "hubreplay/tshark")
+		b.ReportMetric(oneCore/theirs, "hubreplay-1core/tshark")
 		b.ReportMetric(float64(peak)/(1<<20), "hubreplay-peak-MiB")
 		b.ReportMetric(float64(theirPeak)/(1<<20), "tshark-peak-MiB")
 		b.Logf("%.0f MB: hubreplay %d HTTP exchanges + %d frames; tshark printed %d HTTP/WebSocket packets", mb, c.Exchanges, c.Frames, lines)

@@ -119,7 +119,7 @@ var ErrRawNeedsScrubber = errors.New("capture without an anonymizer needs Raw se
 type capturer struct {
 	o        Options
 	w        RecordWriter
-	werr     error
+	sink     *sink
 	start    time.Time
 	lastTS   time.Duration
 	ending   bool
@@ -138,20 +138,10 @@ func (c *capturer) ts(t time.Time) time.Duration {
 	return max(t.Sub(c.start), 0)
 }
 
-// emit anonymizes and writes a record; the first write error stops the
-// capture (Run returns it).
+// emit hands a record on to be anonymized and written (sink); the first
+// write error stops the capture (Run returns it).
 func (c *capturer) emit(r trace.Record) {
-	if c.werr != nil {
-		return
-	}
-	if c.o.Scrub != nil {
-		c.o.Scrub.Record(r)
-	}
-	if err := c.w.Write(r); err != nil {
-		c.werr = err
-		return
-	}
-	c.counters.Records++
+	c.sink.add(r)
 }
 
 // New implements reassembly.StreamFactory.
@@ -208,7 +198,8 @@ func Run(ctx context.Context, src Source, create func(start time.Time) (RecordWr
 	if o.Scrub == nil && !o.Raw {
 		return Counters{}, ErrRawNeedsScrubber
 	}
-	c := &capturer{o: o, live: map[tuple]*conn{}, gens: map[tuple]uint32{}}
+	c := &capturer{o: o, live: map[tuple]*conn{}, gens: map[tuple]uint32{}, sink: newSink(o.Scrub)}
+	defer c.sink.close() // on every return: the writer goroutine ends
 	c.counters.Drops = map[string]uint64{}
 	pool := reassembly.NewStreamPool(c)
 	asm := reassembly.NewAssembler(pool)
@@ -227,7 +218,7 @@ func Run(ctx context.Context, src Source, create func(start time.Time) (RecordWr
 			o.Progress(c.snapshot())
 		}
 	}
-	for c.werr == nil {
+	for c.sink.failed() == nil {
 		if err := ctx.Err(); err != nil {
 			break
 		}
@@ -237,6 +228,7 @@ func Run(ctx context.Context, src Source, create func(start time.Time) (RecordWr
 				break
 			}
 			if errors.Is(err, errTimeout) {
+				c.sink.flush()
 				if time.Since(lastProgress) >= time.Second {
 					report()
 					lastProgress = time.Now()
@@ -253,6 +245,7 @@ func Run(ctx context.Context, src Source, create func(start time.Time) (RecordWr
 			if c.w, err = create(c.start.UTC()); err != nil {
 				return c.snapshot(), err
 			}
+			c.sink.start(c.w)
 		}
 		c.counters.Packets++
 		c.counters.Bytes += uint64(ci.Length)
@@ -283,6 +276,7 @@ func Run(ctx context.Context, src Source, create func(start time.Time) (RecordWr
 		}
 		if now-lastFlush >= min(time.Second, o.FlushAfter) {
 			lastFlush = now
+			c.sink.flush()
 			asm.FlushWithOptions(reassembly.FlushOptions{
 				T:  c.start.Add(now - o.FlushAfter),
 				TC: c.start.Add(now - o.IdleTimeout),
@@ -303,13 +297,15 @@ func Run(ctx context.Context, src Source, create func(start time.Time) (RecordWr
 		if c.w, err = create(c.start.UTC()); err != nil {
 			return c.snapshot(), err
 		}
+		c.sink.start(c.w)
 	}
 	c.ending = true
 	asm.FlushAll()
 	c.stats(c.lastTS, src)
+	werr := c.sink.close() // every record written before the last report
 	report()
-	if c.werr != nil {
-		return c.snapshot(), fmt.Errorf("write trace: %w", c.werr)
+	if werr != nil {
+		return c.snapshot(), fmt.Errorf("write trace: %w", werr)
 	}
 	return c.snapshot(), srcErr
 }
@@ -341,6 +337,7 @@ func (c *capturer) snapshot() Counters {
 		s.Drops[k] = v
 	}
 	s.Duration = c.lastTS
+	s.Records = c.sink.written.Load()
 	return s
 }
 
