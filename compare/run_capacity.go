@@ -74,16 +74,19 @@ func LoadCapacity(path string) (*Capacity, error) {
 	return c, nil
 }
 
-// Record adds the runs of a comparison and writes the file.
-func (c *Capacity) Record(plan *replay.Plan, rep *Report) error {
-	if plan.Opts.Speed <= 0 {
+// Record adds the runs of a comparison at speed, whose peak asked for
+// peak requests a second (Plan.PeakRate), and writes the file. It takes
+// the two figures rather than the plan, so that the plan (and the trace's
+// records behind it) need not stay in memory while the report is made.
+func (c *Capacity) Record(speed, peak float64, rep *Report) error {
+	if speed <= 0 {
 		return nil // at max speed a peak rate says nothing of what was held
 	}
 	for _, f := range rep.Runs {
 		if f.Harness == nil || f.Harness.Samples == 0 {
 			continue // not run here (a cluster backend)
 		}
-		c.Add(f.Spec, plan.PeakRate(), f.Harness.Saturated, f.SetThePace())
+		c.Add(f.Spec, peak, f.Harness.Saturated, f.SetThePace())
 	}
 	return c.Save()
 }

@@ -42,10 +42,10 @@ func TestCapacityAdvice(t *testing.T) {
 
 	held := &Report{Runs: []*Figures{{Harness: &Harness{Samples: 30}}}}
 	saturated := &Report{Runs: []*Figures{{Harness: &Harness{Samples: 30, Saturated: true}}}}
-	require.NoError(t, c.Record(planAt(2), held))
-	require.NoError(t, c.Record(planAt(8), saturated))
+	require.NoError(t, c.Record(2, planAt(2).PeakRate(), held))
+	require.NoError(t, c.Record(8, planAt(8).PeakRate(), saturated))
 
-	require.NoError(t, c.Record(planAt(0), held))
+	require.NoError(t, c.Record(0, planAt(0).PeakRate(), held))
 
 	c, err = LoadCapacity(path)
 	require.NoError(t, err)

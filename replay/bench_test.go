@@ -224,8 +224,16 @@ func BenchmarkScale(b *testing.B) {
 // and returns the hub's URL.
 func fixturesProcess(tb testing.TB, path string) string {
 	tb.Helper()
+	url, _ := fixturesChild(tb, path)
+	return url
+}
+
+// fixturesChild is fixturesProcess, and the child's pid.
+func fixturesChild(tb testing.TB, path string) (string, int) {
+	tb.Helper()
 	child := exec.Command(os.Args[0], "-test.run=^$")
-	child.Env = append(os.Environ(), "HUBREPLAY_BENCH_FIXTURES="+path)
+	// The child runs on as many processors as this process (go test -cpu).
+	child.Env = append(os.Environ(), "HUBREPLAY_BENCH_FIXTURES="+path, "GOMAXPROCS="+strconv.Itoa(runtime.GOMAXPROCS(0)))
 	stdin, _ := child.StdinPipe()
 	stdout, _ := child.StdoutPipe()
 	child.Stderr = os.Stderr
@@ -237,7 +245,7 @@ func fixturesProcess(tb testing.TB, path string) string {
 	if err != nil || !strings.HasPrefix(line, "http://") {
 		tb.Fatalf("fixtures process: %q %v", line, err)
 	}
-	return strings.TrimSpace(line)
+	return strings.TrimSpace(line), child.Process.Pid
 }
 
 // benchScaleTrace opens sessions WebSockets over the first 4 s and conns

@@ -190,8 +190,14 @@ type recordedConn struct {
 	user  string
 }
 
+// Source is a trace read from its start: a *trace.Reader, or the
+// *trace.Records the fixtures' index is built from too (one decoded copy).
+type Source interface {
+	Each(ctx context.Context, progress func(offset int64), fn func(trace.Record) error) error
+}
+
 // BuildPlan reads a trace (positioned at its start) into a plan.
-func BuildPlan(ctx context.Context, r *trace.Reader, o Options, progress func(int64)) (*Plan, error) {
+func BuildPlan(ctx context.Context, r Source, o Options, progress func(int64)) (*Plan, error) {
 	if o.Users < 1 {
 		o.Users = 1
 	}

@@ -6,12 +6,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/hubreplay/hubreplay/compare"
+	"github.com/hubreplay/hubreplay/internal/memlimit"
 	"github.com/hubreplay/hubreplay/proxy"
 	"github.com/hubreplay/hubreplay/replay"
 	"github.com/hubreplay/hubreplay/trace"
@@ -94,17 +97,22 @@ the plan's peak rate before. The results of each step go to -o.`,
 			if opts.Window, err = traceWindow(tracePath, from, to, tz); err != nil {
 				return err
 			}
-			whole, err := buildPlan(ctx, tracePath, opts)
+			recs, err := loadTrace(ctx, tracePath, stderr)
+			if err != nil {
+				return exitError{2, err}
+			}
+			whole, err := replay.BuildPlan(ctx, recs, opts, nil)
 			if err != nil {
 				return exitError{2, err}
 			}
 			if whole.Requests == 0 {
 				return exitError{2, replay.ErrEmpty}
 			}
-			ix, err := readIndex(ctx, tracePath)
+			ix, err := readIndex(ctx, recs)
 			if err != nil {
 				return exitError{2, err}
 			}
+			slog.Debug("memory bounded", "limit_bytes", memlimit.Bound(memlimit.Headroom))
 			capacity, err := compare.LoadCapacity(capacityFile())
 			if err != nil {
 				fmt.Fprintf(stderr, "hubreplay: %v (starting afresh)\n", err)
@@ -126,7 +134,7 @@ the plan's peak rate before. The results of each step go to -o.`,
 					o := opts
 					o.Speed = speed
 					o.Window = window(speed)
-					return buildPlan(ctx, tracePath, o)
+					return replay.BuildPlan(ctx, recs, o, nil)
 				},
 				Watch: w.watch,
 				Step: func(s compare.ProbeStep) {
@@ -166,14 +174,15 @@ the plan's peak rate before. The results of each step go to -o.`,
 // offset shows trace time from the trace's start, as inspect does.
 func offset(d time.Duration) string { return "+" + d.Round(time.Second).String() }
 
-// buildPlan reads a trace into a plan.
-func buildPlan(ctx context.Context, path string, o replay.Options) (*replay.Plan, error) {
+// loadTrace reads the trace at path into memory, once for every plan
+// and the fixtures' index built from it.
+func loadTrace(ctx context.Context, path string, stderr io.Writer) (*trace.Records, error) {
 	r, err := openTrace(path, nil)
 	if err != nil {
 		return nil, err
 	}
 	defer r.Close()
-	return replay.BuildPlan(ctx, r, o, nil)
+	return readTrace(ctx, r, path, stderr)
 }
 
 func probeOutcome(h *compare.Harness) string {

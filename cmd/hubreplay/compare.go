@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/hubreplay/hubreplay/compare"
 	"github.com/hubreplay/hubreplay/fixtures"
+	"github.com/hubreplay/hubreplay/internal/memlimit"
 	"github.com/hubreplay/hubreplay/kindcluster"
 	"github.com/hubreplay/hubreplay/proxy"
 	"github.com/hubreplay/hubreplay/replay"
@@ -238,7 +240,7 @@ pullable too. With N --shards on N nodes it grows past one machine.
 				return usageError{fmt.Errorf("-o: %w", err)} // before the trace is read
 			}
 			ctx, stderr := cmd.Context(), cmd.ErrOrStderr()
-			plan, err := play.plan(ctx, tracePath, cmd.InOrStdin(), stderr)
+			plan, recs, err := play.plan(ctx, tracePath, cmd.InOrStdin(), stderr)
 			if err != nil {
 				return exitError{2, err}
 			}
@@ -250,9 +252,10 @@ pullable too. With N --shards on N nodes it grows past one machine.
 				Dir: out, Force: force}
 			switch kind.backend {
 			case "local":
-				if o.Index, err = readIndex(ctx, tracePath); err != nil {
+				if o.Index, err = readIndex(ctx, recs); err != nil {
 					return exitError{2, err}
 				}
+				slog.Debug("memory bounded", "limit_bytes", memlimit.Bound(memlimit.Headroom))
 			case "kind":
 				b, cleanup, err := kind.start(ctx, stderr, tracePath, play.args(), settle, check, mem)
 				if err != nil {
@@ -291,6 +294,7 @@ pullable too. With N --shards on N nodes it grows past one machine.
 				runs, wallTime(plan), settle)
 			w := &compareWatch{w: stderr}
 			o.Watch = w.watch
+			speed, peak := plan.Opts.Speed, plan.PeakRate()
 			files, err := compare.Run(ctx, o)
 			w.stop()
 			if err != nil {
@@ -301,7 +305,7 @@ pullable too. With N --shards on N nodes it grows past one machine.
 			}
 			rep, err := analyzeAndWrite(ctx, cmd.OutOrStdout(), stderr, th, out, files)
 			if rep != nil && capacity != nil {
-				if cerr := capacity.Record(plan, rep); cerr != nil {
+				if cerr := capacity.Record(speed, peak, rep); cerr != nil {
 					fmt.Fprintf(stderr, "hubreplay: %v\n", cerr)
 				}
 			}

@@ -128,12 +128,12 @@ are the ones the replay's users need.`,
 			if api != "" && token == "" {
 				return usageError{fmt.Errorf("--api needs the proxy's token in $%s", tokenEnv)}
 			}
-			plan, err := play.plan(cmd.Context(), tracePath, nil, cmd.ErrOrStderr())
+			plan, recs, err := play.plan(cmd.Context(), tracePath, nil, cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
 			speed := stubSpeed(plan.Opts.Speed)
-			ix, resp, srv, err := startFixtures(cmd.Context(), tracePath, speed, play.serverTail, fixtures.Addrs{Hub: hubListen, UserIP: userIP, Advertise: advertise})
+			ix, resp, srv, err := startFixtures(cmd.Context(), recs, speed, play.serverTail, fixtures.Addrs{Hub: hubListen, UserIP: userIP, Advertise: advertise})
 			if err != nil {
 				return err
 			}

@@ -96,7 +96,7 @@ keep them, cut the window with 'hubreplay slice' and replay the slice.`,
 			ctx := cmd.Context()
 			stderr := cmd.ErrOrStderr()
 
-			plan, err := play.plan(ctx, tracePath, cmd.InOrStdin(), stderr)
+			plan, recs, err := play.plan(ctx, tracePath, cmd.InOrStdin(), stderr)
 			if err != nil {
 				return err
 			}
@@ -109,7 +109,7 @@ keep them, cut the window with 'hubreplay slice' and replay the slice.`,
 			var stub *fixtures.HubStub
 			if withFixtures {
 				var srv *fixtures.Servers
-				if _, resp, srv, err = startFixtures(ctx, tracePath, stubSpeed(speed), play.serverTail, fixtures.Addrs{Hub: hubListen}); err != nil {
+				if _, resp, srv, err = startFixtures(ctx, recs, stubSpeed(speed), play.serverTail, fixtures.Addrs{Hub: hubListen}); err != nil {
 					return err
 				}
 				defer srv.Close()
@@ -224,47 +224,52 @@ func parseUsers(s string) (int, error) {
 	return n, nil
 }
 
-// plan checks the flags and reads the trace into a plan.
-func (p *playFlags) plan(ctx context.Context, path string, stdin io.Reader, stderr io.Writer) (*replay.Plan, error) {
+// plan checks the flags and reads the trace into a plan. The records it
+// returns, read once, are what the fixtures' index is built from too
+// (readIndex): the two share them.
+func (p *playFlags) plan(ctx context.Context, path string, stdin io.Reader, stderr io.Writer) (*replay.Plan, *trace.Records, error) {
 	var o replay.Options
 	var err error
 	if o.Speed, err = replay.ParseSpeed(p.speed); err != nil {
-		return nil, usageError{fmt.Errorf("--speed: %w", err)}
+		return nil, nil, usageError{fmt.Errorf("--speed: %w", err)}
 	}
 	if p.shard != "" {
 		if o.Shard, err = replay.ParseShard(p.shard); err != nil {
-			return nil, usageError{fmt.Errorf("--shard: %w", err)}
+			return nil, nil, usageError{fmt.Errorf("--shard: %w", err)}
 		}
 	}
 	users, err := parseUsers(p.users)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	o.Users, o.Jitter, o.Seed = users, p.jitter, p.seed
 	if p.vanishHold < 0 {
-		return nil, usageError{fmt.Errorf("--vanish-hold %s: give a duration of 0 or more", p.vanishHold)}
+		return nil, nil, usageError{fmt.Errorf("--vanish-hold %s: give a duration of 0 or more", p.vanishHold)}
 	}
 	o.VanishHold = p.vanishHold
 	if p.startAt != "" {
 		if p.start, err = time.Parse(time.RFC3339Nano, p.startAt); err != nil {
-			return nil, usageError{fmt.Errorf("--start-at %q: give an RFC 3339 time, e.g. %s", p.startAt, time.Now().Add(time.Minute).UTC().Format(time.RFC3339))}
+			return nil, nil, usageError{fmt.Errorf("--start-at %q: give an RFC 3339 time, e.g. %s", p.startAt, time.Now().Add(time.Minute).UTC().Format(time.RFC3339))}
 		}
 	}
 	loc, err := loadTZ(p.tz)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	r, err := openTrace(path, stdin)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer r.Close()
 	if o.Window, err = parseWindow(p.from, p.to, r.Header().Start, loc); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	prog := newProgress(stderr, path, "reading trace")
-	defer prog.done()
-	return replay.BuildPlan(ctx, r, o, prog.update)
+	recs, err := readTrace(ctx, r, path, stderr)
+	if err != nil {
+		return nil, nil, err
+	}
+	plan, err := replay.BuildPlan(ctx, recs, o, nil)
+	return plan, recs, err
 }
 
 // traceWindow reads --from and --to against the trace's start (the
@@ -303,8 +308,8 @@ func parseWindow(from, to string, start time.Time, loc *time.Location) (trace.Wi
 }
 
 // startFixtures starts the hub stub and user-server emulators for a trace.
-func startFixtures(ctx context.Context, tracePath string, speed float64, tail time.Duration, addrs fixtures.Addrs) (*fixtures.Index, *fixtures.Responder, *fixtures.Servers, error) {
-	ix, err := readIndex(ctx, tracePath)
+func startFixtures(ctx context.Context, recs *trace.Records, speed float64, tail time.Duration, addrs fixtures.Addrs) (*fixtures.Index, *fixtures.Responder, *fixtures.Servers, error) {
+	ix, err := readIndex(ctx, recs)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -316,14 +321,21 @@ func startFixtures(ctx context.Context, tracePath string, speed float64, tail ti
 	return ix, resp, srv, nil
 }
 
-// readIndex reads a trace into the fixtures' index of it.
-func readIndex(ctx context.Context, tracePath string) (*fixtures.Index, error) {
-	r, err := openTrace(tracePath, nil)
+// readIndex builds the fixtures' index of a trace read once.
+func readIndex(ctx context.Context, recs *trace.Records) (*fixtures.Index, error) {
+	return fixtures.BuildIndex(ctx, recs, nil)
+}
+
+// readTrace reads an opened trace into memory, with progress on a
+// terminal: the plan and the fixtures' index share its records.
+func readTrace(ctx context.Context, r *trace.Reader, path string, stderr io.Writer) (*trace.Records, error) {
+	prog := newProgress(stderr, path, "reading trace")
+	defer prog.done()
+	recs, err := trace.ReadAll(ctx, r, prog.update)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("read trace for replay: %w", err)
 	}
-	defer r.Close()
-	return fixtures.BuildIndex(ctx, r, nil)
+	return recs, nil
 }
 
 // stubSpeed is the fixtures' speed. At max, recorded server times are not

@@ -1,0 +1,99 @@
+package replay_test
+
+import (
+	"context"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hubreplay/hubreplay/internal/cpustat"
+	"github.com/hubreplay/hubreplay/internal/testenv"
+	"github.com/hubreplay/hubreplay/proxy"
+	"github.com/hubreplay/hubreplay/replay"
+)
+
+// BenchmarkHarnessVersusCHP: what the harness costs next to the proxy it
+// tests, on the same traffic. A real CHP 4.6.2 stands between the replayer
+// (this process) and the fixtures (a process of their own); each one's CPU
+// time (user and system) over the run is divided by the requests, or by
+// the WebSocket frames, it carried. The harness's goal is at most half the
+// proxy's: then the proxy, not the harness, saturates first.
+//
+// The traffic is paced as a replayed peak is, not as fast as possible
+// (which would batch work and flatter everyone): 200 keep-alive
+// connections, a request on each every 150 ms (1,333 requests a second),
+// or 200 WebSocket sessions, a client frame and the server's answer on
+// each every 150 ms (2,667 frames a second), for 10 s.
+func BenchmarkHarnessVersusCHP(b *testing.B) {
+	testenv.Need(b, "node")
+	const conns, every, length = 200, 150 * time.Millisecond, 10 * time.Second
+	n := int(length / every)
+	for _, kind := range []struct {
+		name, unit string
+		path       string
+	}{
+		{"http", "request", benchTrace(b, conns, n, 0, 0, every, every, length+time.Second)},
+		{"websocket", "frame", benchTrace(b, 0, 0, conns, n, every, every, length+time.Second)},
+	} {
+		b.Run(kind.name, func(b *testing.B) {
+			hub, fixturesPid := fixturesChild(b, kind.path)
+			spec, err := proxy.ParseSpec("chp@4.6.2")
+			if err != nil {
+				b.Fatal(err)
+			}
+			prog, err := proxy.Obtain(context.Background(), spec, &proxy.Cache{Dir: testenv.CacheDir(b)})
+			if err != nil {
+				b.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			chp, err := proxy.Start(ctx, prog, proxy.Options{DefaultTarget: hub, LogLevel: "warn"})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer chp.Stop()
+			p := plan(b, kind.path, replay.Options{Speed: 1})
+			var units, replayer, fix, proxyCPU time.Duration
+			for b.Loop() {
+				self0, fix0, chp0 := ownCPU(b), procCPU(b, fixturesPid), chp.Sample(ctx).CPU
+				sum, err := (&replay.Runner{Target: chp.URL(), Timeout: 10 * time.Second}).Run(ctx, p)
+				if err != nil || sum.Failed > 0 || sum.FramesMatched != sum.FramesExpected {
+					b.Fatal(err, sum.Errors, sum.SessionErrors)
+				}
+				replayer += ownCPU(b) - self0
+				fix += procCPU(b, fixturesPid) - fix0
+				proxyCPU += chp.Sample(ctx).CPU - chp0
+				if kind.name == "http" {
+					units += time.Duration(sum.Requests)
+				} else {
+					units += time.Duration(sum.FramesSent + sum.FramesReceived)
+				}
+			}
+			per := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(units) }
+			b.ReportMetric(per(replayer), "replayer-µs/"+kind.unit)
+			b.ReportMetric(per(fix), "fixtures-µs/"+kind.unit)
+			b.ReportMetric(per(proxyCPU), "chp-µs/"+kind.unit)
+			b.ReportMetric(float64(replayer+fix)/float64(proxyCPU), "harness/chp")
+			b.ReportMetric(0, "ns/op")
+		})
+	}
+}
+
+// ownCPU is this process's CPU time so far, user and system.
+func ownCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// procCPU is another process's CPU time so far.
+func procCPU(b *testing.B, pid int) time.Duration {
+	p, err := cpustat.ReadProc(strconv.Itoa(pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	return p.CPU
+}
