@@ -193,7 +193,7 @@ type recordedConn struct {
 // Source is a trace read from its start: a *trace.Reader, or the
 // *trace.Records the fixtures' index is built from too (one decoded copy).
 type Source interface {
-	Each(ctx context.Context, progress func(offset int64), fn func(trace.Record) error) error
+	EachNumbered(ctx context.Context, progress func(offset int64), fn func(int64, trace.Record) error) error
 }
 
 // BuildPlan reads a trace (positioned at its start) into a plan.
@@ -225,9 +225,7 @@ func BuildPlan(ctx context.Context, r Source, o Options, progress func(int64)) (
 		}
 		return c
 	}
-	var n int64
-	err := r.Each(ctx, progress, func(rec trace.Record) error {
-		n++
+	err := r.EachNumbered(ctx, progress, func(n int64, rec trace.Record) error {
 		end = max(end, rec.Time())
 		switch rec := rec.(type) {
 		case *trace.Header:

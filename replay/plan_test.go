@@ -1,6 +1,7 @@
 package replay_test
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
@@ -8,6 +9,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/hubreplay/hubreplay/fixtures"
 	"github.com/hubreplay/hubreplay/fixtures/lecturepeak"
 	"github.com/hubreplay/hubreplay/replay"
 	"github.com/hubreplay/hubreplay/trace"
@@ -203,4 +205,71 @@ func TestMaxSpeedRoutes(t *testing.T) {
 	}
 	require.Positive(t, deleted, "the trace deletes routes")
 	assert.Equal(t, all, max)
+}
+
+// A trace read for a window only (trace.ReadWindow: what compare holds of a
+// long trace) gives the plan and the fixtures' index the whole trace gives
+// for that window: the same requests under the same record numbers, the
+// same sessions and frames, the same routes, the same cut sessions.
+func TestWindowedReadPlansTheSame(t *testing.T) {
+	path := peakTrace(t, 40, 6*time.Minute, 5)
+	read := func(win trace.Window) *trace.Records {
+		r, err := trace.Open(path)
+		require.NoError(t, err)
+		defer r.Close()
+		recs, err := trace.ReadWindow(context.Background(), r, win, nil)
+		require.NoError(t, err)
+		return recs
+	}
+	whole := read(trace.Window{})
+	for _, win := range []trace.Window{{From: 2 * time.Minute, To: 4 * time.Minute}, {From: 3 * time.Minute}, {To: 2 * time.Minute}} {
+		part := read(win)
+		assert.Less(t, part.Len(), whole.Len(), "%v: less held", win)
+		o := replay.Options{Speed: 10, Users: 2, Jitter: 30 * time.Second, Seed: 3, Window: win}
+		want, err := replay.BuildPlan(context.Background(), whole, o, nil)
+		require.NoError(t, err)
+		got, err := replay.BuildPlan(context.Background(), part, o, nil)
+		require.NoError(t, err)
+		require.Positive(t, want.Requests)
+		assert.Equal(t, want.Requests, got.Requests)
+		assert.Equal(t, want.Sessions, got.Sessions)
+		assert.Equal(t, want.ClientFrames, got.ClientFrames)
+		assert.Equal(t, want.ServerFrames, got.ServerFrames)
+		assert.Equal(t, want.Skipped, got.Skipped, "the sessions the window cut")
+		assert.Equal(t, want.Vanished, got.Vanished)
+		assert.Equal(t, want.Length, got.Length)
+		assert.Equal(t, want.Routes, got.Routes)
+		require.Equal(t, len(want.Conns), len(got.Conns))
+		ixWhole, err := fixtures.BuildIndex(context.Background(), whole, nil)
+		require.NoError(t, err)
+		ixPart, err := fixtures.BuildIndex(context.Background(), part, nil)
+		require.NoError(t, err)
+		for i, c := range want.Conns {
+			g := got.Conns[i]
+			assert.Equal(t, c.ID, g.ID)
+			assert.Equal(t, c.Open, g.Open)
+			assert.Equal(t, c.CloseAt, g.CloseAt)
+			require.Equal(t, len(c.Steps), len(g.Steps))
+			for k, s := range c.Steps {
+				gs := g.Steps[k]
+				assert.Equal(t, s.Record, gs.Record, "the same record number")
+				assert.Equal(t, s.Target, gs.Target)
+				assert.Equal(t, s.At, gs.At)
+				assert.Equal(t, s.WS, gs.WS)
+				assert.Equal(t, ixWhole.Exchanges[s.Record], ixPart.Exchanges[gs.Record], "the fixtures answer it the same")
+				if s.WS != nil {
+					ws, gws := ixWhole.Sessions[s.Record], ixPart.Sessions[gs.Record]
+					require.NotNil(t, gws)
+					// The whole trace's session goes on past the window; what
+					// the window plays is the same.
+					n := len(gws.Server)
+					require.LessOrEqual(t, n, len(ws.Server))
+					if n > 0 {
+						assert.Equal(t, ws.Server[:n], gws.Server)
+					}
+					assert.GreaterOrEqual(t, n, len(s.WS.Server), "every frame the replay expects")
+				}
+			}
+		}
+	}
 }

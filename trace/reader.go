@@ -295,6 +295,17 @@ func (r *Reader) Each(ctx context.Context, progress func(offset int64), fn func(
 	}
 }
 
+// EachNumbered is Each, with each record's number: its line in the
+// decompressed trace, the header's being 1, counted from a reader at its
+// start.
+func (r *Reader) EachNumbered(ctx context.Context, progress func(offset int64), fn func(int64, Record) error) error {
+	var n int64
+	return r.Each(ctx, progress, func(rec Record) error {
+		n++
+		return fn(n, rec)
+	})
+}
+
 func (r *Reader) next() (Record, error) {
 	if r.err != nil {
 		return nil, r.err

@@ -3,6 +3,7 @@ package trace
 import (
 	"context"
 	"fmt"
+	"time"
 )
 
 // Records is a trace read once into memory, for building more than one
@@ -12,6 +13,7 @@ import (
 type Records struct {
 	header *Header
 	recs   []Record
+	nums   []int64 // each record's number, when some were left out (ReadWindow); else its place
 	path   string
 	size   int64 // bytes read: progress counts up to it
 }
@@ -20,34 +22,106 @@ type Records struct {
 // yet). A damaged trace is an error, as for Each: nothing is built on part
 // of a trace without saying so.
 func ReadAll(ctx context.Context, r *Reader, progress func(offset int64)) (*Records, error) {
+	return ReadWindow(ctx, r, Window{}, progress)
+}
+
+// ReadWindow is ReadAll keeping only what a replay of win needs: the HTTP
+// exchanges and WebSocket frames that begin in it, and every record of
+// another kind (connections' opening and end, routes: the state the
+// window starts from). Of the exchanges outside it, a few are kept that
+// say what the window's connections are: the upgrades before it (the plan
+// counts their sessions as cut), each connection's first exchange and
+// first one naming a user (whose pseudonym its copies are renamed from),
+// and the one that ends last (where the trace ends). A day-long trace
+// replayed an hour at a time thus holds about an hour of it. Records keep
+// their numbers. An empty window keeps everything.
+func ReadWindow(ctx context.Context, r *Reader, win Window, progress func(offset int64)) (*Records, error) {
 	rs := &Records{header: r.Header(), path: r.path}
+	whole := win.From <= 0 && win.To <= 0
+	if win.To <= 0 {
+		win.To = 1<<63 - 1
+	}
 	in := interner{}
-	err := r.Each(ctx, progress, func(rec Record) error {
-		switch rec := rec.(type) {
-		case *HTTP:
-			in.http(rec)
-		case *WSFrame:
-			rec.MsgType, rec.Channel = in.of(rec.MsgType), in.of(rec.Channel)
+	seen := map[ConnID]uint8{} // 1: an exchange kept; 2: one naming a user
+	var (
+		n         int64
+		last      Record // the dropped record that ends last, and its number
+		lastN     int64
+		lastEnd   time.Duration
+		keptUntil time.Duration
+	)
+	keep := func(n int64, rec Record) {
+		if int64(len(rs.recs)) != n-1 && rs.nums == nil {
+			rs.nums = make([]int64, len(rs.recs), cap(rs.recs))
+			for i := range rs.nums {
+				rs.nums[i] = int64(i + 1)
+			}
 		}
 		rs.recs = append(rs.recs, rec)
+		if rs.nums != nil {
+			rs.nums = append(rs.nums, n)
+		}
+		keptUntil = max(keptUntil, endOf(rec))
+	}
+	err := r.Each(ctx, progress, func(rec Record) error {
+		n++
+		switch rec := rec.(type) {
+		case *HTTP:
+			first, named := seen[rec.Conn]&1 == 0, seen[rec.Conn]&2 == 0 && rec.User != ""
+			if !whole && (rec.TS >= win.To || rec.TS < win.From && !rec.Upgrade) && !first && !named {
+				if e := endOf(rec); e > lastEnd {
+					last, lastN, lastEnd = rec, n, e
+				}
+				return nil
+			}
+			seen[rec.Conn] |= 1
+			if rec.User != "" {
+				seen[rec.Conn] |= 2
+			}
+			in.http(rec)
+		case *WSFrame:
+			if !whole && (rec.TS < win.From || rec.TS >= win.To) {
+				if rec.TS > lastEnd {
+					last, lastN, lastEnd = rec, n, rec.TS
+				}
+				return nil
+			}
+			rec.MsgType, rec.Channel = in.of(rec.MsgType), in.of(rec.Channel)
+		}
+		keep(n, rec)
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
+	if last != nil && lastEnd > keptUntil {
+		if h, ok := last.(*HTTP); ok {
+			in.http(h)
+		}
+		keep(lastN, last)
+	}
 	rs.size = r.Offset()
 	return rs, nil
+}
+
+// endOf is the latest time a record speaks of.
+func endOf(rec Record) time.Duration {
+	if h, ok := rec.(*HTTP); ok {
+		return max(h.TS, h.End())
+	}
+	return rec.Time()
 }
 
 // Header is the trace's header record.
 func (rs *Records) Header() *Header { return rs.header }
 
-// Len is how many records there are, the header included.
+// Len is how many records are kept, the header included.
 func (rs *Records) Len() int { return len(rs.recs) }
 
-// Each calls fn with every record in order, as Reader.Each does; progress,
-// if not nil, gets the share of the trace's bytes gone through.
-func (rs *Records) Each(ctx context.Context, progress func(offset int64), fn func(Record) error) error {
+// Each calls fn with every record in order and its number (the header's
+// is 1), as Reader.EachNumbered does; progress, if not nil, gets the
+// share of the trace's bytes gone through.
+func (rs *Records) EachNumbered(ctx context.Context, progress func(offset int64), fn func(int64, Record) error) error {
 	for i, rec := range rs.recs {
 		if i%4096 == 0 {
 			if err := ctx.Err(); err != nil {
@@ -57,7 +131,11 @@ func (rs *Records) Each(ctx context.Context, progress func(offset int64), fn fun
 				progress(rs.size * int64(i) / int64(len(rs.recs)))
 			}
 		}
-		if err := fn(rec); err != nil {
+		n := int64(i + 1)
+		if rs.nums != nil {
+			n = rs.nums[i]
+		}
+		if err := fn(n, rec); err != nil {
 			return err
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -28,8 +29,9 @@ func TestReadAllGivesWhatTheReaderGives(t *testing.T) {
 	assert.Equal(t, testHeader.Note, all.Header().Note)
 	var got []trace.Record
 	var offsets []int64
-	require.NoError(t, all.Each(context.Background(), func(off int64) { offsets = append(offsets, off) }, func(rec trace.Record) error {
+	require.NoError(t, all.EachNumbered(context.Background(), func(off int64) { offsets = append(offsets, off) }, func(n int64, rec trace.Record) error {
 		got = append(got, rec)
+		assert.Equal(t, int64(len(got)), n, "numbered from the header's 1")
 		return nil
 	}))
 	require.Equal(t, len(want), all.Len(), "the records and the header")
@@ -39,14 +41,67 @@ func TestReadAllGivesWhatTheReaderGives(t *testing.T) {
 
 	// Twice: the records are there to be gone through again.
 	n := 0
-	require.NoError(t, all.Each(context.Background(), nil, func(trace.Record) error { n++; return nil }))
+	require.NoError(t, all.EachNumbered(context.Background(), nil, func(int64, trace.Record) error { n++; return nil }))
 	assert.Equal(t, all.Len(), n)
 
 	stop := errors.New("stop")
-	assert.ErrorIs(t, all.Each(context.Background(), nil, func(trace.Record) error { return stop }), stop)
+	assert.ErrorIs(t, all.EachNumbered(context.Background(), nil, func(int64, trace.Record) error { return stop }), stop)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	assert.ErrorIs(t, all.Each(ctx, nil, func(trace.Record) error { return nil }), context.Canceled)
+	assert.ErrorIs(t, all.EachNumbered(ctx, nil, func(int64, trace.Record) error { return nil }), context.Canceled)
+}
+
+// A window keeps the exchanges and frames that begin in it, the upgrades
+// before it, and every record of another kind, each under the number it
+// has in the whole trace; an empty window keeps everything.
+func TestReadWindowKeepsTheWindowAndTheNumbers(t *testing.T) {
+	ms := func(n int) time.Duration { return time.Duration(n) * time.Millisecond }
+	get := func(ts time.Duration, upgrade bool) *trace.HTTP {
+		return &trace.HTTP{TS: ts, Conn: 1, Upgrade: upgrade, Req: trace.Request{End: ts, Method: "GET", Target: "/x"}}
+	}
+	recs := []trace.Record{
+		&trace.ConnOpen{TS: ms(1), Conn: 1}, // 2
+		get(ms(2), true),                    // 3: an upgrade before the window
+		&trace.WSFrame{TS: ms(3), Conn: 1, Dir: trace.ServerToClient}, // 4
+		get(ms(4), false), // 5
+		&trace.Route{TS: ms(5), Op: trace.RouteAdd, Path: "/user/a/"}, // 6
+		get(ms(10), false), // 7: in the window
+		&trace.WSFrame{TS: ms(11), Conn: 1, Dir: trace.ClientToServer}, // 8: in
+		get(ms(20), false), // 9: at its end, out
+		&trace.WSFrame{TS: ms(21), Conn: 1, Dir: trace.ServerToClient},           // 10
+		&trace.ConnClose{TS: ms(30), Conn: 1, How: trace.CloseFIN, By: "client"}, // 11
+	}
+	data := writeAll(t, testHeader, nil, recs)
+	read := func(win trace.Window) map[int64]trace.Record {
+		r, err := trace.NewReader(bytes.NewReader(data), "mem")
+		require.NoError(t, err)
+		rs, err := trace.ReadWindow(context.Background(), r, win, nil)
+		require.NoError(t, err)
+		got := map[int64]trace.Record{}
+		require.NoError(t, rs.EachNumbered(context.Background(), nil, func(n int64, rec trace.Record) error {
+			got[n] = rec
+			return nil
+		}))
+		assert.Equal(t, len(got), rs.Len())
+		return got
+	}
+	got := read(trace.Window{From: ms(10), To: ms(20)})
+	assert.ElementsMatch(t, []int64{1, 2, 3, 6, 7, 8, 11}, keys(got))
+	for n, rec := range got {
+		if n > 1 {
+			assert.Equal(t, recs[n-2], rec, "record %d under its own number", n)
+		}
+	}
+	assert.Len(t, read(trace.Window{}), len(recs)+1, "no window: everything")
+	assert.ElementsMatch(t, []int64{1, 2, 3, 6, 7, 8, 9, 10, 11}, keys(read(trace.Window{From: ms(10)})), "from a time to the end")
+}
+
+func keys[V any](m map[int64]V) []int64 {
+	var out []int64
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
 }
 
 // A damaged trace is an error, not the part before the damage passed off

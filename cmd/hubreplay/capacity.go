@@ -97,7 +97,7 @@ the plan's peak rate before. The results of each step go to -o.`,
 			if opts.Window, err = traceWindow(tracePath, from, to, tz); err != nil {
 				return err
 			}
-			recs, err := loadTrace(ctx, tracePath, stderr)
+			recs, err := loadTrace(ctx, tracePath, opts.Window, stderr)
 			if err != nil {
 				return exitError{2, err}
 			}
@@ -174,15 +174,15 @@ the plan's peak rate before. The results of each step go to -o.`,
 // offset shows trace time from the trace's start, as inspect does.
 func offset(d time.Duration) string { return "+" + d.Round(time.Second).String() }
 
-// loadTrace reads the trace at path into memory, once for every plan
-// and the fixtures' index built from it.
-func loadTrace(ctx context.Context, path string, stderr io.Writer) (*trace.Records, error) {
+// loadTrace reads what a replay of win needs of the trace at path into
+// memory, once for every plan and the fixtures' index built from it.
+func loadTrace(ctx context.Context, path string, win trace.Window, stderr io.Writer) (*trace.Records, error) {
 	r, err := openTrace(path, nil)
 	if err != nil {
 		return nil, err
 	}
 	defer r.Close()
-	return readTrace(ctx, r, path, stderr)
+	return readTrace(ctx, r, path, win, stderr)
 }
 
 func probeOutcome(h *compare.Harness) string {

@@ -264,7 +264,7 @@ func (p *playFlags) plan(ctx context.Context, path string, stdin io.Reader, stde
 	if o.Window, err = parseWindow(p.from, p.to, r.Header().Start, loc); err != nil {
 		return nil, nil, err
 	}
-	recs, err := readTrace(ctx, r, path, stderr)
+	recs, err := readTrace(ctx, r, path, o.Window, stderr)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -326,12 +326,13 @@ func readIndex(ctx context.Context, recs *trace.Records) (*fixtures.Index, error
 	return fixtures.BuildIndex(ctx, recs, nil)
 }
 
-// readTrace reads an opened trace into memory, with progress on a
-// terminal: the plan and the fixtures' index share its records.
-func readTrace(ctx context.Context, r *trace.Reader, path string, stderr io.Writer) (*trace.Records, error) {
+// readTrace reads what a replay of win needs of an opened trace into
+// memory (trace.ReadWindow), with progress on a terminal: the plan and
+// the fixtures' index share its records.
+func readTrace(ctx context.Context, r *trace.Reader, path string, win trace.Window, stderr io.Writer) (*trace.Records, error) {
 	prog := newProgress(stderr, path, "reading trace")
 	defer prog.done()
-	recs, err := trace.ReadAll(ctx, r, prog.update)
+	recs, err := trace.ReadWindow(ctx, r, win, prog.update)
 	if err != nil {
 		return nil, fmt.Errorf("read trace for replay: %w", err)
 	}
