@@ -388,7 +388,7 @@ func (cl *client) read(ctx context.Context, s *Step, res *Request, sent time.Tim
 			res.Detail = fmt.Sprintf("sent %s (replay time) after its route's recorded end: the replayer ran late", late.Round(time.Millisecond))
 		} else if lr, ok := cl.r.Routes.(LateRoutes); ok {
 			path, _, _ := strings.Cut(s.Target, "?")
-			if lag, late := lr.LateAdd(path, sent); late {
+			if lag, late := lr.LateAdd(path, s.At, sent); late {
 				res.Error = ErrLateForRoute
 				res.Detail = "its route's add came due before it was sent, but the proxy had not confirmed it yet (JupyterHub awaits the add before it sends a user on"
 				if lag >= time.Millisecond {

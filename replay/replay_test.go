@@ -262,7 +262,7 @@ type lateStub struct{ late string }
 
 func (lateStub) Prime(context.Context) error                { return nil }
 func (lateStub) Run(ctx context.Context, _ time.Time) error { <-ctx.Done(); return nil }
-func (s lateStub) LateAdd(path string, _ time.Time) (time.Duration, bool) {
+func (s lateStub) LateAdd(path string, _ time.Duration, _ time.Time) (time.Duration, bool) {
 	return 300 * ms, s.late != "" && strings.HasPrefix(path, s.late)
 }
 

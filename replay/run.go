@@ -33,10 +33,12 @@ type RouteDriver interface {
 }
 
 // LateRoutes is what a route driver may tell of its own lateness: that
-// the route serving path was not yet in place at sent because the driver
-// woke late for its add (and how late). The hub stub does.
+// the route serving path for a request due at at (replay time) was not yet
+// in place when it was sent, at sent, because the driver woke late for its
+// add or had not had it confirmed (and how late it woke). The hub stub
+// does.
 type LateRoutes interface {
-	LateAdd(path string, sent time.Time) (time.Duration, bool)
+	LateAdd(path string, at time.Duration, sent time.Time) (time.Duration, bool)
 }
 
 // Runner replays plans against a target proxy.
