@@ -7,19 +7,22 @@ import (
 	"github.com/hubreplay/hubreplay/trace"
 )
 
-// sink anonymizes and writes records, each on a goroutine of its own.
-// Those two (the anonymizer's JSON; the trace's JSON and zstd) took over
-// half of an offline capture's processor time; behind queues the three
-// stages (reassembly and parsing, anonymizing, writing) share the cores.
-// Records wait in memory, in batches, as they waited in the trace
-// writer's buffer before: nothing reaches disk unanonymized, order is
-// kept, and a flush hands on what is held.
+// sink anonymizes and writes records behind the capture, in stages of
+// their own joined by bounded queues of record batches: parsing kernel
+// messages (what anonymizing them needs and no anonymizer state: the most
+// of its work), anonymizing, writing (the trace's JSON and zstd). Together
+// they took over half of an offline capture's processor time; as stages
+// they share the cores with reassembly and parsing. Records wait in
+// memory, as they waited in the trace writer's buffer before: nothing
+// reaches disk unanonymized, order is kept, and a flush hands on what is
+// held.
 type sink struct {
 	scrub    Scrubber
 	w        RecordWriter
-	batch    []trace.Record
-	queue    chan []trace.Record // to the anonymizer
-	scrubbed chan []trace.Record // to the writer
+	batch    *batch
+	queue    chan *batch // to the preparer
+	prepared chan *batch // to the anonymizer
+	scrubbed chan *batch // to the writer
 	done     chan struct{}
 	started  bool
 	closed   bool
@@ -29,19 +32,37 @@ type sink struct {
 	err error
 }
 
+// batch is records handed on together, with what was done ahead for
+// each (preparer).
+type batch struct {
+	recs []trace.Record
+	prep []any
+}
+
+// preparer is a Scrubber that can do part of its work ahead, on another
+// goroutine, without its state (anonymize.Anonymizer: parsing kernel
+// messages); RecordPrepared then does what Record does.
+type preparer interface {
+	Prepare(r trace.Record) any
+	RecordPrepared(r trace.Record, prepared any)
+}
+
 const (
 	sinkBatch = 256 // records handed on at once
-	sinkQueue = 4   // batches waiting at most: capture slows to the writer's pace beyond
+	sinkQueue = 4   // batches waiting at each stage at most: capture slows to the slowest stage's pace beyond
 )
 
 func newSink(scrub Scrubber) *sink {
-	return &sink{scrub: scrub, queue: make(chan []trace.Record, sinkQueue), scrubbed: make(chan []trace.Record, sinkQueue),
-		done: make(chan struct{}), batch: make([]trace.Record, 0, sinkBatch)}
+	return &sink{scrub: scrub, queue: make(chan *batch, sinkQueue), prepared: make(chan *batch, sinkQueue),
+		scrubbed: make(chan *batch, sinkQueue), done: make(chan struct{}), batch: newBatch()}
 }
+
+func newBatch() *batch { return &batch{recs: make([]trace.Record, 0, sinkBatch)} }
 
 // start begins writing to w; records added before are held until then.
 func (s *sink) start(w RecordWriter) {
 	s.w, s.started = w, true
+	go s.prepare()
 	go s.anonymize()
 	go s.write()
 }
@@ -49,8 +70,8 @@ func (s *sink) start(w RecordWriter) {
 // add queues a record; once the writer has failed, records are dropped
 // (the capture stops on the error, which Run returns).
 func (s *sink) add(r trace.Record) {
-	s.batch = append(s.batch, r)
-	if len(s.batch) >= sinkBatch {
+	s.batch.recs = append(s.batch.recs, r)
+	if len(s.batch.recs) >= sinkBatch {
 		s.flush()
 	}
 }
@@ -58,18 +79,39 @@ func (s *sink) add(r trace.Record) {
 // flush hands on the records held, so that a quiet live capture writes
 // what it has within the trace writer's flush interval.
 func (s *sink) flush() {
-	if len(s.batch) == 0 || !s.started {
+	if len(s.batch.recs) == 0 || !s.started {
 		return
 	}
 	s.queue <- s.batch
-	s.batch = make([]trace.Record, 0, sinkBatch)
+	s.batch = newBatch()
+}
+
+func (s *sink) prepare() {
+	defer close(s.prepared)
+	p, ok := s.scrub.(preparer)
+	for b := range s.queue {
+		if ok && s.failed() == nil {
+			b.prep = make([]any, len(b.recs))
+			for i, r := range b.recs {
+				b.prep[i] = p.Prepare(r)
+			}
+		}
+		s.prepared <- b
+	}
 }
 
 func (s *sink) anonymize() {
 	defer close(s.scrubbed)
-	for b := range s.queue {
-		if s.scrub != nil && s.failed() == nil {
-			for _, r := range b {
+	p, _ := s.scrub.(preparer)
+	for b := range s.prepared {
+		switch {
+		case s.scrub == nil || s.failed() != nil:
+		case b.prep != nil:
+			for i, r := range b.recs {
+				p.RecordPrepared(r, b.prep[i])
+			}
+		default:
+			for _, r := range b.recs {
 				s.scrub.Record(r)
 			}
 		}
@@ -80,7 +122,7 @@ func (s *sink) anonymize() {
 func (s *sink) write() {
 	defer close(s.done)
 	for b := range s.scrubbed {
-		for _, r := range b {
+		for _, r := range b.recs {
 			if s.failed() != nil {
 				break
 			}

@@ -169,7 +169,7 @@ func (a *Anonymizer) Record(r trace.Record) {
 	case *trace.HTTP:
 		a.http(r)
 	case *trace.WSFrame:
-		a.frame(r)
+		a.frame(r, nil)
 	case *trace.Route:
 		a.route(r)
 	}

@@ -135,16 +135,10 @@ func padJSON(obj []byte, size int) []byte {
 }
 
 // legacyJSON redacts a JSON text frame of the legacy kernel protocol.
-func (a *Anonymizer) legacyJSON(payload []byte, size int) ([]byte, string, string, bool) {
-	// One parse: the fields not named here (code, outputs, metadata) are
-	// skipped, never decoded.
-	var m struct {
-		Header       *jupyterHeader `json:"header"`
-		ParentHeader jupyterHeader  `json:"parent_header"`
-		Content      jupyterContent `json:"content"`
-		Channel      string         `json:"channel"`
-	}
-	if firstByte(payload) != '{' || json.Unmarshal(payload, &m) != nil || m.Header == nil {
+// m is the payload parsed (parseLegacy), nil when it is not a kernel
+// message.
+func (a *Anonymizer) legacyJSON(m *legacyParsed, size int) ([]byte, string, string, bool) {
+	if m == nil {
 		return nil, "", "", false
 	}
 	p, ok := a.parts(m.Channel, *m.Header, m.ParentHeader, m.Content)
@@ -157,6 +151,26 @@ func (a *Anonymizer) legacyJSON(payload []byte, size int) ([]byte, string, strin
 		return nil, "", "", false
 	}
 	return padJSON(out, size), p.msgType, p.channel, true
+}
+
+// legacyParsed is what is read of a legacy kernel message.
+type legacyParsed struct {
+	Header       *jupyterHeader `json:"header"`
+	ParentHeader jupyterHeader  `json:"parent_header"`
+	Content      jupyterContent `json:"content"`
+	Channel      string         `json:"channel"`
+}
+
+// parseLegacy parses a text frame's payload as a legacy kernel message, in
+// one parse: the fields not named in legacyParsed (code, outputs,
+// metadata) are skipped, never decoded. Nil when it is not one. It needs
+// nothing of an Anonymizer's (Prepare).
+func parseLegacy(payload []byte) *legacyParsed {
+	var m legacyParsed
+	if firstByte(payload) != '{' || json.Unmarshal(payload, &m) != nil || m.Header == nil {
+		return nil
+	}
+	return &m
 }
 
 type legacyMessage struct {
@@ -264,20 +278,58 @@ func terminado(payload []byte, size int) ([]byte, string, bool) {
 	return b, typ, true
 }
 
-// frame redacts a WebSocket frame's payload. What cannot be recognised as
-// a Jupyter or terminal message keeps only its length.
-func (a *Anonymizer) frame(f *trace.WSFrame) {
-	payload := f.Payload
-	f.Payload, f.Form = nil, trace.FormNone
-	if len(payload) == 0 {
-		return
-	}
+// whole tells whether a frame's payload is all there (and how long it
+// is): only part of one kept cannot have its structure trusted.
+func whole(f *trace.WSFrame) (int, bool) {
 	size := int(f.Len)
 	if f.Inflated > 0 {
 		size = int(f.Inflated)
 	}
-	if len(payload) < size {
-		// Only part of the payload was kept; its structure cannot be trusted.
+	return size, len(f.Payload) > 0 && len(f.Payload) >= size
+}
+
+// Prepared is the part of anonymizing a record that needs nothing of the
+// Anonymizer's: parsing a kernel message's JSON, the most of anonymizing
+// a capture. Prepare makes it; RecordPrepared uses it.
+type Prepared struct {
+	legacy *legacyParsed
+}
+
+// Prepare does ahead what anonymizing r needs and touches nothing of a's
+// (its key, its rules or what it learned): it may run on another
+// goroutine than the Anonymizer, concurrently with it, as long as r is
+// not changed until RecordPrepared takes it. Nil when there is nothing to
+// do ahead.
+func (a *Anonymizer) Prepare(r trace.Record) any {
+	f, ok := r.(*trace.WSFrame)
+	if !ok || f.Op != trace.OpText {
+		return nil
+	}
+	if _, ok := whole(f); !ok {
+		return nil
+	}
+	return &Prepared{legacy: parseLegacy(f.Payload)}
+}
+
+// RecordPrepared is Record, with what Prepare did for r ahead (or nil).
+// The result is Record's, byte for byte.
+func (a *Anonymizer) RecordPrepared(r trace.Record, p any) {
+	pre, _ := p.(*Prepared)
+	if f, ok := r.(*trace.WSFrame); ok && pre != nil {
+		a.frame(f, pre)
+		return
+	}
+	a.Record(r)
+}
+
+// frame redacts a WebSocket frame's payload, with its parse done ahead
+// (pre) or not (nil). What cannot be recognised as a Jupyter or terminal
+// message keeps only its length.
+func (a *Anonymizer) frame(f *trace.WSFrame, pre *Prepared) {
+	size, all := whole(f)
+	payload := f.Payload
+	f.Payload, f.Form = nil, trace.FormNone
+	if !all {
 		return
 	}
 	var (
@@ -287,7 +339,13 @@ func (a *Anonymizer) frame(f *trace.WSFrame) {
 	)
 	switch f.Op {
 	case trace.OpText:
-		out, typ, channel, ok = a.legacyJSON(payload, size)
+		var m *legacyParsed
+		if pre != nil {
+			m = pre.legacy
+		} else {
+			m = parseLegacy(payload)
+		}
+		out, typ, channel, ok = a.legacyJSON(m, size)
 		if !ok {
 			out, typ, ok = terminado(payload, size)
 		}
