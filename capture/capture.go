@@ -286,6 +286,9 @@ func Run(ctx context.Context, src Source, create func(start time.Time) (RecordWr
 			lastStats = now
 			c.stats(now, src)
 		}
+		if c.counters.Packets%16 == 0 { // a clock read on every packet costs; a quiet live source flushes on its poll timeout
+			c.sink.tick()
+		}
 		if c.counters.Packets%1024 == 0 && time.Since(lastProgress) >= time.Second {
 			report()
 			lastProgress = time.Now()

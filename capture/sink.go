@@ -3,6 +3,7 @@ package capture
 import (
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/hubreplay/hubreplay/trace"
 )
@@ -20,6 +21,7 @@ type sink struct {
 	scrub    Scrubber
 	w        RecordWriter
 	batch    *batch
+	since    time.Time   // when the batch's first record came
 	queue    chan *batch // to the preparer
 	prepared chan *batch // to the anonymizer
 	scrubbed chan *batch // to the writer
@@ -49,7 +51,12 @@ type preparer interface {
 
 const (
 	sinkBatch = 256 // records handed on at once
-	sinkQueue = 4   // batches waiting at each stage at most: capture slows to the slowest stage's pace beyond
+	// sinkLinger is how long a record waits for its batch to fill: then
+	// it goes on anyway, so that a live capture's records reach the trace
+	// writer (and, within its flush interval, the disk) as soon as they
+	// did before the stages, and a kill loses no more.
+	sinkLinger = 50 * time.Millisecond
+	sinkQueue  = 4 // batches waiting at each stage at most: capture slows to the slowest stage's pace beyond
 )
 
 func newSink(scrub Scrubber) *sink {
@@ -70,8 +77,18 @@ func (s *sink) start(w RecordWriter) {
 // add queues a record; once the writer has failed, records are dropped
 // (the capture stops on the error, which Run returns).
 func (s *sink) add(r trace.Record) {
+	if len(s.batch.recs) == 0 {
+		s.since = time.Now()
+	}
 	s.batch.recs = append(s.batch.recs, r)
 	if len(s.batch.recs) >= sinkBatch {
+		s.flush()
+	}
+}
+
+// tick hands on a batch that has waited sinkLinger.
+func (s *sink) tick() {
+	if len(s.batch.recs) > 0 && time.Since(s.since) >= sinkLinger {
 		s.flush()
 	}
 }
@@ -91,10 +108,20 @@ func (s *sink) prepare() {
 	p, ok := s.scrub.(preparer)
 	for b := range s.queue {
 		if ok && s.failed() == nil {
+			// Preparing needs no state: half of each batch beside the
+			// other, on whatever core is free.
 			b.prep = make([]any, len(b.recs))
-			for i, r := range b.recs {
+			half := len(b.recs) / 2
+			var wg sync.WaitGroup
+			wg.Go(func() {
+				for i, r := range b.recs[half:] {
+					b.prep[half+i] = p.Prepare(r)
+				}
+			})
+			for i, r := range b.recs[:half] {
 				b.prep[i] = p.Prepare(r)
 			}
+			wg.Wait()
 		}
 		s.prepared <- b
 	}
