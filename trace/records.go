@@ -9,23 +9,18 @@ import (
 // Records is a trace read once into memory, for building more than one
 // thing from it: compare's replay plan and the fixtures' index each took
 // their own decoded copy of every record before, the larger part of its
-// memory on a lecture peak. Each numbers records as a Reader's does.
+// memory on a lecture peak. EachNumbered numbers records as a Reader's
+// does.
 type Records struct {
 	header *Header
 	recs   []Record
-	nums   []int64 // each record's number, when some were left out (ReadWindow); else its place
+	nums   []int64 // each record's number in the whole trace
 	path   string
 	size   int64 // bytes read: progress counts up to it
 }
 
-// ReadAll reads the rest of r (the header included if it was not read
-// yet). A damaged trace is an error, as for Each: nothing is built on part
-// of a trace without saying so.
-func ReadAll(ctx context.Context, r *Reader, progress func(offset int64)) (*Records, error) {
-	return ReadWindow(ctx, r, Window{}, progress)
-}
-
-// ReadWindow is ReadAll keeping only what a replay of win needs: the HTTP
+// ReadWindow reads the rest of r (the header included if it was not read
+// yet), keeping only what a replay of win needs: the HTTP
 // exchanges and WebSocket frames that begin in it, and every record of
 // another kind (connections' opening and end, routes: the state the
 // window starts from). Of the exchanges outside it, a few are kept that
@@ -34,7 +29,9 @@ func ReadAll(ctx context.Context, r *Reader, progress func(offset int64)) (*Reco
 // first one naming a user (whose pseudonym its copies are renamed from),
 // and the one that ends last (where the trace ends). A day-long trace
 // replayed an hour at a time thus holds about an hour of it. Records keep
-// their numbers. An empty window keeps everything.
+// their numbers. An empty window keeps everything. A damaged trace is an
+// error, as for Each: nothing is built on part of a trace without saying
+// so.
 func ReadWindow(ctx context.Context, r *Reader, win Window, progress func(offset int64)) (*Records, error) {
 	rs := &Records{header: r.Header(), path: r.path}
 	whole := win.From <= 0 && win.To <= 0
@@ -51,39 +48,34 @@ func ReadWindow(ctx context.Context, r *Reader, win Window, progress func(offset
 		keptUntil time.Duration
 	)
 	keep := func(n int64, rec Record) {
-		if int64(len(rs.recs)) != n-1 && rs.nums == nil {
-			rs.nums = make([]int64, len(rs.recs), cap(rs.recs))
-			for i := range rs.nums {
-				rs.nums[i] = int64(i + 1)
-			}
-		}
-		rs.recs = append(rs.recs, rec)
-		if rs.nums != nil {
-			rs.nums = append(rs.nums, n)
-		}
+		rs.recs, rs.nums = append(rs.recs, rec), append(rs.nums, n)
 		keptUntil = max(keptUntil, endOf(rec))
+	}
+	drop := func(n int64, rec Record) {
+		if e := endOf(rec); e > lastEnd {
+			last, lastN, lastEnd = rec, n, e
+		}
 	}
 	err := r.Each(ctx, progress, func(rec Record) error {
 		n++
 		switch rec := rec.(type) {
 		case *HTTP:
-			first, named := seen[rec.Conn]&1 == 0, seen[rec.Conn]&2 == 0 && rec.User != ""
-			if !whole && (rec.TS >= win.To || rec.TS < win.From && !rec.Upgrade) && !first && !named {
-				if e := endOf(rec); e > lastEnd {
-					last, lastN, lastEnd = rec, n, e
+			if !whole {
+				s := seen[rec.Conn]
+				first, named := s&1 == 0, s&2 == 0 && rec.User != ""
+				if (rec.TS >= win.To || rec.TS < win.From && !rec.Upgrade) && !first && !named {
+					drop(n, rec)
+					return nil
 				}
-				return nil
-			}
-			seen[rec.Conn] |= 1
-			if rec.User != "" {
-				seen[rec.Conn] |= 2
+				if s |= 1; rec.User != "" {
+					s |= 2
+				}
+				seen[rec.Conn] = s
 			}
 			in.http(rec)
 		case *WSFrame:
 			if !whole && (rec.TS < win.From || rec.TS >= win.To) {
-				if rec.TS > lastEnd {
-					last, lastN, lastEnd = rec, n, rec.TS
-				}
+				drop(n, rec)
 				return nil
 			}
 			rec.MsgType, rec.Channel = in.of(rec.MsgType), in.of(rec.Channel)
@@ -118,9 +110,9 @@ func (rs *Records) Header() *Header { return rs.header }
 // Len is how many records are kept, the header included.
 func (rs *Records) Len() int { return len(rs.recs) }
 
-// Each calls fn with every record in order and its number (the header's
-// is 1), as Reader.EachNumbered does; progress, if not nil, gets the
-// share of the trace's bytes gone through.
+// EachNumbered calls fn with every record kept, in order, and its number
+// in the whole trace (the header's is 1), as Reader.EachNumbered does;
+// progress, if not nil, gets the share of the trace's bytes gone through.
 func (rs *Records) EachNumbered(ctx context.Context, progress func(offset int64), fn func(int64, Record) error) error {
 	for i, rec := range rs.recs {
 		if i%4096 == 0 {
@@ -131,11 +123,7 @@ func (rs *Records) EachNumbered(ctx context.Context, progress func(offset int64)
 				progress(rs.size * int64(i) / int64(len(rs.recs)))
 			}
 		}
-		n := int64(i + 1)
-		if rs.nums != nil {
-			n = rs.nums[i]
-		}
-		if err := fn(n, rec); err != nil {
+		if err := fn(rs.nums[i], rec); err != nil {
 			return err
 		}
 	}

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"maps"
+	"slices"
 	"testing"
 	"time"
 
@@ -16,7 +18,7 @@ import (
 // A trace read once into memory gives what a Reader gives, record for
 // record and in the same order (the record numbers replay and the
 // fixtures agree on), header first; its compacted copies read the same.
-func TestReadAllGivesWhatTheReaderGives(t *testing.T) {
+func TestReadWholeGivesWhatTheReaderGives(t *testing.T) {
 	recs := append(oneOfEach(), oneOfEach()...)
 	data := writeAll(t, testHeader, nil, recs)
 	want, err := readAll(t, data)
@@ -24,7 +26,7 @@ func TestReadAllGivesWhatTheReaderGives(t *testing.T) {
 
 	r, err := trace.NewReader(bytes.NewReader(data), "mem")
 	require.NoError(t, err)
-	all, err := trace.ReadAll(context.Background(), r, nil)
+	all, err := trace.ReadWindow(context.Background(), r, trace.Window{}, nil)
 	require.NoError(t, err)
 	assert.Equal(t, testHeader.Note, all.Header().Note)
 	var got []trace.Record
@@ -86,31 +88,23 @@ func TestReadWindowKeepsTheWindowAndTheNumbers(t *testing.T) {
 		return got
 	}
 	got := read(trace.Window{From: ms(10), To: ms(20)})
-	assert.ElementsMatch(t, []int64{1, 2, 3, 6, 7, 8, 11}, keys(got))
+	assert.ElementsMatch(t, []int64{1, 2, 3, 6, 7, 8, 11}, slices.Collect(maps.Keys(got)))
 	for n, rec := range got {
 		if n > 1 {
 			assert.Equal(t, recs[n-2], rec, "record %d under its own number", n)
 		}
 	}
 	assert.Len(t, read(trace.Window{}), len(recs)+1, "no window: everything")
-	assert.ElementsMatch(t, []int64{1, 2, 3, 6, 7, 8, 9, 10, 11}, keys(read(trace.Window{From: ms(10)})), "from a time to the end")
-}
-
-func keys[V any](m map[int64]V) []int64 {
-	var out []int64
-	for k := range m {
-		out = append(out, k)
-	}
-	return out
+	assert.ElementsMatch(t, []int64{1, 2, 3, 6, 7, 8, 9, 10, 11}, slices.Collect(maps.Keys(read(trace.Window{From: ms(10)}))), "from a time to the end")
 }
 
 // A damaged trace is an error, not the part before the damage passed off
 // as the whole.
-func TestReadAllOfADamagedTrace(t *testing.T) {
+func TestReadWindowOfADamagedTrace(t *testing.T) {
 	data := writeAll(t, testHeader, &trace.WriterOptions{FlushRecords: 2}, oneOfEach())
 	r, err := trace.NewReader(bytes.NewReader(data[:len(data)*2/3]), "cut.trace")
 	require.NoError(t, err)
-	_, err = trace.ReadAll(context.Background(), r, nil)
+	_, err = trace.ReadWindow(context.Background(), r, trace.Window{}, nil)
 	var de *trace.DamageError
 	require.ErrorAs(t, err, &de)
 	assert.True(t, de.Truncated)
