@@ -276,7 +276,6 @@ func Run(ctx context.Context, src Source, create func(start time.Time) (RecordWr
 		}
 		if now-lastFlush >= min(time.Second, o.FlushAfter) {
 			lastFlush = now
-			c.sink.flush()
 			asm.FlushWithOptions(reassembly.FlushOptions{
 				T:  c.start.Add(now - o.FlushAfter),
 				TC: c.start.Add(now - o.IdleTimeout),

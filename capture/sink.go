@@ -26,7 +26,6 @@ type sink struct {
 	prepared chan *batch // to the anonymizer
 	scrubbed chan *batch // to the writer
 	done     chan struct{}
-	started  bool
 	closed   bool
 	written  atomic.Uint64
 
@@ -68,7 +67,7 @@ func newBatch() *batch { return &batch{recs: make([]trace.Record, 0, sinkBatch)}
 
 // start begins writing to w; records added before are held until then.
 func (s *sink) start(w RecordWriter) {
-	s.w, s.started = w, true
+	s.w = w
 	go s.prepare()
 	go s.anonymize()
 	go s.write()
@@ -93,10 +92,9 @@ func (s *sink) tick() {
 	}
 }
 
-// flush hands on the records held, so that a quiet live capture writes
-// what it has within the trace writer's flush interval.
+// flush hands on the records held (before start, they stay held).
 func (s *sink) flush() {
-	if len(s.batch.recs) == 0 || !s.started {
+	if len(s.batch.recs) == 0 || s.w == nil {
 		return
 	}
 	s.queue <- s.batch
@@ -174,7 +172,7 @@ func (s *sink) failed() error {
 // close writes what is held and waits for it; it returns the writer's
 // first error.
 func (s *sink) close() error {
-	if !s.started || s.closed {
+	if s.w == nil || s.closed {
 		return s.failed()
 	}
 	s.closed = true
