@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/hubreplay/hubreplay/compare"
+	"github.com/hubreplay/hubreplay/fixtures"
 	"github.com/hubreplay/hubreplay/internal/memlimit"
 	"github.com/hubreplay/hubreplay/proxy"
 	"github.com/hubreplay/hubreplay/replay"
@@ -108,7 +109,7 @@ the plan's peak rate before. The results of each step go to -o.`,
 			if whole.Requests == 0 {
 				return exitError{2, replay.ErrEmpty}
 			}
-			ix, err := readIndex(ctx, recs)
+			ix, err := fixtures.BuildIndex(ctx, recs, nil)
 			if err != nil {
 				return exitError{2, err}
 			}

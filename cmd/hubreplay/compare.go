@@ -252,7 +252,7 @@ pullable too. With N --shards on N nodes it grows past one machine.
 				Dir: out, Force: force}
 			switch kind.backend {
 			case "local":
-				if o.Index, err = readIndex(ctx, recs); err != nil {
+				if o.Index, err = fixtures.BuildIndex(ctx, recs, nil); err != nil {
 					return exitError{2, err}
 				}
 				slog.Debug("memory bounded", "limit_bytes", memlimit.Bound(memlimit.Headroom))

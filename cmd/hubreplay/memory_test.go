@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/hubreplay/hubreplay/fixtures"
 	"github.com/hubreplay/hubreplay/fixtures/lecturepeak"
 	"github.com/hubreplay/hubreplay/trace"
 )
@@ -44,7 +45,7 @@ func TestPlanAndIndexShareOneDecode(t *testing.T) {
 	play := &playFlags{speed: "10", users: "1", jitter: time.Minute, seed: 1}
 	plan, read, err := play.plan(ctx, path, nil, io.Discard)
 	require.NoError(t, err)
-	ix, err := readIndex(ctx, read)
+	ix, err := fixtures.BuildIndex(ctx, read, nil)
 	require.NoError(t, err)
 	read = nil
 	runtime.GC()

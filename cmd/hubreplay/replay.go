@@ -226,7 +226,7 @@ func parseUsers(s string) (int, error) {
 
 // plan checks the flags and reads the trace into a plan. The records it
 // returns, read once, are what the fixtures' index is built from too
-// (readIndex): the two share them.
+// (fixtures.BuildIndex): the two share them.
 func (p *playFlags) plan(ctx context.Context, path string, stdin io.Reader, stderr io.Writer) (*replay.Plan, *trace.Records, error) {
 	var o replay.Options
 	var err error
@@ -309,7 +309,7 @@ func parseWindow(from, to string, start time.Time, loc *time.Location) (trace.Wi
 
 // startFixtures starts the hub stub and user-server emulators for a trace.
 func startFixtures(ctx context.Context, recs *trace.Records, speed float64, tail time.Duration, addrs fixtures.Addrs) (*fixtures.Index, *fixtures.Responder, *fixtures.Servers, error) {
-	ix, err := readIndex(ctx, recs)
+	ix, err := fixtures.BuildIndex(ctx, recs, nil)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -319,11 +319,6 @@ func startFixtures(ctx context.Context, recs *trace.Records, speed float64, tail
 		return nil, nil, nil, fmt.Errorf("start fixtures: %w", err)
 	}
 	return ix, resp, srv, nil
-}
-
-// readIndex builds the fixtures' index of a trace read once.
-func readIndex(ctx context.Context, recs *trace.Records) (*fixtures.Index, error) {
-	return fixtures.BuildIndex(ctx, recs, nil)
 }
 
 // readTrace reads what a replay of win needs of an opened trace into
