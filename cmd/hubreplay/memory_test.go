@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"io"
+	"os"
 	"path/filepath"
 	"runtime"
 	"testing"
@@ -13,7 +14,7 @@ import (
 
 	"github.com/hubreplay/hubreplay/fixtures"
 	"github.com/hubreplay/hubreplay/fixtures/lecturepeak"
-	"github.com/hubreplay/hubreplay/trace"
+	"github.com/hubreplay/hubreplay/trace/tracetest"
 )
 
 // peakHeapCeiling is the documented bound (BENCHMARKS.md) on what compare
@@ -30,13 +31,10 @@ func TestPlanAndIndexShareOneDecode(t *testing.T) {
 	}
 	path := filepath.Join(t.TempDir(), "peak.trace")
 	h, recs := lecturepeak.Generate(lecturepeak.Options{Users: 300, Duration: 30 * time.Minute, Seed: 11})
-	w, err := trace.Create(path, h, &trace.WriterOptions{FlushInterval: time.Hour})
+	data, err := tracetest.Encode(h, nil, recs)
 	require.NoError(t, err)
-	for _, r := range recs {
-		require.NoError(t, w.Write(r))
-	}
-	require.NoError(t, w.Close())
-	recs = nil
+	require.NoError(t, os.WriteFile(path, data, 0o644))
+	recs, data = nil, nil
 
 	ctx := context.Background()
 	runtime.GC()
