@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hubreplay/hubreplay/internal/rawio"
 	"github.com/hubreplay/hubreplay/internal/wait"
 	"github.com/hubreplay/hubreplay/trace"
 )
@@ -100,6 +101,7 @@ func (cl *client) dial(ctx context.Context) error {
 		return err
 	}
 	cl.dials++
+	nc = rawio.Wrap(nc)
 	cl.nc, cl.used = nc, false
 	if cl.br == nil {
 		cl.br = bufio.NewReaderSize(nc, 4<<10)
@@ -118,7 +120,7 @@ func (cl *client) drop(rst bool) {
 		return
 	}
 	cl.stop()
-	if tc, ok := cl.nc.(*net.TCPConn); ok && rst {
+	if tc, ok := cl.nc.(rawio.Linger); ok && rst {
 		_ = tc.SetLinger(0)
 	}
 	_ = cl.nc.Close()

@@ -16,6 +16,7 @@ import (
 	"github.com/hubreplay/hubreplay/compare"
 	"github.com/hubreplay/hubreplay/fixtures"
 	"github.com/hubreplay/hubreplay/internal/memlimit"
+	"github.com/hubreplay/hubreplay/internal/procs"
 	"github.com/hubreplay/hubreplay/proxy"
 	"github.com/hubreplay/hubreplay/replay"
 	"github.com/hubreplay/hubreplay/trace"
@@ -27,6 +28,7 @@ func newCapacityCmd() *cobra.Command {
 		from, to, tz                             string
 		stretch, timeout                         time.Duration
 		seed                                     uint64
+		harnessProcs                             int
 	)
 	cmd := &cobra.Command{
 		Use:   "capacity --trace TRACE",
@@ -114,6 +116,7 @@ the plan's peak rate before. The results of each step go to -o.`,
 				return exitError{2, err}
 			}
 			slog.Debug("memory bounded", "limit_bytes", memlimit.Bound(memlimit.Headroom))
+			slog.Debug("harness processors", "gomaxprocs", procs.Harness(harnessProcs))
 			capacity, err := compare.LoadCapacity(capacityFile())
 			if err != nil {
 				fmt.Fprintf(stderr, "hubreplay: %v (starting afresh)\n", err)
@@ -169,6 +172,7 @@ the plan's peak rate before. The results of each step go to -o.`,
 	f.Uint64Var(&seed, "seed", 1, "seed for the copies' pseudonyms and jitter")
 	f.DurationVar(&timeout, "timeout", 30*time.Second, "how long an answer may take beyond its recorded time")
 	f.StringVarP(&out, "output", "o", "", "directory for each step's results (default capacity-DATE-TIME)")
+	f.IntVar(&harnessProcs, "harness-procs", 0, "processors for hubreplay's own work, the replay and the fixtures (default: all but one, left to the candidate; GOMAXPROCS wins)")
 	return cmd
 }
 

@@ -21,6 +21,7 @@ import (
 	"github.com/hubreplay/hubreplay/compare"
 	"github.com/hubreplay/hubreplay/fixtures"
 	"github.com/hubreplay/hubreplay/internal/memlimit"
+	"github.com/hubreplay/hubreplay/internal/procs"
 	"github.com/hubreplay/hubreplay/kindcluster"
 	"github.com/hubreplay/hubreplay/proxy"
 	"github.com/hubreplay/hubreplay/replay"
@@ -157,7 +158,7 @@ func newCompareCmd() *cobra.Command {
 		tracePath, a, b, out, memLimit, limitBy string
 		play                                    playFlags
 		verdict                                 verdictFlags
-		noiseRuns                               int
+		noiseRuns, harnessProcs                 int
 		settle, timeout, check, restartDelay    time.Duration
 		force                                   bool
 		kind                                    kindFlags
@@ -256,6 +257,7 @@ pullable too. With N --shards on N nodes it grows past one machine.
 					return exitError{2, err}
 				}
 				slog.Debug("memory bounded", "limit_bytes", memlimit.Bound(memlimit.Headroom))
+				slog.Debug("harness processors", "gomaxprocs", procs.Harness(harnessProcs))
 			case "kind":
 				b, cleanup, err := kind.start(ctx, stderr, tracePath, play.args(), settle, check, mem)
 				if err != nil {
@@ -326,6 +328,7 @@ pullable too. With N --shards on N nodes it grows past one machine.
 	f.StringVar(&memLimit, "memory-limit", "", "cap each candidate's memory like a pod limit, e.g. 1Gi (kind: the pod's limit, over --values)")
 	f.StringVar(&limitBy, "limit-by", "", "how to cap memory: cgroup or node (default: cgroup where the machine has one)")
 	f.DurationVar(&restartDelay, "restart-delay", 10*time.Second, "how long a dead candidate stays down before it is restarted")
+	f.IntVar(&harnessProcs, "harness-procs", 0, "local: processors for hubreplay's own work, the replay and the fixtures (default: all but one, left to the candidate; GOMAXPROCS wins)")
 	verdict.add(f)
 	kind.add(f)
 	return cmd
