@@ -109,16 +109,15 @@ func (s *sink) prepare() {
 			// Preparing needs no state: half of each batch beside the
 			// other, on whatever core is free.
 			b.prep = make([]any, len(b.recs))
+			prep := func(from, to int) {
+				for i := from; i < to; i++ {
+					b.prep[i] = p.Prepare(b.recs[i])
+				}
+			}
 			half := len(b.recs) / 2
 			var wg sync.WaitGroup
-			wg.Go(func() {
-				for i, r := range b.recs[half:] {
-					b.prep[half+i] = p.Prepare(r)
-				}
-			})
-			for i, r := range b.recs[:half] {
-				b.prep[i] = p.Prepare(r)
-			}
+			wg.Go(func() { prep(half, len(b.recs)) })
+			prep(0, half)
 			wg.Wait()
 		}
 		s.prepared <- b

@@ -41,7 +41,6 @@ func ReadWindow(ctx context.Context, r *Reader, win Window, progress func(offset
 	in := interner{}
 	seen := map[ConnID]uint8{} // 1: an exchange kept; 2: one naming a user
 	var (
-		n         int64
 		last      Record // the dropped record that ends last, and its number
 		lastN     int64
 		lastEnd   time.Duration
@@ -56,8 +55,7 @@ func ReadWindow(ctx context.Context, r *Reader, win Window, progress func(offset
 			last, lastN, lastEnd = rec, n, e
 		}
 	}
-	err := r.Each(ctx, progress, func(rec Record) error {
-		n++
+	err := r.EachNumbered(ctx, progress, func(n int64, rec Record) error {
 		switch rec := rec.(type) {
 		case *HTTP:
 			if !whole {
