@@ -115,8 +115,7 @@ the plan's peak rate before. The results of each step go to -o.`,
 			if err != nil {
 				return exitError{2, err}
 			}
-			slog.Debug("memory bounded", "limit_bytes", memlimit.Bound(memlimit.Headroom))
-			slog.Debug("harness processors", "gomaxprocs", procs.Harness(harnessProcs))
+			boundHarness(harnessProcs)
 			capacity, err := compare.LoadCapacity(capacityFile())
 			if err != nil {
 				fmt.Fprintf(stderr, "hubreplay: %v (starting afresh)\n", err)
@@ -172,8 +171,19 @@ the plan's peak rate before. The results of each step go to -o.`,
 	f.Uint64Var(&seed, "seed", 1, "seed for the copies' pseudonyms and jitter")
 	f.DurationVar(&timeout, "timeout", 30*time.Second, "how long an answer may take beyond its recorded time")
 	f.StringVarP(&out, "output", "o", "", "directory for each step's results (default capacity-DATE-TIME)")
-	f.IntVar(&harnessProcs, "harness-procs", 0, "processors for hubreplay's own work, the replay and the fixtures (default: all but one, left to the candidate; GOMAXPROCS wins)")
+	f.IntVar(&harnessProcs, "harness-procs", 0, harnessProcsHelp)
 	return cmd
+}
+
+// harnessProcsHelp says what --harness-procs does, for compare and capacity.
+const harnessProcsHelp = "processors for hubreplay's own work, the replay and the fixtures (default: all but one, left to the candidate; GOMAXPROCS wins)"
+
+// boundHarness bounds the harness on the candidate's machine, once what it
+// holds for good (the trace's records, plan, index) is built: its heap to
+// that plus a headroom, its processors to all but one.
+func boundHarness(harnessProcs int) {
+	slog.Debug("memory bounded", "limit_bytes", memlimit.Bound(memlimit.Headroom))
+	slog.Debug("harness processors", "gomaxprocs", procs.Harness(harnessProcs))
 }
 
 // offset shows trace time from the trace's start, as inspect does.

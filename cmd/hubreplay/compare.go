@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -20,8 +19,6 @@ import (
 
 	"github.com/hubreplay/hubreplay/compare"
 	"github.com/hubreplay/hubreplay/fixtures"
-	"github.com/hubreplay/hubreplay/internal/memlimit"
-	"github.com/hubreplay/hubreplay/internal/procs"
 	"github.com/hubreplay/hubreplay/kindcluster"
 	"github.com/hubreplay/hubreplay/proxy"
 	"github.com/hubreplay/hubreplay/replay"
@@ -256,8 +253,7 @@ pullable too. With N --shards on N nodes it grows past one machine.
 				if o.Index, err = fixtures.BuildIndex(ctx, recs, nil); err != nil {
 					return exitError{2, err}
 				}
-				slog.Debug("memory bounded", "limit_bytes", memlimit.Bound(memlimit.Headroom))
-				slog.Debug("harness processors", "gomaxprocs", procs.Harness(harnessProcs))
+				boundHarness(harnessProcs)
 			case "kind":
 				b, cleanup, err := kind.start(ctx, stderr, tracePath, play.args(), settle, check, mem)
 				if err != nil {
@@ -328,7 +324,7 @@ pullable too. With N --shards on N nodes it grows past one machine.
 	f.StringVar(&memLimit, "memory-limit", "", "cap each candidate's memory like a pod limit, e.g. 1Gi (kind: the pod's limit, over --values)")
 	f.StringVar(&limitBy, "limit-by", "", "how to cap memory: cgroup or node (default: cgroup where the machine has one)")
 	f.DurationVar(&restartDelay, "restart-delay", 10*time.Second, "how long a dead candidate stays down before it is restarted")
-	f.IntVar(&harnessProcs, "harness-procs", 0, "local: processors for hubreplay's own work, the replay and the fixtures (default: all but one, left to the candidate; GOMAXPROCS wins)")
+	f.IntVar(&harnessProcs, "harness-procs", 0, "local: "+harnessProcsHelp)
 	verdict.add(f)
 	kind.add(f)
 	return cmd
