@@ -57,7 +57,7 @@ test:
 # scripts/bench-tools installs; BENCHMARKS.md has the figures.
 bench:
 	@scripts/bench-tools
-	$(GO) test -run '^$$' -bench . -benchmem -timeout 60m ./...
+	$(GO) test -p 1 -run '^$$' -bench . -benchmem -timeout 60m ./...
 
 # Each fuzz target for FUZZTIME (3 minutes: about 21 for all; CI runs
 # 20 s each); seeds live in */testdata/fuzz and run in `make test`.

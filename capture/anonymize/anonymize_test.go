@@ -216,6 +216,30 @@ func TestJupyterMessagesKeepStructureSizeAndReplyMatching(t *testing.T) {
 	assert.Equal(t, rq.Header["msg_id"], parent["msg_id"])
 }
 
+// What a kernel sends is parsed as encoding/json parsed it: output with
+// bytes that are not UTF-8, a name repeated (the last wins), a name in
+// another case. The skeleton stays, the secret goes.
+func TestKernelMessagesParseLeniently(t *testing.T) {
+	a := newAnon(t)
+	secret := "sk-5f0c2a9e7d314b86 " + strings.Repeat("output ", 30)
+	for name, payload := range map[string]string{
+		"invalid UTF-8 in the output": `{"header":{"msg_id":"1","msg_type":"stream","session":"s"},"parent_header":{},` +
+			`"content":{"name":"stdout","text":"` + secret + "\xff\xfe ÿþ" + `"},"channel":"iopub"}`,
+		"a repeated name": `{"header":{"msg_type":"stream"},"header":{"msg_id":"1","msg_type":"stream"},"parent_header":{},` +
+			`"content":{"name":"stdout","text":"` + secret + `"},"channel":"iopub"}`,
+		"a name in capitals": `{"Header":{"msg_id":"1","msg_type":"stream"},"parent_header":{},` +
+			`"content":{"name":"stdout","text":"` + secret + `"},"channel":"iopub"}`,
+	} {
+		f := &trace.WSFrame{Op: trace.OpText, Fin: true, Len: int64(len(payload)), Payload: []byte(payload), Form: trace.FormRaw}
+		a.Record(f)
+		assert.Equal(t, "stream", f.MsgType, name)
+		assert.Equal(t, "iopub", f.Channel, name)
+		assert.Equal(t, trace.FormRedacted, f.Form, name)
+		assert.Len(t, f.Payload, len(payload), name)
+		assert.NotContains(t, string(f.Payload), secret, name)
+	}
+}
+
 func withoutPad(m map[string]any) map[string]any {
 	delete(m, "_pad")
 	return m

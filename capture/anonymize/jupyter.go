@@ -7,6 +7,9 @@ import (
 	"regexp"
 	"strings"
 
+	jsonv2 "github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
+
 	"github.com/hubreplay/hubreplay/trace"
 )
 
@@ -104,6 +107,20 @@ func (a *Anonymizer) parts(channel string, header, parent jupyterHeader, content
 	return jupyterParts{channel: channel, header: h, parent: p, content: redactContent(content), msgType: typ}, true
 }
 
+// v1Leniency keeps what encoding/json accepted: names in any case,
+// duplicate names (the last wins), invalid UTF-8 (replaced).
+var v1Leniency = jsonv2.JoinOptions(jsonv2.MatchCaseInsensitiveNames(true),
+	jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true))
+
+// unmarshal parses a kernel or terminal message. encoding/json/v2 (its
+// mirror until Go 1.27) parses in one pass, where encoding/json first
+// scans the whole payload to validate it: that scan was a sixth of
+// capture's CPU, most of it over code and outputs that are then skipped.
+// Its output is never written anywhere: what is written is built from
+// the fields read, so a parser that read more or less only changes how
+// much of a message's skeleton is kept (unparsable keeps only the length).
+func unmarshal(b []byte, v any) error { return jsonv2.Unmarshal(b, v, v1Leniency) }
+
 // firstByte is the first non-space byte of b, to tell JSON objects from
 // arrays before paying for a full parse.
 func firstByte(b []byte) byte {
@@ -167,7 +184,7 @@ type legacyParsed struct {
 // nothing of an Anonymizer's (Prepare).
 func parseLegacy(payload []byte) *legacyParsed {
 	var m legacyParsed
-	if firstByte(payload) != '{' || json.Unmarshal(payload, &m) != nil || m.Header == nil {
+	if firstByte(payload) != '{' || unmarshal(payload, &m) != nil || m.Header == nil {
 		return nil
 	}
 	return &m
@@ -204,11 +221,11 @@ func (a *Anonymizer) v1Binary(payload []byte, size int) ([]byte, string, string,
 	part := func(i int) []byte { return payload[offs[i]:offs[i+1]] }
 	var h, parent jupyterHeader
 	var content jupyterContent
-	if json.Unmarshal(part(1), &h) != nil {
+	if unmarshal(part(1), &h) != nil {
 		return nil, "", "", false
 	}
-	_ = json.Unmarshal(part(2), &parent)
-	_ = json.Unmarshal(part(4), &content)
+	_ = unmarshal(part(2), &parent)
+	_ = unmarshal(part(4), &content)
 	p, ok := a.parts(string(part(0)), h, parent, content)
 	if !ok {
 		return nil, "", "", false
@@ -243,7 +260,7 @@ var terminadoTypes = map[string]bool{"stdin": true, "stdout": true, "setup": tru
 // type and sizes, never the keystrokes or the output.
 func terminado(payload []byte, size int) ([]byte, string, bool) {
 	var m []any
-	if firstByte(payload) != '[' || json.Unmarshal(payload, &m) != nil || len(m) == 0 {
+	if firstByte(payload) != '[' || unmarshal(payload, &m) != nil || len(m) == 0 {
 		return nil, "", false
 	}
 	typ, _ := m[0].(string)
