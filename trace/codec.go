@@ -9,6 +9,9 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	jsonv2 "github.com/go-json-experiment/json"
+	jsonv1 "github.com/go-json-experiment/json/v1"
 )
 
 // AppendJSON appends r as one JSON line (with its trailing newline) to dst.
@@ -146,6 +149,12 @@ func builtin(t Type) bool {
 // ErrNoType is returned for a JSON line without a "type" field.
 var ErrNoType = errors.New(`record has no "type" field`)
 
+// v1Semantics decodes as encoding/json does (durations as nanoseconds,
+// names in any case, the methods of its interfaces), in encoding/json/v2's
+// one pass instead of a validating scan and then a decode: reading a
+// trace is most of what planning a replay costs.
+var v1Semantics = jsonv1.DefaultOptionsV1()
+
 // ParseJSON decodes one JSON line (without its newline) into a record.
 // Records of types neither the trace's nor registered come back as
 // *Unknown.
@@ -197,7 +206,7 @@ func ParseJSON(line []byte) (Record, error) {
 		}
 		return &Unknown{TypeName: typ, TS: probe.TS, Raw: append(json.RawMessage(nil), line...)}, nil
 	}
-	if err := json.Unmarshal(line, r); err != nil {
+	if err := jsonv2.Unmarshal(line, r, v1Semantics); err != nil {
 		return nil, fmt.Errorf("%s record: %w", typ, err)
 	}
 	return r, nil
