@@ -205,6 +205,16 @@ func BenchmarkCapturePcap(b *testing.B) {
 	b.ReportMetric(0, "ns/op")
 }
 
+// selfCPU is this process's CPU time so far, user and system, every
+// thread's (tshark, a child, is not counted).
+func selfCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
 // BenchmarkVersusTshark: offline capture of one 256 MiB pcap by hubreplay
 // (reassembly, HTTP and WebSocket parsing, anonymization, a compressed
 // trace) and by tshark decoding the same file with its HTTP and WebSocket
@@ -212,7 +222,8 @@ func BenchmarkCapturePcap(b *testing.B) {
 // WebSocket frame printed as fields), one after the other. hubreplay runs
 // on two cores (GOMAXPROCS 2: reassembly and parsing beside anonymizing and
 // writing) and again on one; tshark is single-threaded. Prints each one's
-// MB/s, the peak RSS of the two-core run, and the ratios.
+// MB/s, the peak RSS of the two-core run, the ratios, and how many cores
+// the two-core run kept busy (its CPU time over its wall time).
 func BenchmarkVersusTshark(b *testing.B) {
 	tshark := testenv.Need(b, "tshark")
 	path := benchPcapOf(b, 256<<20, "bench-v1-256M.pcap")
@@ -222,9 +233,10 @@ func BenchmarkVersusTshark(b *testing.B) {
 	}
 	mb := float64(st.Size()) / 1e6
 	for b.Loop() {
-		start := time.Now()
+		start, cpu0 := time.Now(), selfCPU(b)
 		c, peak := benchCapture(b, path, 2)
-		ours := mb / time.Since(start).Seconds()
+		wall := time.Since(start)
+		ours, cores := mb/wall.Seconds(), float64(selfCPU(b)-cpu0)/float64(wall)
 		if c.Exchanges == 0 || c.Frames == 0 {
 			b.Fatalf("hubreplay found %d HTTP exchanges and %d frames", c.Exchanges, c.Frames)
 		}
@@ -266,6 +278,7 @@ func BenchmarkVersusTshark(b *testing.B) {
 		b.ReportMetric(theirs, "tshark-MB/s")
 		b.ReportMetric(ours/theirs, "hubreplay/tshark")
 		b.ReportMetric(oneCore/theirs, "hubreplay-1core/tshark")
+		b.ReportMetric(cores, "hubreplay-cores-busy")
 		b.ReportMetric(float64(peak)/(1<<20), "hubreplay-peak-MiB")
 		b.ReportMetric(float64(theirPeak)/(1<<20), "tshark-peak-MiB")
 		b.Logf("%.0f MB: hubreplay %d HTTP exchanges + %d frames; tshark printed %d HTTP/WebSocket packets", mb, c.Exchanges, c.Frames, lines)
