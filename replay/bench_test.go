@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"runtime"
@@ -52,7 +53,13 @@ func serveFixtures(path string) {
 		os.Exit(1)
 	}
 	fmt.Println(srv.Hub())
-	_, _ = bufio.NewReader(os.Stdin).ReadString('\n') // until the parent goes
+	// Until the parent goes; each line it sends asks for the bytes
+	// allocated so far.
+	for in := bufio.NewScanner(os.Stdin); in.Scan(); {
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		fmt.Println(m.TotalAlloc)
+	}
 	_ = srv.Close()
 }
 
@@ -224,12 +231,36 @@ func BenchmarkScale(b *testing.B) {
 // and returns the hub's URL.
 func fixturesProcess(tb testing.TB, path string) string {
 	tb.Helper()
-	url, _ := fixturesChild(tb, path)
-	return url
+	return fixturesChild(tb, path).url
 }
 
-// fixturesChild is fixturesProcess, and the child's pid.
-func fixturesChild(tb testing.TB, path string) (string, int) {
+// fixturesProc is the fixtures' process: the hub's URL, its pid, and the
+// pipes that ask it how much it has allocated.
+type fixturesProc struct {
+	url string
+	pid int
+	in  io.Writer
+	out *bufio.Reader
+}
+
+// allocated is how many bytes of heap the fixtures' process has
+// allocated so far (runtime.MemStats.TotalAlloc).
+func (f *fixturesProc) allocated(tb testing.TB) uint64 {
+	tb.Helper()
+	if _, err := io.WriteString(f.in, "alloc\n"); err != nil {
+		tb.Fatal(err)
+	}
+	line, err := f.out.ReadString('\n')
+	n, perr := strconv.ParseUint(strings.TrimSpace(line), 10, 64)
+	if err != nil || perr != nil {
+		tb.Fatalf("fixtures process: %q %v", line, err)
+	}
+	return n
+}
+
+// fixturesChild is fixturesProcess, with the child's pid and a way to
+// ask it what it allocated.
+func fixturesChild(tb testing.TB, path string) *fixturesProc {
 	tb.Helper()
 	child := exec.Command(os.Args[0], "-test.run=^$")
 	// The child runs on as many processors as this process (go test -cpu).
@@ -241,11 +272,12 @@ func fixturesChild(tb testing.TB, path string) (string, int) {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { stdin.Close(); _ = child.Wait() })
-	line, err := bufio.NewReader(stdout).ReadString('\n')
+	out := bufio.NewReader(stdout)
+	line, err := out.ReadString('\n')
 	if err != nil || !strings.HasPrefix(line, "http://") {
 		tb.Fatalf("fixtures process: %q %v", line, err)
 	}
-	return strings.TrimSpace(line), child.Process.Pid
+	return &fixturesProc{url: strings.TrimSpace(line), pid: child.Process.Pid, in: stdin, out: out}
 }
 
 // benchScaleTrace opens sessions WebSockets over the first 4 s and conns

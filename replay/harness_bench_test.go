@@ -3,6 +3,7 @@ package replay_test
 import (
 	"context"
 	"os"
+	"runtime"
 	"strconv"
 	"testing"
 	"time"
@@ -18,7 +19,9 @@ import (
 // (this process) and the fixtures (a process of their own); each one's CPU
 // time (user and system) over the run is divided by the requests, or by
 // the WebSocket frames, it carried. The harness's goal is at most half the
-// proxy's: then the proxy, not the harness, saturates first.
+// proxy's: then the proxy, not the harness, saturates first. The replayer's
+// and the fixtures' heap allocations per request or frame are printed too
+// (what their garbage collection works through).
 //
 // The traffic is paced as a replayed peak is, not as fast as possible
 // (which would batch work and flatter everyone): 200 keep-alive
@@ -37,7 +40,7 @@ func BenchmarkHarnessVersusCHP(b *testing.B) {
 		{"websocket", "frame", benchTrace(b, 0, 0, conns, n, every, every, length+time.Second)},
 	} {
 		b.Run(kind.name, func(b *testing.B) {
-			hub, fixturesPid := fixturesChild(b, kind.path)
+			fixt := fixturesChild(b, kind.path)
 			spec, err := proxy.ParseSpec("chp@4.6.2")
 			if err != nil {
 				b.Fatal(err)
@@ -50,21 +53,25 @@ func BenchmarkHarnessVersusCHP(b *testing.B) {
 			defer cancel()
 			// Sampled only before and after: the sampler's own cost is per
 			// second, not per request (compare's figures include it).
-			chp, err := proxy.Start(ctx, prog, proxy.Options{DefaultTarget: hub, LogLevel: "warn", SampleEvery: time.Hour})
+			chp, err := proxy.Start(ctx, prog, proxy.Options{DefaultTarget: fixt.url, LogLevel: "warn", SampleEvery: time.Hour})
 			if err != nil {
 				b.Fatal(err)
 			}
 			defer chp.Stop()
 			p := plan(b, kind.path, replay.Options{Speed: 1})
 			var units, replayer, fix, proxyCPU time.Duration
+			var replayerAlloc, fixAlloc uint64
 			for b.Loop() {
-				self0, fix0, chp0 := procCPU(b, os.Getpid()), procCPU(b, fixturesPid), chp.Sample(ctx).CPU
+				self0, fix0, chp0 := procCPU(b, os.Getpid()), procCPU(b, fixt.pid), chp.Sample(ctx).CPU
+				alloc0, fixAlloc0 := allocated(), fixt.allocated(b)
 				sum, err := (&replay.Runner{Target: chp.URL(), Timeout: 10 * time.Second}).Run(ctx, p)
 				if err != nil || sum.Failed > 0 || sum.FramesMatched != sum.FramesExpected {
 					b.Fatal(err, sum.Errors, sum.SessionErrors)
 				}
+				replayerAlloc += allocated() - alloc0
+				fixAlloc += fixt.allocated(b) - fixAlloc0
 				replayer += procCPU(b, os.Getpid()) - self0
-				fix += procCPU(b, fixturesPid) - fix0
+				fix += procCPU(b, fixt.pid) - fix0
 				proxyCPU += chp.Sample(ctx).CPU - chp0
 				if kind.name == "http" {
 					units += time.Duration(sum.Requests)
@@ -77,9 +84,18 @@ func BenchmarkHarnessVersusCHP(b *testing.B) {
 			b.ReportMetric(per(fix), "fixtures-µs/"+kind.unit)
 			b.ReportMetric(per(proxyCPU), "chp-µs/"+kind.unit)
 			b.ReportMetric(float64(replayer+fix)/float64(proxyCPU), "harness/chp")
+			b.ReportMetric(float64(replayerAlloc)/float64(units), "replayer-allocB/"+kind.unit)
+			b.ReportMetric(float64(fixAlloc)/float64(units), "fixtures-allocB/"+kind.unit)
 			b.ReportMetric(0, "ns/op")
 		})
 	}
+}
+
+// allocated is how many bytes of heap this process has allocated so far.
+func allocated() uint64 {
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.TotalAlloc
 }
 
 // procCPU is a process's CPU time so far, user and system, as the

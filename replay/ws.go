@@ -117,7 +117,7 @@ func (rd *wsReader) run() {
 			payload = small[:h.Length]
 			_, err = io.ReadFull(rd.cl.br, payload)
 		} else {
-			_, err = io.CopyN(io.Discard, rd.cl.br, h.Length)
+			_, err = rd.cl.br.Discard(int(h.Length)) // skipped in the buffer: no copy, no allocation
 		}
 		if err != nil {
 			rd.finish(err)
@@ -245,8 +245,6 @@ func (cl *client) session(ctx context.Context, s *Step, up *Request) *Session {
 		if f.Masked {
 			_, _ = rand.Read(mask[:])
 			h.Mask = mask
-			payload = append([]byte(nil), payload...)
-			ws.Cipher(payload, mask, 0)
 		}
 		_ = cl.nc.SetWriteDeadline(time.Now().Add(cl.r.timeout()))
 		now := time.Now()
@@ -365,13 +363,18 @@ func clientPayload(f *trace.WSFrame) []byte {
 	return out
 }
 
-// writeFrame writes a header and payload with one write.
+// writeFrame writes a header and payload with one write, masking the
+// payload (h.Masked) in b, never in place: the payload may be the trace's.
 func writeFrame(c net.Conn, b *bytes.Buffer, h ws.Header, payload []byte) error {
 	b.Reset()
 	if err := ws.WriteHeader(b, h); err != nil {
 		return err
 	}
+	start := b.Len()
 	_, _ = b.Write(payload)
+	if h.Masked {
+		ws.Cipher(b.Bytes()[start:], h.Mask, 0)
+	}
 	_, err := c.Write(b.Bytes())
 	return err
 }
