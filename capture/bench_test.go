@@ -21,6 +21,7 @@ import (
 	"github.com/gopacket/gopacket/pcapgo"
 
 	"github.com/hubreplay/hubreplay/capture/anonymize"
+	"github.com/hubreplay/hubreplay/internal/cpustat"
 	"github.com/hubreplay/hubreplay/internal/testenv"
 	"github.com/hubreplay/hubreplay/trace"
 )
@@ -208,11 +209,11 @@ func BenchmarkCapturePcap(b *testing.B) {
 // selfCPU is this process's CPU time so far, user and system, every
 // thread's (tshark, a child, is not counted).
 func selfCPU(b *testing.B) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+	p, err := cpustat.ReadProc("self")
+	if err != nil {
 		b.Fatal(err)
 	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	return p.CPU
 }
 
 // BenchmarkVersusTshark: offline capture of one 256 MiB pcap by hubreplay
