@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hubreplay/hubreplay/internal/cpustat"
+	"github.com/hubreplay/hubreplay/internal/procs"
 	"github.com/hubreplay/hubreplay/internal/testenv"
 	"github.com/hubreplay/hubreplay/proxy"
 	"github.com/hubreplay/hubreplay/replay"
@@ -28,6 +29,10 @@ import (
 // connections, a request on each every 150 ms (1,333 requests a second),
 // or 200 WebSocket sessions, a client frame and the server's answer on
 // each every 150 ms (2,667 frames a second), for 10 s.
+//
+// The harness runs on the processors compare and capacity give it
+// (internal/procs: all but one, at least one, of what go test -cpu
+// allows; GOMAXPROCS in the environment wins); the rest are the proxy's.
 func BenchmarkHarnessVersusCHP(b *testing.B) {
 	testenv.Need(b, "node")
 	const conns, every, length = 200, 150 * time.Millisecond, 10 * time.Second
@@ -40,23 +45,14 @@ func BenchmarkHarnessVersusCHP(b *testing.B) {
 		{"websocket", "frame", benchTrace(b, 0, 0, conns, n, every, every, length+time.Second)},
 	} {
 		b.Run(kind.name, func(b *testing.B) {
+			// Here, not in the parent: go test sets GOMAXPROCS (-cpu) for
+			// each sub-benchmark it runs.
+			defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
+			procs.Harness(0)
 			fixt := fixturesChild(b, kind.path)
-			spec, err := proxy.ParseSpec("chp@4.6.2")
-			if err != nil {
-				b.Fatal(err)
-			}
-			prog, err := proxy.Obtain(context.Background(), spec, &proxy.Cache{Dir: testenv.CacheDir(b)})
-			if err != nil {
-				b.Fatal(err)
-			}
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
-			// Sampled only before and after: the sampler's own cost is per
-			// second, not per request (compare's figures include it).
-			chp, err := proxy.Start(ctx, prog, proxy.Options{DefaultTarget: fixt.url, LogLevel: "warn", SampleEvery: time.Hour})
-			if err != nil {
-				b.Fatal(err)
-			}
+			chp := startCHP(ctx, b, fixt.url)
 			defer chp.Stop()
 			p := plan(b, kind.path, replay.Options{Speed: 1})
 			var units, replayer, fix, proxyCPU time.Duration
@@ -86,9 +82,29 @@ func BenchmarkHarnessVersusCHP(b *testing.B) {
 			b.ReportMetric(float64(replayer+fix)/float64(proxyCPU), "harness/chp")
 			b.ReportMetric(float64(replayerAlloc)/float64(units), "replayer-allocB/"+kind.unit)
 			b.ReportMetric(float64(fixAlloc)/float64(units), "fixtures-allocB/"+kind.unit)
+			b.ReportMetric(float64(runtime.GOMAXPROCS(0)), "harness-procs")
 			b.ReportMetric(0, "ns/op")
 		})
 	}
+}
+
+// startCHP starts CHP 4.6.2 in front of target; the
+// caller stops it. It is sampled only when asked: the sampler's own cost is
+// per second, not per request (compare's figures include it).
+func startCHP(ctx context.Context, b *testing.B, target string) *proxy.Candidate {
+	spec, err := proxy.ParseSpec("chp@4.6.2")
+	if err != nil {
+		b.Fatal(err)
+	}
+	prog, err := proxy.Obtain(ctx, spec, &proxy.Cache{Dir: testenv.CacheDir(b)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	chp, err := proxy.Start(ctx, prog, proxy.Options{DefaultTarget: target, LogLevel: "warn", SampleEvery: time.Hour})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return chp
 }
 
 // allocated is how many bytes of heap this process has allocated so far.
