@@ -140,17 +140,8 @@ func peakRSS(reset bool) int64 {
 		_ = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0)
 		return 0
 	}
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	for l := range strings.Lines(string(b)) {
-		if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
+	peak, _ := testenv.PeakRSS(os.Getpid())
+	return peak
 }
 
 // benchCapture captures the pcap at path as `hubreplay capture --pcap`
