@@ -79,20 +79,20 @@ func BenchmarkEventLoopVersusCHP(b *testing.B) {
 	}
 }
 
-// floorServer accepts WebSocket upgrades (answering 101 without checks:
+// loopServer accepts WebSocket upgrades (answering 101 without checks:
 // nothing here parses frames) and hands over the upgraded sockets.
-type floorServer struct {
+type loopServer struct {
 	url      string
 	upgraded chan net.Conn
 }
 
-func upgradeServer(b *testing.B, conns int) *floorServer {
+func upgradeServer(b *testing.B, conns int) *loopServer {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { ln.Close() })
-	s := &floorServer{url: "http://" + ln.Addr().String(), upgraded: make(chan net.Conn, conns)}
+	s := &loopServer{url: "http://" + ln.Addr().String(), upgraded: make(chan net.Conn, conns)}
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -114,15 +114,15 @@ func upgradeServer(b *testing.B, conns int) *floorServer {
 	return s
 }
 
-// floorEnds are both ends of every session, as raw non-blocking sockets.
-type floorEnds struct {
+// loopEnds are both ends of every session, as raw non-blocking sockets.
+type loopEnds struct {
 	client, server []int
 	files          []*os.File // what keeps the descriptors open
 }
 
 // connect opens cap(s.upgraded) sessions through the proxy at url.
-func (s *floorServer) connect(b *testing.B, url string) *floorEnds {
-	e := &floorEnds{}
+func (s *loopServer) connect(b *testing.B, url string) *loopEnds {
+	e := &loopEnds{}
 	b.Cleanup(func() {
 		for _, f := range e.files {
 			f.Close()
@@ -134,7 +134,7 @@ func (s *floorServer) connect(b *testing.B, url string) *floorEnds {
 		if err != nil {
 			b.Fatal(err)
 		}
-		fmt.Fprintf(c, "GET /floor/%d HTTP/1.1\r\nHost: floor\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n", i)
+		fmt.Fprintf(c, "GET /loop/%d HTTP/1.1\r\nHost: loop\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n", i)
 		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
 		// Byte by byte to the end of the 101: nothing after it is read.
 		var head []byte
@@ -160,7 +160,7 @@ func (s *floorServer) connect(b *testing.B, url string) *floorEnds {
 
 // raw takes c's socket out of Go's poller: a copy of its descriptor, made
 // non-blocking, and c closed.
-func (e *floorEnds) raw(b *testing.B, c net.Conn) int {
+func (e *loopEnds) raw(b *testing.B, c net.Conn) int {
 	f, err := c.(*net.TCPConn).File()
 	if err != nil {
 		b.Fatal(err)
@@ -177,7 +177,7 @@ func (e *floorEnds) raw(b *testing.B, c net.Conn) int {
 // play sends rounds client frames on every session, spread evenly over
 // every as benchTrace spreads them, answers each with a server frame, and
 // returns once every answer came back, with the number of wake-ups.
-func (e *floorEnds) play(lazy bool, every time.Duration, rounds int) (int, error) {
+func (e *loopEnds) play(lazy bool, every time.Duration, rounds int) (int, error) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	conns := len(e.client)
