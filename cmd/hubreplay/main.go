@@ -44,6 +44,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if perr := prof.stop(); perr != nil && err == nil {
 		err = perr
 	}
+	logPeakMemory()
 	if err == nil {
 		return 0
 	}

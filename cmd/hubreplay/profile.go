@@ -2,9 +2,11 @@ package main
 
 import (
 	"fmt"
+	"log/slog"
 	"os"
 	"runtime"
 	"runtime/pprof"
+	"syscall"
 
 	"github.com/spf13/cobra"
 )
@@ -63,4 +65,14 @@ func (p *profiles) stop() error {
 		return fmt.Errorf("--memprofile: %w", err)
 	}
 	return f.Close()
+}
+
+// logPeakMemory logs (with -v) the most memory this process held: its own
+// peak RSS, without the candidates it ran, which is what a machine must
+// have for hubreplay itself.
+func logPeakMemory() {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
+		slog.Debug("hubreplay's peak memory", "rss_bytes", ru.Maxrss<<10) // KiB on Linux
+	}
 }
