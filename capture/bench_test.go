@@ -22,6 +22,7 @@ import (
 
 	"github.com/hubreplay/hubreplay/capture/anonymize"
 	"github.com/hubreplay/hubreplay/internal/cpustat"
+	"github.com/hubreplay/hubreplay/internal/memlimit"
 	"github.com/hubreplay/hubreplay/internal/testenv"
 	"github.com/hubreplay/hubreplay/trace"
 )
@@ -140,7 +141,7 @@ func peakRSS(reset bool) int64 {
 		_ = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0)
 		return 0
 	}
-	peak, _ := testenv.PeakRSS(os.Getpid())
+	peak, _ := memlimit.PeakRSS(os.Getpid())
 	return peak
 }
 

@@ -6,9 +6,10 @@ import (
 	"os"
 	"runtime"
 	"runtime/pprof"
-	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"github.com/hubreplay/hubreplay/internal/memlimit"
 )
 
 // profiles are the developer's --cpuprofile and --memprofile (hidden):
@@ -71,8 +72,7 @@ func (p *profiles) stop() error {
 // peak RSS, without the candidates it ran, which is what a machine must
 // have for hubreplay itself.
 func logPeakMemory() {
-	var ru syscall.Rusage
-	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
-		slog.Debug("hubreplay's peak memory", "rss_bytes", ru.Maxrss<<10) // KiB on Linux
+	if peak, ok := memlimit.PeakRSS(os.Getpid()); ok {
+		slog.Debug("hubreplay's peak memory", "rss_bytes", peak)
 	}
 }

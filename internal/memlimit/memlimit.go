@@ -1,6 +1,7 @@
 // Package memlimit bounds the Go heap of a long-running harness process to
 // what it holds for good plus a fixed headroom, so that its RSS follows
-// the trace's size and not the garbage collector's doubling of it.
+// the trace's size and not the garbage collector's doubling of it; and it
+// reads a process's peak RSS.
 package memlimit
 
 import (
@@ -8,6 +9,8 @@ import (
 	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
+	"strconv"
+	"strings"
 )
 
 // Headroom is what a run's own memory (connections, buffers, results on
@@ -34,4 +37,25 @@ func Bound(headroom int64) int64 {
 	limit := int64(s[0].Value.Uint64()) + headroom
 	debug.SetMemoryLimit(limit)
 	return limit
+}
+
+// PeakRSS is a process's peak resident set so far (VmHWM), false once it
+// has exited (a zombie has no memory left to count). Unlike getrusage's
+// ru_maxrss, it is the process's own: a process started by fork (or vfork)
+// and exec inherits its parent's peak in ru_maxrss.
+func PeakRSS(pid int) (int64, bool) { return statusBytes(pid, "VmHWM:") }
+
+// statusBytes reads one of the sizes /proc/PID/status gives in kB.
+func statusBytes(pid int, field string) (int64, bool) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0, false
+	}
+	for l := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(l, field); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10, err == nil
+		}
+	}
+	return 0, false
 }

@@ -13,7 +13,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -361,20 +360,4 @@ func GoReplay(t testing.TB) string {
 		t.Skipf("GoReplay %s could not be built (it needs libpcap-dev; make bench installs it): %v\n%s", version, err, out)
 	}
 	return bin
-}
-
-// PeakRSS is a process's peak resident set so far (VmHWM), false once it
-// has exited (a zombie has no memory left to count).
-func PeakRSS(pid int) (int64, bool) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
-	if err != nil {
-		return 0, false
-	}
-	for l := range strings.Lines(string(b)) {
-		if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			return kb << 10, err == nil
-		}
-	}
-	return 0, false
 }
