@@ -4,6 +4,7 @@ package replay_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -15,6 +16,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/gobwas/ws"
 	"golang.org/x/sys/unix"
 
 	"github.com/hubreplay/hubreplay/internal/testenv"
@@ -219,11 +221,9 @@ func (e *loopEnds) play(lazy bool, every time.Duration, rounds int) (int, error)
 		return 0, err
 	}
 
-	const clientLen, serverLen = 8 + 400, 4 + 600 // with their headers
-	clientFrame := make([]byte, clientLen)
-	copy(clientFrame, []byte{0x82, 0x80 | 126, 400 >> 8, 400 & 0xff, 1, 2, 3, 4}) // binary, masked
-	serverFrame := make([]byte, serverLen)
-	copy(serverFrame, []byte{0x82, 126, 600 >> 8, 600 & 0xff})
+	clientFrame := wsFrame(ws.Header{Fin: true, OpCode: ws.OpBinary, Length: 400, Masked: true, Mask: [4]byte{1, 2, 3, 4}})
+	serverFrame := wsFrame(ws.Header{Fin: true, OpCode: ws.OpBinary, Length: 600})
+	clientLen, serverLen := len(clientFrame), len(serverFrame) // with their headers
 	gap := every / time.Duration(conns)
 	total := rounds * conns
 	got := make([]int, 2*conns) // bytes read on each socket
@@ -301,6 +301,15 @@ func (e *loopEnds) play(lazy bool, every time.Duration, rounds int) (int, error)
 		}
 	}
 	return wakes, nil
+}
+
+// wsFrame is a whole frame with header h and h.Length bytes of payload
+// (its content does not matter: nothing on the way parses it).
+func wsFrame(h ws.Header) []byte {
+	var b bytes.Buffer
+	_ = ws.WriteHeader(&b, h) // to memory: cannot fail
+	b.Write(make([]byte, h.Length))
+	return b.Bytes()
 }
 
 // readErr is what a read that woke for a readable socket found wrong: an

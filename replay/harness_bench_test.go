@@ -88,9 +88,9 @@ func BenchmarkHarnessVersusCHP(b *testing.B) {
 	}
 }
 
-// startCHP starts CHP 4.6.2 in front of target; the
-// caller stops it. It is sampled only when asked: the sampler's own cost is
-// per second, not per request (compare's figures include it).
+// startCHP starts CHP 4.6.2 in front of target; the caller stops it. It
+// is sampled only when asked: the sampler's own cost is per second, not
+// per request (compare's figures include it).
 func startCHP(ctx context.Context, b *testing.B, target string) *proxy.Candidate {
 	spec, err := proxy.ParseSpec("chp@4.6.2")
 	if err != nil {

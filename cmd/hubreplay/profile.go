@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"os"
@@ -72,6 +73,9 @@ func (p *profiles) stop() error {
 // peak RSS, without the candidates it ran, which is what a machine must
 // have for hubreplay itself.
 func logPeakMemory() {
+	if !slog.Default().Enabled(context.Background(), slog.LevelDebug) {
+		return // read /proc only for a log that will be written
+	}
 	if peak, ok := memlimit.PeakRSS(os.Getpid()); ok {
 		slog.Debug("hubreplay's peak memory", "rss_bytes", peak)
 	}
