@@ -278,3 +278,38 @@ func BenchmarkVersusTshark(b *testing.B) {
 	}
 	b.ReportMetric(0, "ns/op")
 }
+
+type discard struct{}
+
+func (discard) Write(trace.Record) error { return nil }
+
+// BenchmarkCaptureWorkers is the work spread by flow alone: the benchmark
+// pcap reassembled and parsed by 1, 2 and 4 workers, raw, its records
+// dropped (no anonymizing or writing), on every processor.
+func BenchmarkCaptureWorkers(b *testing.B) {
+	path := benchPcapOf(b, 256<<20, "bench-v1-256M.pcap")
+	st, err := os.Stat(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, n := range []int{1, 2, 4} {
+		b.Run(fmt.Sprint("workers-", n), func(b *testing.B) {
+			var cpu time.Duration
+			for b.Loop() {
+				src, err := OpenFile(path)
+				if err != nil {
+					b.Fatal(err)
+				}
+				cpu0 := selfCPU(b)
+				if _, err := Run(context.Background(), src, func(time.Time) (RecordWriter, error) { return discard{}, nil }, Options{Raw: true, Workers: n}); err != nil {
+					b.Fatal(err)
+				}
+				cpu += selfCPU(b) - cpu0
+				src.Close()
+			}
+			b.ReportMetric(float64(st.Size())/1e6/(b.Elapsed().Seconds()/float64(b.N)), "MB/s")
+			b.ReportMetric(float64(cpu)/float64(b.Elapsed()), "cores-busy")
+			b.ReportMetric(0, "ns/op")
+		})
+	}
+}

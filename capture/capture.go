@@ -58,6 +58,9 @@ type Options struct {
 	StatsEvery time.Duration
 	// MaxDuration stops after this much packet time (0: no limit).
 	MaxDuration time.Duration
+	// Workers reassemble and parse the connections, each a share of them
+	// by TCP 4-tuple (default: one per processor, GOMAXPROCS).
+	Workers int
 	// Progress is called about once a second (wall clock) and at the end.
 	Progress func(Counters)
 	Log      *slog.Logger
@@ -115,16 +118,17 @@ type Counters struct {
 // ErrRawNeedsScrubber guards against writing secrets by accident.
 var ErrRawNeedsScrubber = errors.New("capture without an anonymizer needs Raw set: secrets would reach the trace")
 
-// capturer is one capture's state; one goroutine runs it.
+// capturer is one flow worker's state (flows.go): the connections whose
+// 4-tuples hash to it, reassembled and parsed on one goroutine.
 type capturer struct {
 	o        Options
-	w        RecordWriter
-	sink     *sink
-	start    time.Time
+	start    time.Time // the first packet's time, the trace's 0
 	lastTS   time.Duration
 	ending   bool
-	nextID   trace.ConnID
-	counters Counters
+	nextID   trace.ConnID // the worker's own numbers; the merger renumbers
+	counters tally
+	out      []tagged // records made in this round
+	key      uint64   // where in the packet stream they are made
 
 	// Port reuse (reuse.go): the connection each 4-tuple has now, the
 	// generation of tuples that were reused, and the packet's own flow
@@ -138,10 +142,9 @@ func (c *capturer) ts(t time.Time) time.Duration {
 	return max(t.Sub(c.start), 0)
 }
 
-// emit hands a record on to be anonymized and written (sink); the first
-// write error stops the capture (Run returns it).
+// emit hands a record on to the merger, to be anonymized and written.
 func (c *capturer) emit(r trace.Record) {
-	c.sink.add(r)
+	c.out = append(c.out, tagged{c.key, r})
 }
 
 // New implements reassembly.StreamFactory.
@@ -198,13 +201,8 @@ func Run(ctx context.Context, src Source, create func(start time.Time) (RecordWr
 	if o.Scrub == nil && !o.Raw {
 		return Counters{}, ErrRawNeedsScrubber
 	}
-	c := &capturer{o: o, live: map[tuple]*conn{}, gens: map[tuple]uint32{}, sink: newSink(o.Scrub)}
-	defer c.sink.close() // on every return: the writer goroutine ends
-	c.counters.Drops = map[string]uint64{}
-	pool := reassembly.NewStreamPool(c)
-	asm := reassembly.NewAssembler(pool)
-	asm.MaxBufferedPagesPerConnection = o.MaxPagesPerConn
-	asm.MaxBufferedPagesTotal = o.MaxPagesTotal
+	r := &reader{o: o, sink: newSink(o.Scrub), drops: map[string]uint64{}}
+	defer r.sink.close() // on every return: the writer goroutine ends
 	dec := newDecoder()
 
 	var (
@@ -213,12 +211,12 @@ func Run(ctx context.Context, src Source, create func(start time.Time) (RecordWr
 		srcErr               error
 	)
 	report := func() {
-		c.counters.Drops["kernel"] = src.Drops()
+		r.drops["kernel"] = src.Drops()
 		if o.Progress != nil {
-			o.Progress(c.snapshot())
+			o.Progress(r.snapshot())
 		}
 	}
-	for c.sink.failed() == nil {
+	for r.sink.failed() == nil {
 		if err := ctx.Err(); err != nil {
 			break
 		}
@@ -228,7 +226,9 @@ func Run(ctx context.Context, src Source, create func(start time.Time) (RecordWr
 				break
 			}
 			if errors.Is(err, errTimeout) {
-				c.sink.flush()
+				if r.flows != nil {
+					r.flows.end(r.packets, control{}, roundEnd{quiet: true})
+				}
 				if time.Since(lastProgress) >= time.Second {
 					report()
 					lastProgress = time.Now()
@@ -238,108 +238,143 @@ func Run(ctx context.Context, src Source, create func(start time.Time) (RecordWr
 			srcErr = err
 			break
 		}
-		if c.w == nil {
-			if c.start = ci.Timestamp; c.start.IsZero() {
-				c.start = time.Now()
+		if r.flows == nil {
+			start := ci.Timestamp
+			if start.IsZero() {
+				start = time.Now()
 			}
-			if c.w, err = create(c.start.UTC()); err != nil {
-				return c.snapshot(), err
+			if err := r.begin(start, create); err != nil {
+				return r.snapshot(), err
 			}
-			c.sink.start(c.w)
 		}
-		c.counters.Packets++
-		c.counters.Bytes += uint64(ci.Length)
-		now := c.ts(ci.Timestamp)
-		c.lastTS = max(c.lastTS, now)
+		r.packets++
+		r.bytes += uint64(ci.Length)
+		now := r.ts(ci.Timestamp)
+		r.lastTS = max(r.lastTS, now)
 		if o.MaxDuration > 0 && now > o.MaxDuration {
 			break
 		}
 		flow, tcp, err := dec.decode(link, data)
 		switch {
 		case errors.Is(err, errNotTCP):
-			c.counters.Drops["not_tcp"]++
+			r.drops["not_tcp"]++
 		case errors.Is(err, errFragment):
-			c.counters.Drops["ip_fragment"]++
+			r.drops["ip_fragment"]++
 		case err != nil:
 			srcErr = fmt.Errorf("%s: %w", src.Name(), err)
-		case !c.ours(tcp):
-			c.counters.Drops["other_port"]++
+		case !r.ours(tcp):
+			r.drops["other_port"]++
 		default:
 			if ci.CaptureLength < ci.Length {
-				c.counters.Drops["snaplen"]++
+				r.drops["snaplen"]++
 			}
-			actx := assemblerContext(ci)
-			asm.AssembleWithContext(c.reuse(flow, tcp, now), tcp, &actx)
+			r.flows.add(r.packets, flow, tcp, data, ci, link)
 		}
 		if srcErr != nil {
 			break
 		}
+		var ctl control
 		if now-lastFlush >= min(time.Second, o.FlushAfter) {
 			lastFlush = now
-			asm.FlushWithOptions(reassembly.FlushOptions{
-				T:  c.start.Add(now - o.FlushAfter),
-				TC: c.start.Add(now - o.IdleTimeout),
-			})
+			ctl = control{flush: true, t: r.start.Add(now - o.FlushAfter), tc: r.start.Add(now - o.IdleTimeout)}
 		}
+		var e roundEnd
 		if now-lastStats >= o.StatsEvery {
 			lastStats = now
-			c.stats(now, src)
+			e.stats = r.stats(now, src)
 		}
-		if c.counters.Packets%16 == 0 { // a clock read on every packet costs; a quiet live source flushes on its poll timeout
-			c.sink.tick()
+		switch {
+		case ctl.flush || e.stats != nil || r.flows.held >= roundPackets*len(r.flows.shares):
+			r.flows.end(r.packets, ctl, e)
+		case r.packets%16 == 0 && r.flows.held > 0 && time.Since(r.flows.since) >= sinkLinger:
+			// A clock read on every packet costs; a quiet live source
+			// ends its round on its poll timeout.
+			r.flows.end(r.packets, ctl, e)
 		}
-		if c.counters.Packets%1024 == 0 && time.Since(lastProgress) >= time.Second {
+		if r.packets%1024 == 0 && time.Since(lastProgress) >= time.Second {
 			report()
 			lastProgress = time.Now()
 		}
 	}
-	if c.w == nil {
-		c.start = time.Now()
-		var err error
-		if c.w, err = create(c.start.UTC()); err != nil {
-			return c.snapshot(), err
+	if r.flows == nil {
+		if err := r.begin(time.Now(), create); err != nil {
+			return r.snapshot(), err
 		}
-		c.sink.start(c.w)
 	}
-	c.ending = true
-	asm.FlushAll()
-	c.stats(c.lastTS, src)
-	werr := c.sink.close() // every record written before the last report
+	r.flows.end(r.packets, control{end: true, lastTS: r.lastTS}, roundEnd{stats: r.stats(r.lastTS, src)})
+	r.flows.close()
+	werr := r.sink.close() // every record written before the last report
 	report()
 	if werr != nil {
-		return c.snapshot(), fmt.Errorf("write trace: %w", werr)
+		return r.snapshot(), fmt.Errorf("write trace: %w", werr)
 	}
-	return c.snapshot(), srcErr
+	return r.snapshot(), srcErr
 }
 
-func (c *capturer) ours(tcp *layers.TCP) bool {
+// reader is Run's state: what it counts itself, and the flow workers
+// behind it (nil until the output is open).
+type reader struct {
+	o              Options
+	sink           *sink
+	flows          *flows
+	start          time.Time
+	lastTS         time.Duration
+	packets, bytes uint64
+	drops          map[string]uint64
+}
+
+func (r *reader) ts(t time.Time) time.Duration {
+	return max(t.Sub(r.start), 0)
+}
+
+// begin opens the output and starts the sink and the flow workers.
+func (r *reader) begin(start time.Time, create func(time.Time) (RecordWriter, error)) error {
+	r.start = start
+	w, err := create(start.UTC())
+	if err != nil {
+		return err
+	}
+	r.sink.start(w)
+	r.flows = startFlows(r.o, start, r.sink)
+	return nil
+}
+
+func (r *reader) ours(tcp *layers.TCP) bool {
 	for _, p := range [2]uint16{uint16(tcp.SrcPort), uint16(tcp.DstPort)} {
-		if slices.Contains(c.o.Ports, p) || slices.Contains(c.o.APIPorts, p) {
+		if slices.Contains(r.o.Ports, p) || slices.Contains(r.o.APIPorts, p) {
 			return true
 		}
 	}
 	return false
 }
 
-func (c *capturer) stats(now time.Duration, src Source) {
-	c.counters.Drops["kernel"] = src.Drops()
+// stats is the reader's part of a stats record; the merger adds the
+// workers' drops.
+func (r *reader) stats(now time.Duration, src Source) *trace.Stats {
+	r.drops["kernel"] = src.Drops()
 	drops := map[string]uint64{}
-	for k, v := range c.counters.Drops {
+	for k, v := range r.drops {
 		if v > 0 || k == "kernel" {
 			drops[k] = v
 		}
 	}
-	c.emit(&trace.Stats{TS: now, Packets: c.counters.Packets, Bytes: c.counters.Bytes, Drops: drops})
+	return &trace.Stats{TS: now, Packets: r.packets, Bytes: r.bytes, Drops: drops}
 }
 
-func (c *capturer) snapshot() Counters {
-	s := c.counters
-	s.Drops = make(map[string]uint64, len(c.counters.Drops))
-	for k, v := range c.counters.Drops {
+func (r *reader) snapshot() Counters {
+	var t tally
+	if r.flows != nil {
+		t = r.flows.tally()
+	}
+	s := Counters{Packets: r.packets, Bytes: r.bytes, Drops: make(map[string]uint64, len(r.drops)+1),
+		Streams: t.Streams, Open: t.Open, Gaps: t.Gaps, GapBytes: t.GapBytes, Exchanges: t.Exchanges, Frames: t.Frames,
+		Routes: t.Routes, ParseErrors: t.ParseErrors, Orphans: t.Orphans, Duration: r.lastTS, Records: r.sink.written.Load()}
+	for k, v := range r.drops {
 		s.Drops[k] = v
 	}
-	s.Duration = c.lastTS
-	s.Records = c.sink.written.Load()
+	if t.UpgradePending > 0 {
+		s.Drops["upgrade_pending"] = t.UpgradePending
+	}
 	return s
 }
 

@@ -229,7 +229,7 @@ func (k *conn) feed(i int, data []byte, at func(int) time.Duration) {
 			return
 		case h.http.State() == httpstream.StatePaused:
 			if h.held+len(data) > maxPending {
-				k.c.counters.Drops["upgrade_pending"]++
+				k.c.counters.UpgradePending++
 				return
 			}
 			h.pending = append(h.pending, pendingBytes{append([]byte(nil), data...), at(0)})

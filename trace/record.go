@@ -370,3 +370,23 @@ func Conn(r Record) (ConnID, bool) {
 	}
 	return 0, false
 }
+
+// SetConn gives a record that belongs to a connection (Conn says which
+// do) another connection's number, and tells whether it belongs to one.
+func SetConn(r Record, id ConnID) bool {
+	switch r := r.(type) {
+	case *ConnOpen:
+		r.Conn = id
+	case *ConnClose:
+		r.Conn = id
+	case *HTTP:
+		r.Conn = id
+	case *WSFrame:
+		r.Conn = id
+	case *Gap:
+		r.Conn = id
+	default:
+		return false
+	}
+	return true
+}

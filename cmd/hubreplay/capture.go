@@ -101,6 +101,7 @@ code and file contents. Use it only on test systems.`,
 	f.BoolVar(&c.force, "force", false, "replace the output file if it exists")
 	f.DurationVar(&c.ring, "ring", 0, "flight recorder: keep only this much of the capture (e.g. 30m) and write it out on SIGUSR1 and at the end")
 	f.StringVar(&c.watch, "watch", "", "with --ring: also write it out when a process whose command line holds this exits (a crash, an OOM kill), e.g. configurable-http-proxy")
+	f.IntVar(&c.workers, "workers", 0, "reassemble and parse the connections on this many goroutines, each TCP connection on one (default 0: one per processor)")
 	f.StringVar(&c.note, "note", "", "free text kept in the trace header, e.g. \"Monday lecture peak\"")
 	f.StringVar(&c.sourceName, "source-name", "", "what the trace header says the records came from (default \"pcap\" or \"iface:NAME\": never the capture file's name)")
 	f.StringVar(&c.baseURL, "base-url", "", "the hub's c.JupyterHub.base_url (z2jh: hub.baseUrl), e.g. /jhub/; learned from the routes API when not given")
@@ -116,6 +117,7 @@ type captureCmd struct {
 	sourceName, baseURL, subdomainHost                  string
 	ports, apiPorts                                     []uint
 	raw, force, base64                                  bool
+	workers                                             int
 	maxDuration, ring                                   time.Duration
 
 	ringMu   sync.Mutex
@@ -133,7 +135,7 @@ func (c *captureCmd) run(cmd *cobra.Command) error {
 	if err != nil {
 		return err
 	}
-	o := capture.Options{Ports: toPorts(c.ports), APIPorts: toPorts(c.apiPorts), Raw: c.raw, Log: slog.Default()}
+	o := capture.Options{Ports: toPorts(c.ports), APIPorts: toPorts(c.apiPorts), Raw: c.raw, Workers: c.workers, Log: slog.Default()}
 	if c.pcap != "" {
 		o.MaxDuration = c.maxDuration // a file's packets carry their own time
 	}
@@ -358,6 +360,9 @@ func (c *captureCmd) check() (int64, error) {
 	}
 	if c.watch != "" && c.ring == 0 {
 		return 0, usageError{errors.New("--watch triggers the flight recorder: give --ring too")}
+	}
+	if c.workers < 0 {
+		return 0, usageError{fmt.Errorf("--workers %d: give how many, or 0 for one per processor", c.workers)}
 	}
 	if c.ring < 0 {
 		return 0, usageError{fmt.Errorf("--ring %s: give how much to keep, e.g. 30m", c.ring)}

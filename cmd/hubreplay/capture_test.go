@@ -66,6 +66,16 @@ func TestCaptureAndVerify(t *testing.T) {
 	raw := filepath.Join(dir, "raw.trace")
 	r = hubreplay(t, nil, "capture", "--pcap", pcap, "--port", p, "-o", raw, "--raw")
 	require.Equal(t, 0, r.code, r.stderr)
+
+	// Spread over more workers than connections, or on one, the same records.
+	for _, n := range []string{"1", "5"} {
+		spread := filepath.Join(dir, "raw-"+n+".trace")
+		r = hubreplay(t, nil, "capture", "--pcap", pcap, "--port", p, "-o", spread, "--raw", "--workers", n)
+		require.Equal(t, 0, r.code, r.stderr)
+		_, want := readAll(t, raw)
+		_, got := readAll(t, spread)
+		assert.Equal(t, want, got, "--workers %s", n)
+	}
 	assert.Contains(t, r.stderr, "WARNING: --raw")
 	h, _ = readAll(t, raw)
 	assert.True(t, h.Anon.Raw)
@@ -127,6 +137,9 @@ func TestCaptureBadInput(t *testing.T) {
 	r = hubreplay(t, nil, "capture", "--pcap", dir, "-o", filepath.Join(dir, "z.trace"))
 	assert.Equal(t, 2, r.code)
 	assert.Contains(t, r.stderr, "is a directory, not a capture file")
+	r = hubreplay(t, nil, "capture", "--pcap", text, "-o", out, "--workers", "-2")
+	assert.Equal(t, 2, r.code)
+	assert.Contains(t, r.stderr, "--workers -2")
 	assert.Equal(t, 1, strings.Count(r.stderr, "\n"), r.stderr)
 	_, err := os.Stat(out)
 	assert.True(t, os.IsNotExist(err), "no trace is made from a file that is not a capture")
