@@ -39,6 +39,9 @@ import (
 //     arrived meanwhile: one read and one write per frame and a third of
 //     the wake-ups, a bound for any harness that sends and reads each
 //     frame (the answers go late, so it is not a faithful replay).
+//   - lazy-10ms: lazy, and the client frames sent in bursts every 10 ms,
+//     what came due meanwhile: a twentieth of the wake-ups, what is left
+//     being the system calls alone.
 //
 // Per frame the proxy reads once and writes once; so does a harness,
 // one end writing, the other reading, and a write on loopback carries the
@@ -46,12 +49,12 @@ import (
 // per-frame CPU is those system calls, which no harness can avoid.
 func BenchmarkEventLoopVersusCHP(b *testing.B) {
 	testenv.Need(b, "node")
-	for _, lazy := range []bool{false, true} {
-		name := "eager"
-		if lazy {
-			name = "lazy"
-		}
-		b.Run(name, func(b *testing.B) {
+	for _, v := range []struct {
+		name string
+		lazy bool
+		tick time.Duration
+	}{{"eager", false, 0}, {"lazy", true, 0}, {"lazy-10ms", true, 10 * time.Millisecond}} {
+		b.Run(v.name, func(b *testing.B) {
 			const conns, every, length = 200, 150 * time.Millisecond, 10 * time.Second
 			srv := upgradeServer(b, conns)
 			ctx, cancel := context.WithCancel(context.Background())
@@ -63,7 +66,7 @@ func BenchmarkEventLoopVersusCHP(b *testing.B) {
 			var self, proxyCPU time.Duration
 			for b.Loop() {
 				self0, chp0 := procCPU(b, os.Getpid()), chp.Sample(ctx).CPU
-				w, err := ends.play(lazy, every, int(length/every))
+				w, err := ends.play(v.lazy, v.tick, every, int(length/every))
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -179,7 +182,7 @@ func (e *loopEnds) raw(b *testing.B, c net.Conn) int {
 // play sends rounds client frames on every session, spread evenly over
 // every as benchTrace spreads them, answers each with a server frame, and
 // returns once every answer came back, with the number of wake-ups.
-func (e *loopEnds) play(lazy bool, every time.Duration, rounds int) (int, error) {
+func (e *loopEnds) play(lazy bool, tick, every time.Duration, rounds int) (int, error) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	conns := len(e.client)
@@ -230,7 +233,13 @@ func (e *loopEnds) play(lazy bool, every time.Duration, rounds int) (int, error)
 	var sent, received, wakes int
 	buf := make([]byte, 64<<10)
 	start := time.Now() // the vDSO's clock: no system call
-	due := func(j int) time.Duration { return time.Duration(j+1) * gap }
+	due := func(j int) time.Duration {
+		at := time.Duration(j+1) * gap
+		if tick > 0 {
+			at = (at + tick - 1) / tick * tick // the next tick's: sent in bursts
+		}
+		return at
+	}
 	arm := func(at time.Duration) error { // at: since start
 		it := unix.ItimerSpec{Value: unix.NsecToTimespec(int64(max(at-time.Since(start), 1)))} // 0 would disarm it
 		_, _, errno := unix.RawSyscall6(unix.SYS_TIMERFD_SETTIME, uintptr(timer), 0, uintptr(unsafe.Pointer(&it)), 0, 0, 0)
