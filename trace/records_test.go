@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"maps"
+	"path/filepath"
+	"runtime"
 	"slices"
 	"testing"
 	"time"
@@ -12,6 +14,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/hubreplay/hubreplay/fixtures/lecturepeak"
 	"github.com/hubreplay/hubreplay/trace"
 )
 
@@ -108,4 +111,43 @@ func TestReadWindowOfADamagedTrace(t *testing.T) {
 	var de *trace.DamageError
 	require.ErrorAs(t, err, &de)
 	assert.True(t, de.Truncated)
+}
+
+// A window of a long trace holds about the window, not the trace: what
+// lets `--from/--to` replay an hour of a day-long recording. Four hours of
+// a 40-student lecture, read whole and as a 30-minute window.
+func TestAWindowOfALongTraceHoldsTheWindow(t *testing.T) {
+	if testing.Short() {
+		t.Skip("four hours of trace: not in -short")
+	}
+	h, recs := lecturepeak.Generate(lecturepeak.Options{Users: 40, Duration: 4 * time.Hour, Seed: 5})
+	path := filepath.Join(t.TempDir(), "long.trace")
+	w, err := trace.Create(path, h, nil)
+	require.NoError(t, err)
+	for _, rec := range recs {
+		require.NoError(t, w.Write(rec))
+	}
+	require.NoError(t, w.Close())
+	recs = nil
+
+	held := func(win trace.Window) (int, uint64) {
+		r, err := trace.Open(path)
+		require.NoError(t, err)
+		defer r.Close()
+		runtime.GC()
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		rs, err := trace.ReadWindow(context.Background(), r, win, nil)
+		require.NoError(t, err)
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		n := rs.Len()
+		runtime.KeepAlive(rs)
+		return n, after.HeapAlloc - min(after.HeapAlloc, before.HeapAlloc)
+	}
+	all, allHeap := held(trace.Window{})
+	some, someHeap := held(trace.Window{From: 2 * time.Hour, To: 2*time.Hour + 30*time.Minute})
+	t.Logf("whole: %d records, %d MiB of heap; 30 minutes of it: %d records, %d MiB", all, allHeap>>20, some, someHeap>>20)
+	assert.Less(t, some, all/5, "records held for an eighth of the trace")
+	assert.Less(t, someHeap, allHeap/5, "heap held for an eighth of the trace")
 }
