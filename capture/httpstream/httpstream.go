@@ -536,6 +536,11 @@ func (p *Parser) finish(m *Message) {
 
 func (p *Parser) keep(m *Message, b []byte) {
 	if room := p.MaxBody - len(m.Body); room > 0 {
+		if m.Body == nil && p.body == bodyLength {
+			// The whole of what is kept, at once: a body in many segments is
+			// not copied again at each (MaxBody bounds it).
+			m.Body = make([]byte, 0, int(min(int64(room), p.left)))
+		}
 		m.Body = append(m.Body, b[:min(room, len(b))]...)
 	}
 }

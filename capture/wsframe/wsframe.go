@@ -61,6 +61,11 @@ type Parser struct {
 	hbuf     [ws.MaxHeaderSize]byte
 }
 
+// preallocMax is the largest payload given its room when its header is
+// read; a larger one grows as its bytes come, so that a header claiming
+// much does not make the parser hold it.
+const preallocMax = 64 << 10
+
 // New returns a parser that calls done for every frame, in order.
 func New(done func(*Frame)) *Parser {
 	return &Parser{MaxPayload: DefaultMaxPayload, done: done}
@@ -138,6 +143,11 @@ func (p *Parser) header(data []byte, base int, at Clock) (int, error) {
 	used := wireHeaderSize(buf) - prev
 	p.hdr = p.hdr[:0]
 	p.cur = &Frame{Header: h, Start: p.hdrStart, End: at(base + used - 1)}
+	if h.Length <= preallocMax {
+		// Room for the whole payload at once: one that comes in many
+		// segments is not copied again at each.
+		p.cur.Payload = make([]byte, 0, min(int(h.Length), p.MaxPayload))
+	}
 	p.left, p.read = h.Length, 0
 	if h.Length == 0 {
 		p.emit()
