@@ -238,7 +238,7 @@ func (c *capturer) run(in <-chan *share, out chan<- made, free chan<- *share, pa
 			asm.FlushAll()
 		}
 		out <- made{recs: c.out, counts: c.counters}
-		c.out = make([]tagged, 0, cap(c.out))
+		c.out = make([]tagged, 0, min(cap(c.out), 4*roundPackets)) // a flush that closed out many does not size every round after it
 		s.pkts, s.arena, s.ctl = s.pkts[:0], s.arena[:0], control{}
 		select {
 		case free <- s:

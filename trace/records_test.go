@@ -151,3 +151,18 @@ func TestAWindowOfALongTraceHoldsTheWindow(t *testing.T) {
 	assert.Less(t, some, all/5, "records held for an eighth of the trace")
 	assert.Less(t, someHeap, allHeap/5, "heap held for an eighth of the trace")
 }
+
+// SetConn renumbers exactly the records Conn says belong to a connection
+// (capture's merger numbers its workers' connections with it).
+func TestSetConnRenumbersWhatConnReads(t *testing.T) {
+	belong := map[trace.Type]bool{}
+	for _, rec := range oneOfEach() {
+		_, has := trace.Conn(rec)
+		assert.Equal(t, has, trace.SetConn(rec, 4242), "%T", rec)
+		if id, ok := trace.Conn(rec); ok {
+			belong[rec.Type()] = true
+			assert.Equal(t, trace.ConnID(4242), id, "%T", rec)
+		}
+	}
+	assert.Len(t, belong, 5, "conn_open, conn_close, http, ws_frame, gap: %v", belong)
+}
