@@ -26,9 +26,9 @@ import (
 // whose order gopacket leaves to a map's), and the connections are
 // numbered in the order they opened.
 
-// roundPackets, times the workers, ends a round: enough packets that a round's channel sends
-// cost little next to its work, few enough that the workers' rounds stay
-// small in memory (the sink's queues bound the rest).
+// roundPackets, times the workers, ends a round: enough packets that a
+// round's channel sends cost little next to its work, few enough that the
+// workers' rounds stay small in memory (the sink's queues bound the rest).
 const roundPackets = 256
 
 // roundsAhead is how many rounds a worker may have waiting, or done and
