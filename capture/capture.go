@@ -268,7 +268,7 @@ func Run(ctx context.Context, src Source, create func(start time.Time) (RecordWr
 			if ci.CaptureLength < ci.Length {
 				r.drops["snaplen"]++
 			}
-			r.flows.add(r.packets, flow, tcp, data, ci, link)
+			r.flows.add(r.packets, flow, tcp, ci)
 		}
 		if srcErr != nil {
 			break

@@ -59,13 +59,15 @@ func (t *tally) add(o tally) {
 	t.UpgradePending += o.UpgradePending
 }
 
-// packet is a packet handed to a worker, its bytes copied out of the
-// source's buffer into its share's arena.
+// packet is a packet handed to a worker as the reader decoded it: its
+// network flow, and its TCP segment (header and payload) copied out of the
+// source's buffer into its share's arena, for the worker to decode the
+// TCP header alone again.
 type packet struct {
 	seq  uint64
-	data []byte
+	flow gopacket.Flow
+	seg  []byte
 	ci   gopacket.CaptureInfo
-	link layers.LinkType
 }
 
 // control is what every worker does after a round's packets.
@@ -89,12 +91,14 @@ type share struct {
 // to the packets in it and a new one begun, so nothing is copied twice.
 const arenaBytes = 256 << 10
 
-func (s *share) copyIn(data []byte) []byte {
-	if cap(s.arena)-len(s.arena) < len(data) {
-		s.arena = make([]byte, 0, max(arenaBytes, len(data)))
+// copyIn copies head and then body into the arena, one after the other.
+func (s *share) copyIn(head, body []byte) []byte {
+	n := len(head) + len(body)
+	if cap(s.arena)-len(s.arena) < n {
+		s.arena = make([]byte, 0, max(arenaBytes, n))
 	}
 	off := len(s.arena)
-	s.arena = append(s.arena, data...)
+	s.arena = append(append(s.arena, head...), body...)
 	return s.arena[off:len(s.arena):len(s.arena)]
 }
 
@@ -159,11 +163,11 @@ func startFlows(o Options, start time.Time, s *sink) *flows {
 }
 
 // add hands a packet to the worker that owns its flow.
-func (f *flows) add(seq uint64, flow gopacket.Flow, tcp *layers.TCP, data []byte, ci gopacket.CaptureInfo, link layers.LinkType) {
+func (f *flows) add(seq uint64, flow gopacket.Flow, tcp *layers.TCP, ci gopacket.CaptureInfo) {
 	// FastHash is the same both ways, so both directions go to one worker.
 	h := flow.FastHash()*0x9e3779b97f4a7c15 ^ tcp.TransportFlow().FastHash()
 	s := f.shares[h%uint64(len(f.shares))]
-	s.pkts = append(s.pkts, packet{seq: seq, data: s.copyIn(data), ci: ci, link: link})
+	s.pkts = append(s.pkts, packet{seq: seq, flow: flow, seg: s.copyIn(tcp.Contents, tcp.Payload), ci: ci})
 	if f.held == 0 {
 		f.since = time.Now()
 	}
@@ -218,16 +222,15 @@ func (c *capturer) run(in <-chan *share, out chan<- made, free chan<- *share, pa
 	asm := reassembly.NewAssembler(reassembly.NewStreamPool(c))
 	asm.MaxBufferedPagesPerConnection = c.o.MaxPagesPerConn
 	asm.MaxBufferedPagesTotal = pages
-	dec := newDecoder()
+	var tcp layers.TCP
 	for s := range in {
 		for _, p := range s.pkts {
 			c.key = 2 * p.seq
-			flow, tcp, err := dec.decode(p.link, p.data)
-			if err != nil {
-				continue // the reader decoded it before: cannot happen
+			if err := tcp.DecodeFromBytes(p.seg, gopacket.NilDecodeFeedback); err != nil {
+				continue // the reader decoded these bytes before: cannot happen
 			}
 			actx := assemblerContext(p.ci)
-			asm.AssembleWithContext(c.reuse(flow, tcp, c.ts(p.ci.Timestamp)), tcp, &actx)
+			asm.AssembleWithContext(c.reuse(p.flow, &tcp, c.ts(p.ci.Timestamp)), &tcp, &actx)
 		}
 		c.key = 2*s.last + 1
 		if s.ctl.flush {

@@ -68,11 +68,11 @@ func TestCaptureAndVerify(t *testing.T) {
 	require.Equal(t, 0, r.code, r.stderr)
 
 	// Spread over more workers than connections, or on one, the same records.
+	_, want := readAll(t, raw)
 	for _, n := range []string{"1", "5"} {
 		spread := filepath.Join(dir, "raw-"+n+".trace")
 		r = hubreplay(t, nil, "capture", "--pcap", pcap, "--port", p, "-o", spread, "--raw", "--workers", n)
 		require.Equal(t, 0, r.code, r.stderr)
-		_, want := readAll(t, raw)
 		_, got := readAll(t, spread)
 		assert.Equal(t, want, got, "--workers %s", n)
 	}
